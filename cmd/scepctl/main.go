@@ -1,0 +1,77 @@
+// Command scepctl does by hand what scep-operator does: it asks a SCEP server
+// for its capabilities and CA certificates, and enrolls a certificate. It is
+// meant for an admin checking a server before writing a SCEPProfile.
+//
+//	scepctl caps   --url URL [--ca-bundle FILE]
+//	scepctl cacert --url URL [--ca-identifier ID] [--fingerprint FP] [--ca-bundle FILE] [--out FILE]
+//	scepctl enroll --url URL --subject DN [--dns NAME]... [--email ADDR]... [--uri URI]... [--upn UPN]...
+//	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both]
+//	               [--challenge PW | --challenge-file FILE] [--fingerprint FP] [--ca-bundle FILE]
+//	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
+//	               [--renew --cert FILE] --out FILE
+//
+// Exit status: 0 when the command did what it was asked (for enroll: a
+// certificate was written), 1 on failure, 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// errUsage marks errors that are the caller's wording, not the server's.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `scepctl: a SCEP (RFC 8894) client for admins
+
+Commands:
+  caps     print the server's capabilities, one a line
+  cacert   print the server's CA and RA certificates (role, subject, notAfter, fingerprints)
+  enroll   enroll a certificate and write it with its chain as PEM
+
+Run 'scepctl COMMAND -h' for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	var err error
+	switch args[0] {
+	case "caps":
+		err = runCaps(ctx, args[1:], stdout, stderr)
+	case "cacert":
+		err = runCACert(ctx, args[1:], stdout, stderr)
+	case "enroll":
+		err = runEnroll(ctx, args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "scepctl: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "scepctl %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "scepctl %s: %v\n", args[0], err)
+		return 1
+	}
+}

@@ -1,0 +1,307 @@
+package scep
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/smallstep/pkcs7"
+)
+
+// CertRep is a server's reply, as read from the wire. ParseCertRep fills it
+// without any cryptography; Message.ReadReply verifies and decrypts it.
+type CertRep struct {
+	// MessageType should be TypeCertRep.
+	MessageType MessageType
+	// TransactionID should echo the request's.
+	TransactionID TransactionID
+	// Status is SUCCESS, FAILURE or PENDING.
+	Status PKIStatus
+	// FailInfo says why, on FAILURE.
+	FailInfo FailInfo
+	// FailInfoText is the server's own words on FAILURE (RFC 8894's
+	// failInfoText attribute), when it sent any.
+	FailInfoText string
+	// SenderNonce is the server's nonce.
+	SenderNonce []byte
+	// RecipientNonce should echo the request's senderNonce.
+	RecipientNonce []byte
+	// Certificates are the issued certificate and its chain, leaf first,
+	// after a successful ReadReply.
+	Certificates []*x509.Certificate
+	// CRL is the revocation list a GetCRL asked for.
+	CRL *x509.RevocationList
+
+	p7 *pkcs7.PKCS7
+}
+
+// ParseCertRep reads the structure and the authenticated attributes of a
+// pkiMessage. It checks nothing about who signed it; see Message.ReadReply.
+func ParseCertRep(der []byte) (rep *CertRep, err error) {
+	// pkcs7 parses without recovering; a malformed reply must be an error,
+	// never a crash of the operator.
+	defer func() {
+		if r := recover(); r != nil {
+			rep, err = nil, fmt.Errorf("malformed pkiMessage: %v", r)
+		}
+	}()
+	if len(der) == 0 {
+		return nil, errors.New("empty pkiMessage")
+	}
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil, fmt.Errorf("reply is not a PKCS#7 pkiMessage: %w", err)
+	}
+	if len(p7.Signers) == 0 {
+		return nil, errors.New("reply is not signed (no SignerInfo)")
+	}
+	rep = &CertRep{p7: p7}
+	var s string
+	if err := p7.UnmarshalSignedAttribute(oidMessageType, &s); err != nil {
+		return nil, fmt.Errorf("reply has no messageType attribute: %w", err)
+	}
+	rep.MessageType = MessageType(s)
+	if err := p7.UnmarshalSignedAttribute(oidTransactionID, &s); err != nil {
+		return nil, fmt.Errorf("reply has no transactionID attribute: %w", err)
+	}
+	rep.TransactionID = TransactionID(s)
+	if err := p7.UnmarshalSignedAttribute(oidPKIStatus, &s); err != nil {
+		return nil, fmt.Errorf("reply has no pkiStatus attribute: %w", err)
+	}
+	rep.Status = PKIStatus(s)
+	if rep.Status == StatusFailure {
+		if err := p7.UnmarshalSignedAttribute(oidFailInfo, &s); err == nil {
+			rep.FailInfo = FailInfo(s)
+		}
+		if err := p7.UnmarshalSignedAttribute(oidFailInfoText, &s); err == nil {
+			rep.FailInfoText = s
+		}
+	}
+	// Nonces are optional in some servers' FAILURE replies; their absence is
+	// judged by ReadReply.
+	_ = p7.UnmarshalSignedAttribute(oidSenderNonce, &rep.SenderNonce)
+	_ = p7.UnmarshalSignedAttribute(oidRecipientNonce, &rep.RecipientNonce)
+	return rep, nil
+}
+
+// embedded returns the certificates the reply itself carries.
+func (r *CertRep) embedded() []*x509.Certificate { return r.p7.Certificates }
+
+// VerifySignature checks that one of trusted (the GetCACert certificates) or a
+// certificate the reply carries that one of them issued, signed the reply.
+func (r *CertRep) VerifySignature(trusted []*x509.Certificate) (err error) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			err = fmt.Errorf("malformed pkiMessage signature: %v", rec)
+		}
+	}()
+	candidates := append([]*x509.Certificate(nil), trusted...)
+	for _, e := range r.embedded() {
+		for _, t := range trusted {
+			if bytes.Equal(e.Raw, t.Raw) {
+				break
+			}
+			if e.CheckSignatureFrom(t) == nil {
+				candidates = append(candidates, e)
+				break
+			}
+		}
+	}
+	saved := r.p7.Certificates
+	defer func() { r.p7.Certificates = saved }()
+	var lastErr error
+	for _, c := range candidates {
+		r.p7.Certificates = []*x509.Certificate{c}
+		if lastErr = r.p7.Verify(); lastErr == nil {
+			return nil
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no certificate to verify with")
+	}
+	return fmt.Errorf("CertRep signature does not verify against the server's CA/RA certificates: %w", lastErr)
+}
+
+// FailureError is a CertRep with pkiStatus FAILURE: the server refused the
+// request. It is permanent for this request.
+type FailureError struct {
+	// FailInfo is the server's reason code.
+	FailInfo FailInfo
+	// Text is the server's own explanation, if it sent one.
+	Text string
+	// TransactionID is the refused transaction.
+	TransactionID TransactionID
+}
+
+func (e *FailureError) Error() string {
+	msg := fmt.Sprintf("SCEP server refused the request: %s (%s)", e.FailInfo, e.FailInfo.Meaning())
+	if e.Text != "" {
+		msg += ": " + e.Text
+	}
+	return msg
+}
+
+// ReplyError says that a reply broke the protocol (wrong nonce, wrong
+// transaction, bad signature, undecryptable). The request may be retried.
+type ReplyError struct {
+	// Reason is a short machine-readable cause, e.g. "RecipientNonceMismatch".
+	Reason string
+	// Err is the detail.
+	Err error
+}
+
+func (e *ReplyError) Error() string { return "invalid SCEP reply: " + e.Err.Error() }
+
+// Unwrap returns the detail.
+func (e *ReplyError) Unwrap() error { return e.Err }
+
+func replyErr(reason string, format string, args ...any) error {
+	return &ReplyError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// ReadReply parses, verifies and decrypts the server's reply to m. trusted
+// are the GetCACert certificates (after pinning). The result's Status says
+// whether the certificate was issued (Certificates set, leaf first) or is
+// pending; a FAILURE is returned as a *FailureError alongside the CertRep.
+// Protocol violations are *ReplyError.
+func (m *Message) ReadReply(der []byte, trusted []*x509.Certificate) (*CertRep, error) {
+	rep, err := ParseCertRep(der)
+	if err != nil {
+		return nil, &ReplyError{Reason: "Malformed", Err: err}
+	}
+	if err := rep.VerifySignature(trusted); err != nil {
+		return nil, &ReplyError{Reason: "BadSignature", Err: err}
+	}
+	if rep.MessageType != TypeCertRep {
+		return nil, replyErr("WrongMessageType", "messageType is %v, want CertRep", rep.MessageType)
+	}
+	if rep.TransactionID != m.TransactionID {
+		return nil, replyErr("TransactionIDMismatch", "transactionID %q does not match the request's %q", rep.TransactionID, m.TransactionID)
+	}
+	if !bytes.Equal(rep.RecipientNonce, m.SenderNonce) {
+		return nil, replyErr("RecipientNonceMismatch", "recipientNonce %x does not echo the request's senderNonce %x (a replayed or misrouted reply)", rep.RecipientNonce, m.SenderNonce)
+	}
+	switch rep.Status {
+	case StatusPending:
+		return rep, nil
+	case StatusFailure:
+		return rep, &FailureError{FailInfo: rep.FailInfo, Text: rep.FailInfoText, TransactionID: rep.TransactionID}
+	case StatusSuccess:
+	default:
+		return nil, replyErr("UnknownStatus", "unknown pkiStatus %v", rep.Status)
+	}
+	if err := rep.decrypt(m); err != nil {
+		return nil, &ReplyError{Reason: "DecryptFailed", Err: err}
+	}
+	return rep, nil
+}
+
+func (r *CertRep) decrypt(m *Message) (err error) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			err = fmt.Errorf("malformed enveloped content: %v", rec)
+		}
+	}()
+	if len(r.p7.Content) == 0 {
+		return errors.New("SUCCESS reply carries no content")
+	}
+	env, err := pkcs7.Parse(r.p7.Content)
+	if err != nil {
+		return fmt.Errorf("reply content is not PKCS#7 EnvelopedData: %w", err)
+	}
+	plain, err := env.Decrypt(m.Signer.Certificate, m.Signer.Key)
+	if err != nil {
+		return fmt.Errorf("decrypting the reply with the request's signer key: %w", err)
+	}
+	inner, err := pkcs7.Parse(plain)
+	if err != nil {
+		return fmt.Errorf("decrypted reply is not a degenerate PKCS#7: %w", err)
+	}
+	if m.Type == TypeGetCRL {
+		if len(inner.CRLs) == 0 {
+			return errors.New("GetCRL reply holds no CRL")
+		}
+		der, err := asn1.Marshal(inner.CRLs[0])
+		if err != nil {
+			return err
+		}
+		if r.CRL, err = x509.ParseRevocationList(der); err != nil {
+			return fmt.Errorf("parsing the CRL: %w", err)
+		}
+		return nil
+	}
+	if len(inner.Certificates) == 0 {
+		return errors.New("SUCCESS reply holds no certificate")
+	}
+	chain, err := orderChain(inner.Certificates, m.leafKey, m.leafSerial)
+	if err != nil {
+		return err
+	}
+	r.Certificates = chain
+	return nil
+}
+
+// orderChain puts the requested certificate first and its issuers after it,
+// as far as the reply holds them; certificates that fit nowhere follow.
+func orderChain(certs []*x509.Certificate, leafKey crypto.PublicKey, leafSerial *big.Int) ([]*x509.Certificate, error) {
+	leaf := -1
+	for i, c := range certs {
+		switch {
+		case leafKey != nil && publicKeysEqual(c.PublicKey, leafKey):
+			leaf = i
+		case leafSerial != nil && c.SerialNumber.Cmp(leafSerial) == 0:
+			leaf = i
+		}
+		if leaf >= 0 {
+			break
+		}
+	}
+	if leaf < 0 {
+		if leafKey != nil {
+			return nil, errors.New("the reply's certificates do not hold the requested public key")
+		}
+		for i, c := range certs {
+			if !c.IsCA {
+				leaf = i
+				break
+			}
+		}
+		if leaf < 0 {
+			leaf = 0
+		}
+	}
+	used := make([]bool, len(certs))
+	chain := []*x509.Certificate{certs[leaf]}
+	used[leaf] = true
+	for cur := certs[leaf]; ; {
+		next := -1
+		for i, c := range certs {
+			if !used[i] && bytes.Equal(cur.RawIssuer, c.RawSubject) && cur.CheckSignatureFrom(c) == nil {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			break
+		}
+		used[next] = true
+		chain = append(chain, certs[next])
+		cur = certs[next]
+	}
+	for i, c := range certs {
+		if !used[i] {
+			chain = append(chain, c)
+		}
+	}
+	return chain, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	// Every public key type of the standard library has Equal.
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
+}

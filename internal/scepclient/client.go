@@ -1,0 +1,376 @@
+// Package scepclient speaks SCEP (RFC 8894) over HTTP: GetCACaps, GetCACert
+// and PKIOperation, with GET or POST as the server allows, bounded reads,
+// TLS trust and readable errors. Message building and parsing live in
+// package scep; this package knows no ASN.1.
+package scepclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-logr/logr"
+
+	"github.com/scep-operator/scep-operator/internal/scep"
+)
+
+// Operation names as they appear in SCEP's operation= query parameter.
+const (
+	OpGetCACaps    = "GetCACaps"
+	OpGetCACert    = "GetCACert"
+	OpPKIOperation = "PKIOperation"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultTimeout          = 30 * time.Second
+	DefaultMaxResponseBytes = 1 << 20
+	// MaxGETQueryBytes is IIS's default maxQueryString, which NDES runs
+	// behind; a longer query is answered with HTTP 404.15.
+	MaxGETQueryBytes = 2048
+)
+
+// Config describes one SCEP server and how to reach it.
+type Config struct {
+	// URL is the SCEP endpoint, e.g. http://ndes/certsrv/mscep/mscep.dll.
+	URL string
+	// CAIdentifier is sent as GetCACert's message parameter, for servers
+	// that host several CAs.
+	CAIdentifier string
+	// RootCAs trusts an https URL's server certificate; nil means the
+	// system roots.
+	RootCAs *x509.CertPool
+	// InsecureSkipVerify turns off TLS server verification. It is logged as
+	// a warning on every client built with it.
+	InsecureSkipVerify bool
+	// Timeout bounds each HTTP round trip; zero means DefaultTimeout.
+	Timeout time.Duration
+	// MaxResponseBytes caps a response body; zero means 1 MiB.
+	MaxResponseBytes int64
+	// MaxGETQueryBytes caps a GET PKIOperation's query; zero means 2048.
+	MaxGETQueryBytes int
+	// Transport replaces the HTTP transport (tests, proxies); nil means one
+	// built from the fields above, with the proxy from the environment.
+	Transport http.RoundTripper
+	// Logger receives debug lines for each round trip; message contents,
+	// challenges and keys are never logged.
+	Logger logr.Logger
+	// Observe, when set, is called after every HTTP round trip with the
+	// operation, the HTTP status (0 when none) and the duration; metrics
+	// hang here.
+	Observe func(op string, status int, d time.Duration)
+}
+
+// Client talks to one SCEP server. It is safe for concurrent use.
+type Client struct {
+	cfg     Config
+	base    *url.URL
+	http    *http.Client
+	maxBody int64
+	maxGET  int
+
+	mu   sync.Mutex
+	caps *scep.Capabilities
+}
+
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("SCEP URL %q: %w", cfg.URL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("SCEP URL %q: scheme must be http or https", cfg.URL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("SCEP URL %q has no host", cfg.URL)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	c := &Client{cfg: cfg, base: u, maxBody: cfg.MaxResponseBytes, maxGET: cfg.MaxGETQueryBytes}
+	if c.maxBody <= 0 {
+		c.maxBody = DefaultMaxResponseBytes
+	}
+	if c.maxGET <= 0 {
+		c.maxGET = MaxGETQueryBytes
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+		if cfg.InsecureSkipVerify {
+			tr.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // explicit, logged opt-in
+			cfg.Logger.Info("WARNING: TLS verification of the SCEP server is turned off; anyone on the path can answer for it", "url", cfg.URL)
+		}
+		rt = tr
+	}
+	c.http = &http.Client{Transport: rt, Timeout: cfg.Timeout}
+	return c, nil
+}
+
+// URL returns the server's endpoint.
+func (c *Client) URL() string { return c.cfg.URL }
+
+// HTTPError is a non-2xx answer, with a short excerpt of its body so that an
+// IIS or proxy error page says what went wrong.
+type HTTPError struct {
+	// Operation is the SCEP operation that failed.
+	Operation string
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// RetryAfter is the server's Retry-After, if it sent one.
+	RetryAfter time.Duration
+	// Excerpt is the start of the body, as text.
+	Excerpt string
+}
+
+func (e *HTTPError) Error() string {
+	msg := fmt.Sprintf("SCEP %s answered HTTP %d", e.Operation, e.StatusCode)
+	if e.Excerpt != "" {
+		msg += ": " + e.Excerpt
+	}
+	return msg
+}
+
+// Temporary reports whether trying again later may help (5xx, 429, 408).
+func (e *HTTPError) Temporary() bool {
+	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusRequestTimeout
+}
+
+// ContentError is a 2xx answer whose body is not what the operation returns,
+// such as an HTML page served with status 200.
+type ContentError struct {
+	// Operation is the SCEP operation.
+	Operation string
+	// ContentType is what the server said it sent.
+	ContentType string
+	// Excerpt is the start of the body, as text.
+	Excerpt string
+	// Err is the parse failure.
+	Err error
+}
+
+func (e *ContentError) Error() string {
+	msg := fmt.Sprintf("SCEP %s answer (Content-Type %q) is not a SCEP message: %v", e.Operation, e.ContentType, e.Err)
+	if e.Excerpt != "" {
+		msg += "; it starts with: " + e.Excerpt
+	}
+	return msg
+}
+
+// Unwrap returns the parse failure.
+func (e *ContentError) Unwrap() error { return e.Err }
+
+// ErrQueryTooLong is returned for a GET PKIOperation whose query exceeds the
+// limit; see QueryTooLongError.
+var ErrQueryTooLong = errors.New("SCEP GET query too long")
+
+// QueryTooLongError says a message cannot be sent with GET.
+type QueryTooLongError struct {
+	// Length and Limit are the query's size and the limit, in bytes.
+	Length, Limit int
+}
+
+func (e *QueryTooLongError) Error() string {
+	return fmt.Sprintf("the PKIOperation GET query would be %d bytes, over the %d-byte limit of IIS (NDES) and similar servers, "+
+		"and the server does not announce POSTPKIOperation: enable POST on the server, raise IIS's requestFiltering maxQueryString "+
+		"(NDES: also the MaxFieldLength/MaxRequestBytes HTTP.sys keys), or use a smaller key", e.Length, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrQueryTooLong) work.
+func (e *QueryTooLongError) Is(target error) bool { return target == ErrQueryTooLong }
+
+func (c *Client) endpoint(op, message string) string {
+	u := *c.base
+	q := u.Query()
+	q.Set("operation", op)
+	if message != "" {
+		q.Set("message", message)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// do performs one round trip and returns the body of a 2xx answer.
+func (c *Client) do(ctx context.Context, op string, req *http.Request) ([]byte, string, error) {
+	start := time.Now()
+	resp, err := c.http.Do(req.WithContext(ctx))
+	status := 0
+	defer func() {
+		if c.cfg.Observe != nil {
+			c.cfg.Observe(op, status, time.Since(start))
+		}
+	}()
+	if err != nil {
+		return nil, "", fmt.Errorf("SCEP %s to %s: %w", op, c.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	status = resp.StatusCode
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("SCEP %s to %s: reading the answer: %w", op, c.base.Redacted(), err)
+	}
+	c.cfg.Logger.V(1).Info("SCEP round trip", "operation", op, "method", req.Method, "status", resp.StatusCode, "bytes", len(body), "duration", time.Since(start))
+	if int64(len(body)) > c.maxBody {
+		return nil, "", fmt.Errorf("SCEP %s answer from %s is larger than %d bytes", op, c.base.Redacted(), c.maxBody)
+	}
+	ct := resp.Header.Get("Content-Type")
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := &HTTPError{Operation: op, StatusCode: resp.StatusCode, Excerpt: Excerpt(body)}
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			e.RetryAfter = parseRetryAfter(ra)
+		}
+		return nil, ct, e
+	}
+	return body, ct, nil
+}
+
+func parseRetryAfter(v string) time.Duration {
+	var secs int
+	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// Excerpt turns the start of an error body into one line of text: HTML tags
+// and runs of white space removed, at most 200 characters. Binary bodies
+// give "".
+func Excerpt(body []byte) string {
+	if len(body) == 0 {
+		return ""
+	}
+	if len(body) > 4096 {
+		body = body[:4096]
+	}
+	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 {
+		return ""
+	}
+	var b strings.Builder
+	inTag := false
+	for _, r := range string(body) {
+		switch {
+		case r == '<':
+			inTag = true
+			b.WriteByte(' ')
+		case r == '>':
+			inTag = false
+		case !inTag:
+			b.WriteRune(r)
+		}
+	}
+	text := strings.Join(strings.Fields(b.String()), " ")
+	if len(text) > 200 {
+		text = text[:200] + "…"
+	}
+	return text
+}
+
+// GetCACaps returns the server's capabilities, cached after the first
+// success. A server that refuses the operation or answers with an empty
+// body (old NDES) gets the minimal set, as RFC 8894 asks; transport errors
+// are returned.
+func (c *Client) GetCACaps(ctx context.Context) (scep.Capabilities, error) {
+	c.mu.Lock()
+	cached := c.caps
+	c.mu.Unlock()
+	if cached != nil {
+		return *cached, nil
+	}
+	return c.RefreshCACaps(ctx)
+}
+
+// RefreshCACaps asks the server again and replaces the cached capabilities.
+func (c *Client) RefreshCACaps(ctx context.Context) (scep.Capabilities, error) {
+	req, err := http.NewRequest(http.MethodGet, c.endpoint(OpGetCACaps, ""), nil)
+	if err != nil {
+		return scep.Capabilities{}, err
+	}
+	body, _, err := c.do(ctx, OpGetCACaps, req)
+	var caps scep.Capabilities
+	var httpErr *HTTPError
+	switch {
+	case err == nil:
+		caps = scep.ParseCapabilities(body)
+	case errors.As(err, &httpErr):
+		c.cfg.Logger.V(1).Info("GetCACaps refused; assuming the minimal capabilities", "status", httpErr.StatusCode)
+		caps = scep.MinimalCapabilities()
+	default:
+		return scep.Capabilities{}, err
+	}
+	c.mu.Lock()
+	c.caps = &caps
+	c.mu.Unlock()
+	return caps, nil
+}
+
+// GetCACert returns the server's CA and RA certificates, classified.
+func (c *Client) GetCACert(ctx context.Context) (*scep.CACerts, error) {
+	req, err := http.NewRequest(http.MethodGet, c.endpoint(OpGetCACert, c.cfg.CAIdentifier), nil)
+	if err != nil {
+		return nil, err
+	}
+	body, ct, err := c.do(ctx, OpGetCACert, req)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := scep.ParseCACerts(body, ct)
+	if err != nil {
+		return nil, &ContentError{Operation: OpGetCACert, ContentType: ct, Excerpt: Excerpt(body), Err: err}
+	}
+	return certs, nil
+}
+
+// PKIOperation sends a DER pkiMessage and returns the DER reply. POST is used
+// when caps allow it; otherwise GET, failing with *QueryTooLongError when
+// the query would not fit.
+func (c *Client) PKIOperation(ctx context.Context, caps scep.Capabilities, msg []byte) ([]byte, error) {
+	var req *http.Request
+	var err error
+	if caps.POST() {
+		req, err = http.NewRequest(http.MethodPost, c.endpoint(OpPKIOperation, ""), bytes.NewReader(msg))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/x-pki-message")
+	} else {
+		// RFC 8894 section 4.1: standard base64, then URL-escaped (the
+		// URL-safe alphabet is not what servers decode).
+		u := c.endpoint(OpPKIOperation, base64.StdEncoding.EncodeToString(msg))
+		if q := len(u) - strings.Index(u, "?") - 1; q > c.maxGET {
+			return nil, &QueryTooLongError{Length: q, Limit: c.maxGET}
+		}
+		req, err = http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	body, ct, err := c.do(ctx, OpPKIOperation, req)
+	if err != nil {
+		return nil, err
+	}
+	// A pkiMessage is a DER SEQUENCE; anything else (an HTML page served
+	// with 200, a proxy's text) is reported as what it is. The full parse
+	// happens once, in scep.Message.ReadReply.
+	if len(body) < 2 || body[0] != 0x30 {
+		return nil, &ContentError{Operation: OpPKIOperation, ContentType: ct, Excerpt: Excerpt(body), Err: errors.New("not DER")}
+	}
+	return body, nil
+}

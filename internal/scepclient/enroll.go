@@ -1,0 +1,86 @@
+package scepclient
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/scep-operator/scep-operator/internal/scep"
+)
+
+// ServerInfo is what a client learns from a server before it sends a
+// request: capabilities, the (pinned) CA and RA certificates, whom to
+// encrypt to and with what. Callers cache it (the operator per profile), so
+// a steady enrollment costs one PKIOperation round trip.
+type ServerInfo struct {
+	// Caps are the server's capabilities.
+	Caps scep.Capabilities
+	// CACerts are the certificates requests are encrypted to and replies
+	// verified with; after a pin, only those the pinned CA vouches for.
+	CACerts *scep.CACerts
+	// Recipient is the certificate requests are encrypted to.
+	Recipient *x509.Certificate
+	// Issuer is the CA that issues certificates (CertPoll's issuer).
+	Issuer *x509.Certificate
+	// Algorithms are the cipher and digest chosen from Caps.
+	Algorithms scep.Algorithms
+}
+
+// Discover asks the server for its capabilities and certificates and, when
+// pin is set, checks that one of them has the pinned fingerprint; a mismatch
+// is a *scep.FingerprintMismatchError and nothing further may be sent.
+func (c *Client) Discover(ctx context.Context, pin *scep.Fingerprint) (*ServerInfo, error) {
+	caps, err := c.GetCACaps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := c.GetCACert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if pin != nil {
+		if certs, err = certs.Pin(*pin); err != nil {
+			return nil, err
+		}
+	}
+	recipient, err := certs.Recipient()
+	if err != nil {
+		return nil, err
+	}
+	return &ServerInfo{
+		Caps:       caps,
+		CACerts:    certs,
+		Recipient:  recipient,
+		Issuer:     certs.Issuer(),
+		Algorithms: caps.Algorithms(),
+	}, nil
+}
+
+// MessageOptions returns the options for a message to this server.
+func (s *ServerInfo) MessageOptions(signer *scep.Signer, txID scep.TransactionID) scep.MessageOptions {
+	return scep.MessageOptions{Signer: signer, Recipient: s.Recipient, Algorithms: s.Algorithms, TransactionID: txID}
+}
+
+// Send delivers msg and reads the reply: SUCCESS and PENDING come back as a
+// CertRep, FAILURE as a CertRep with a *scep.FailureError, a broken reply as
+// a *scep.ReplyError, transport trouble as the HTTP or network error.
+func (c *Client) Send(ctx context.Context, s *ServerInfo, msg *scep.Message) (*scep.CertRep, error) {
+	der, err := c.PKIOperation(ctx, s.Caps, msg.Raw)
+	if err != nil {
+		return nil, err
+	}
+	return msg.ReadReply(der, s.CACerts.All())
+}
+
+// CertPoll builds and sends a CertPoll for the pending transaction txID of a
+// request with subject (DER Name), signed by the signer of the PKCSReq.
+func (c *Client) CertPoll(ctx context.Context, s *ServerInfo, signer *scep.Signer, txID scep.TransactionID, subject []byte) (*scep.CertRep, error) {
+	if s.Issuer == nil {
+		return nil, fmt.Errorf("the server's GetCACert answer names no CA to poll for")
+	}
+	msg, err := scep.NewCertPoll(s.Issuer.RawSubject, subject, s.MessageOptions(signer, txID))
+	if err != nil {
+		return nil, err
+	}
+	return c.Send(ctx, s, msg)
+}

@@ -1,0 +1,45 @@
+package scepclient
+
+import (
+	"context"
+	"errors"
+	"net"
+
+	"github.com/scep-operator/scep-operator/internal/scep"
+)
+
+// IsTransient reports whether trying the same exchange again later may
+// succeed: network errors and timeouts, HTTP 5xx/429/408, answers that are
+// not SCEP (an HTML page from a proxy) and replies that break the protocol
+// (a wrong nonce may be a misrouted reply). A server's FAILURE, a CA
+// fingerprint mismatch, a query too long for GET and a cancelled context are
+// not transient.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var (
+		failure  *scep.FailureError
+		mismatch *scep.FingerprintMismatchError
+		tooLong  *QueryTooLongError
+		httpErr  *HTTPError
+		content  *ContentError
+		reply    *scep.ReplyError
+		netErr   net.Error
+	)
+	switch {
+	case errors.As(err, &failure), errors.As(err, &mismatch), errors.As(err, &tooLong):
+		return false
+	case errors.As(err, &httpErr):
+		return httpErr.Temporary()
+	case errors.As(err, &content), errors.As(err, &reply):
+		return true
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
+		return true
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr)
+}
