@@ -165,8 +165,8 @@ func replyErr(reason string, format string, args ...any) error {
 
 // ReadReply parses, verifies and decrypts the server's reply to m. trusted
 // are the GetCACert certificates (after pinning). The result's Status says
-// whether the certificate was issued (Certificates set, leaf first) or is
-// pending; a FAILURE is returned as a *FailureError alongside the CertRep.
+// whether the certificate was issued (Certificates set: the leaf, then its
+// issuers from the reply or from trusted) or is pending; a FAILURE is returned as a *FailureError alongside the CertRep.
 // Protocol violations are *ReplyError.
 func (m *Message) ReadReply(der []byte, trusted []*x509.Certificate) (*CertRep, error) {
 	rep, err := ParseCertRep(der)
@@ -194,13 +194,13 @@ func (m *Message) ReadReply(der []byte, trusted []*x509.Certificate) (*CertRep, 
 	default:
 		return nil, replyErr("UnknownStatus", "unknown pkiStatus %v", rep.Status)
 	}
-	if err := rep.decrypt(m); err != nil {
+	if err := rep.decrypt(m, trusted); err != nil {
 		return nil, &ReplyError{Reason: "DecryptFailed", Err: err}
 	}
 	return rep, nil
 }
 
-func (r *CertRep) decrypt(m *Message) (err error) {
+func (r *CertRep) decrypt(m *Message, caCerts []*x509.Certificate) (err error) {
 	defer func() {
 		if rec := recover(); rec != nil {
 			err = fmt.Errorf("malformed enveloped content: %v", rec)
@@ -237,7 +237,7 @@ func (r *CertRep) decrypt(m *Message) (err error) {
 	if len(inner.Certificates) == 0 {
 		return errors.New("SUCCESS reply holds no certificate")
 	}
-	chain, err := orderChain(inner.Certificates, m.leafKey, m.leafSerial)
+	chain, err := orderChain(inner.Certificates, caCerts, m.leafKey, m.leafSerial)
 	if err != nil {
 		return err
 	}
@@ -245,57 +245,51 @@ func (r *CertRep) decrypt(m *Message) (err error) {
 	return nil
 }
 
-// orderChain puts the requested certificate first and its issuers after it,
-// as far as the reply holds them; certificates that fit nowhere follow.
-func orderChain(certs []*x509.Certificate, leafKey crypto.PublicKey, leafSerial *big.Int) ([]*x509.Certificate, error) {
-	leaf := -1
-	for i, c := range certs {
-		switch {
-		case leafKey != nil && publicKeysEqual(c.PublicKey, leafKey):
-			leaf = i
-		case leafSerial != nil && c.SerialNumber.Cmp(leafSerial) == 0:
-			leaf = i
-		}
-		if leaf >= 0 {
+// orderChain returns the requested certificate followed by its issuers, as
+// far as pool (the reply's certificates and the server's CA certificates)
+// holds them. Servers differ: MicroMDM sends the leaf alone, step-ca the leaf
+// and its RA certificate, NDES the leaf and the CA. Certificates off the
+// leaf's path are left out.
+func orderChain(certs, pool []*x509.Certificate, leafKey crypto.PublicKey, leafSerial *big.Int) ([]*x509.Certificate, error) {
+	var leaf *x509.Certificate
+	for _, c := range certs {
+		if (leafKey != nil && publicKeysEqual(c.PublicKey, leafKey)) || (leafSerial != nil && c.SerialNumber.Cmp(leafSerial) == 0) {
+			leaf = c
 			break
 		}
 	}
-	if leaf < 0 {
+	if leaf == nil {
 		if leafKey != nil {
 			return nil, errors.New("the reply's certificates do not hold the requested public key")
 		}
-		for i, c := range certs {
+		for _, c := range certs {
 			if !c.IsCA {
-				leaf = i
+				leaf = c
 				break
 			}
 		}
-		if leaf < 0 {
-			leaf = 0
+		if leaf == nil {
+			leaf = certs[0]
 		}
 	}
-	used := make([]bool, len(certs))
-	chain := []*x509.Certificate{certs[leaf]}
-	used[leaf] = true
-	for cur := certs[leaf]; ; {
-		next := -1
-		for i, c := range certs {
-			if !used[i] && bytes.Equal(cur.RawIssuer, c.RawSubject) && cur.CheckSignatureFrom(c) == nil {
-				next = i
+	chain := []*x509.Certificate{leaf}
+	candidates := append(append([]*x509.Certificate(nil), certs...), pool...)
+	for cur := leaf; len(chain) <= len(candidates); {
+		if bytes.Equal(cur.RawIssuer, cur.RawSubject) {
+			break // self-signed: the root
+		}
+		var next *x509.Certificate
+		for _, c := range candidates {
+			if bytes.Equal(cur.RawIssuer, c.RawSubject) && !c.Equal(cur) && cur.CheckSignatureFrom(c) == nil {
+				next = c
 				break
 			}
 		}
-		if next < 0 {
+		if next == nil {
 			break
 		}
-		used[next] = true
-		chain = append(chain, certs[next])
-		cur = certs[next]
-	}
-	for i, c := range certs {
-		if !used[i] {
-			chain = append(chain, c)
-		}
+		chain = append(chain, next)
+		cur = next
 	}
 	return chain, nil
 }

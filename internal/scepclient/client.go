@@ -214,6 +214,12 @@ func (c *Client) do(ctx context.Context, op string, req *http.Request) ([]byte, 
 		}
 	}()
 	if err != nil {
+		// url.Error repeats the whole URL, which for a GET PKIOperation is
+		// kilobytes of base64; the endpoint is named once instead.
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
 		return nil, "", fmt.Errorf("SCEP %s to %s: %w", op, c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()

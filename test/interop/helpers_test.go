@@ -1,12 +1,14 @@
 package interop
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -129,6 +131,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // recorder is an http.RoundTripper that notes each request's method and
 // SCEP operation before passing it on.
 type recorder struct {
+	base http.RoundTripper // nil: http.DefaultTransport
 	mu   sync.Mutex
 	seen []string
 }
@@ -137,6 +140,9 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.mu.Lock()
 	r.seen = append(r.seen, req.Method+" "+req.URL.Query().Get("operation"))
 	r.mu.Unlock()
+	if r.base != nil {
+		return r.base.RoundTrip(req)
+	}
 	return http.DefaultTransport.RoundTrip(req)
 }
 
@@ -145,3 +151,5 @@ func (r *recorder) methods() []string {
 	defer r.mu.Unlock()
 	return append([]string(nil), r.seen...)
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

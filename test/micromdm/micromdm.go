@@ -1,0 +1,268 @@
+// Package micromdm runs MicroMDM's SCEP server (github.com/micromdm/scep/v2
+// v2.3.0) in-process, wired the way its cmd/scepserver binary wires it, so
+// client tests meet a real, independently written SCEP implementation
+// without a separate process or network access.
+//
+// It deliberately imports nothing from this module's internal packages: it is
+// a peer of our client, not a mirror of it.
+package micromdm
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	scepdepot "github.com/micromdm/scep/v2/depot"
+	"github.com/micromdm/scep/v2/depot/file"
+	scepserver "github.com/micromdm/scep/v2/server"
+	"github.com/smallstep/pkcs7"
+)
+
+// Options mirror the scepserver command-line flags that matter to a client.
+// The zero value is a server without a challenge that issues one-year
+// certificates and lets the same subject enrol again at any time.
+type Options struct {
+	// Challenge is the static challenge password (-challenge); empty means
+	// the server accepts any or no challengePassword.
+	Challenge string
+
+	// AllowRenewDays is -allowrenew: a subject that already holds a valid
+	// certificate may only enrol again within this many days of its expiry,
+	// otherwise the server answers FAILURE/badRequest ("DN ... already
+	// exists"). Zero (the default) means "-allowrenew 0": always allowed,
+	// which is what repeated test enrolments of one subject need. The
+	// binary's own default is 14.
+	AllowRenewDays int
+
+	// ValidityDays is -crtvalid, the lifetime of issued certificates; zero
+	// means MicroMDM's default of 365.
+	ValidityDays int
+
+	// CAKeyBits is the RSA key size of the CA; zero means 2048 ("scepserver
+	// ca -init" defaults to 4096, which only slows tests down).
+	CAKeyBits int
+
+	// SignServerAttrs is -sign-server-attrs: issued certificates also get
+	// keyEncipherment, dataEncipherment and serverAuth.
+	SignServerAttrs bool
+}
+
+// Server is a running MicroMDM SCEP server with request counters, so tests
+// can assert how many round trips a client made.
+type Server struct {
+	// URL is the SCEP endpoint, http://127.0.0.1:PORT/scep.
+	URL string
+	// CA is the CA certificate GetCACert returns (MicroMDM has no RA).
+	CA *x509.Certificate
+	// Depot is the file depot directory (ca.pem, index.txt, issued
+	// certificates), for tests that want to look at what was issued.
+	Depot string
+
+	handler http.Handler
+
+	mu       sync.Mutex
+	requests map[string]int
+	messages map[string]int
+}
+
+// Start creates a CA in a fresh file depot under t.TempDir(), starts the
+// server on a loopback httptest listener, and closes it when the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	if err := initCA(dir, opts.CAKeyBits); err != nil {
+		t.Fatalf("micromdm: create CA in %s: %v", dir, err)
+	}
+	depot, err := file.NewFileDepot(dir)
+	if err != nil {
+		t.Fatalf("micromdm: open file depot %s: %v", dir, err)
+	}
+	crts, key, err := depot.CA(nil)
+	if err != nil {
+		t.Fatalf("micromdm: load CA from depot %s: %v", dir, err)
+	}
+
+	validity := opts.ValidityDays
+	if validity == 0 {
+		validity = 365
+	}
+	signerOpts := []scepdepot.Option{
+		scepdepot.WithAllowRenewalDays(opts.AllowRenewDays),
+		scepdepot.WithValidityDays(validity),
+	}
+	if opts.SignServerAttrs {
+		signerOpts = append(signerOpts, scepdepot.WithSeverAttrs())
+	}
+	var signer scepserver.CSRSignerContext = scepserver.SignCSRAdapter(scepdepot.NewSigner(depot, signerOpts...))
+	if opts.Challenge != "" {
+		// The same middleware cmd/scepserver installs for -challenge; the
+		// challenge package's Middleware is the dynamic-store variant.
+		signer = scepserver.StaticChallengeMiddleware(opts.Challenge, signer)
+	}
+	logger := testLogger{t: t}
+	svc, err := scepserver.NewService(crts[0], key, signer, scepserver.WithLogger(logger))
+	if err != nil {
+		t.Fatalf("micromdm: create SCEP service: %v", err)
+	}
+
+	s := &Server{
+		CA:       crts[0],
+		Depot:    dir,
+		handler:  scepserver.MakeHTTPHandler(scepserver.MakeServerEndpoints(svc), svc, logger),
+		requests: map[string]int{},
+		messages: map[string]int{},
+	}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL + "/scep"
+	return s
+}
+
+// Requests returns how many HTTP requests arrived with the given operation
+// query parameter (GetCACaps, GetCACert, PKIOperation).
+func (s *Server) Requests(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[op]
+}
+
+// PKIMessages returns how many PKIOperation messages of the given SCEP
+// messageType name arrived: "PKCSReq", "RenewalReq", "UpdateReq", "CertPoll",
+// "GetCert", "GetCRL"; "malformed" counts bodies that were not a signed
+// pkiMessage with a messageType. MicroMDM itself only handles the first three.
+func (s *Server) PKIMessages(msgType string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.messages[msgType]
+}
+
+// ServeHTTP counts the request and hands it to MicroMDM's handler unchanged.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	op := r.URL.Query().Get("operation")
+	var msgType string
+	if op == "PKIOperation" {
+		body := pkiMessageBody(r)
+		msgType = messageTypeOf(body)
+	}
+	s.mu.Lock()
+	s.requests[op]++
+	if msgType != "" {
+		s.messages[msgType]++
+	}
+	s.mu.Unlock()
+	s.handler.ServeHTTP(w, r)
+}
+
+// pkiMessageBody extracts the DER pkiMessage the way MicroMDM's transport
+// does, restoring a POST body so the real handler still reads it.
+func pkiMessageBody(r *http.Request) []byte {
+	switch r.Method {
+	case http.MethodPost:
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 2<<20))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return body
+	case http.MethodGet:
+		msg, err := url.PathUnescape(r.URL.Query().Get("message"))
+		if err != nil {
+			return nil
+		}
+		der, err := base64.StdEncoding.DecodeString(msg)
+		if err != nil {
+			return nil
+		}
+		return der
+	}
+	return nil
+}
+
+var oidSCEPMessageType = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 2}
+
+// messageTypeOf reads the messageType attribute with pkcs7 directly:
+// smallstep/scep.ParsePKIMessage refuses CertPoll, GetCert and GetCRL, and its
+// MessageType.String panics on values it does not know.
+func messageTypeOf(der []byte) (name string) {
+	defer func() {
+		if recover() != nil {
+			name = "malformed"
+		}
+	}()
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return "malformed"
+	}
+	var v string
+	if err := p7.UnmarshalSignedAttribute(oidSCEPMessageType, &v); err != nil {
+		return "malformed"
+	}
+	return messageTypeName(v)
+}
+
+// messageTypeName maps RFC 8894 messageType values to the names smallstep and
+// MicroMDM use.
+func messageTypeName(v string) string {
+	switch v {
+	case "3":
+		return "CertRep"
+	case "17":
+		return "RenewalReq"
+	case "18":
+		return "UpdateReq"
+	case "19":
+		return "PKCSReq"
+	case "20":
+		return "CertPoll"
+	case "21":
+		return "GetCert"
+	case "22":
+		return "GetCRL"
+	}
+	return "unknown(" + v + ")"
+}
+
+// initCA does what "scepserver ca -init" does: an RSA key and a self-signed
+// CA certificate in ca.key and ca.pem (unencrypted here: no -key-password).
+func initCA(dir string, bits int) error {
+	if bits == 0 {
+		bits = 2048
+	}
+	key, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		return err
+	}
+	der, err := scepdepot.NewCACert(
+		scepdepot.WithYears(10),
+		scepdepot.WithCommonName("MICROMDM SCEP CA"),
+		scepdepot.WithCountry("US"),
+	).SelfSign(rand.Reader, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(filepath.Join(dir, "ca.key"), keyPEM, 0o400); err != nil {
+		return err
+	}
+	crtPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return os.WriteFile(filepath.Join(dir, "ca.pem"), crtPEM, 0o444)
+}
+
+// testLogger satisfies go-kit's log.Logger without importing go-kit, and
+// sends MicroMDM's own log lines (why it refused a request) to the test log,
+// shown on failure or with -v.
+type testLogger struct{ t testing.TB }
+
+func (l testLogger) Log(keyvals ...any) error {
+	l.t.Log(append([]any{"micromdm:"}, keyvals...)...)
+	return nil
+}
