@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -27,13 +28,12 @@ var (
 // rsaKey returns the i-th RSA key of the given size, generated once per
 // test binary (4096-bit generation takes seconds).
 func rsaKey(t testing.TB, bits, i int) *rsa.PrivateKey {
-	t.Helper()
 	keyMu.Lock()
 	defer keyMu.Unlock()
 	for len(keyPool[bits]) <= i {
 		k, err := rsa.GenerateKey(rand.Reader, bits)
 		if err != nil {
-			t.Fatal(err)
+			panic(err) // crypto/rand does not fail
 		}
 		keyPool[bits] = append(keyPool[bits], k)
 	}
@@ -153,3 +153,11 @@ func (r *recorder) methods() []string {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// httptestServer serves body for every request.
+func httptestServer(t testing.TB, body string) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, body) }))
+	t.Cleanup(s.Close)
+	return s.URL
+}

@@ -336,6 +336,15 @@ func (s *Server) issueLocked(b Behavior, csr *x509.CertificateRequest) (*x509.Ce
 		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}
+	// Like AD CS with a subject-supplied template, copy the requested
+	// subjectAltName extension as it is, so otherNames (UPN) survive, which
+	// crypto/x509's parsed fields would drop.
+	for _, e := range csr.Extensions {
+		if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+			tmpl.DNSNames, tmpl.EmailAddresses, tmpl.IPAddresses, tmpl.URIs = nil, nil, nil, nil
+			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, e)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.CA, csr.PublicKey, s.CAKey)
 	if err != nil {
 		return nil, err
