@@ -1,0 +1,332 @@
+/*
+Copyright 2026 The scep-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SCEPProfileSpec is an MDM SCEP profile: where the SCEP server is, how to
+// trust it, what a request may ask for, how to prove the right to enroll,
+// and how hard to try. SCEPProfile and ClusterSCEPProfile share it.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.csrMode) && self.csrMode == 'Rebuild')",message="a challenge password travels inside the CSR, signed by the workload's key; csrMode Passthrough forwards cert-manager's CSR unchanged and cannot carry one: set csrMode: Rebuild (the operator then reads the Certificate's pending private key Secret)"
+// +kubebuilder:validation:XValidation:rule="!has(self.keySize) || self.keySize != 1024 || (has(self.allowInsecureKeySize) && self.allowInsecureKeySize)",message="keySize 1024 is refused unless allowInsecureKeySize is true: 1024-bit RSA keys are breakable"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="tls is only used with an https:// url"
+// +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
+type SCEPProfileSpec struct {
+	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
+	// (NDES), https://ca.example/scep/provisioner (step-ca) or
+	// http://scep.example/scep (MicroMDM).
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
+	URL string `json:"url"`
+
+	// CAIdentifier is sent as the message parameter of GetCACert, for
+	// servers that host several CAs ("CA-IDENT").
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	CAIdentifier string `json:"caIdentifier,omitempty"`
+
+	// CAFingerprint pins the CA: the SHA-256, SHA-1 or MD5 fingerprint
+	// (thumbprint, hash value) of a certificate in the GetCACert answer, in
+	// hex, with or without spaces or colons (NDES prints groups of eight),
+	// optionally prefixed "sha256:", "sha1:" or "md5:". Nothing is sent to a
+	// server whose certificates do not match. Without a pin, the first
+	// answer is trusted as it comes (over https, the TLS trust applies).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.lowerAscii().replace('sha-256:', '').replace('sha256:', '').replace('sha-1:', '').replace('sha1:', '').replace('md5:', '').replace(':', '').replace(' ', '').matches('^([0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64})$')",message="caFingerprint must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons"
+	CAFingerprint string `json:"caFingerprint,omitempty"`
+
+	// TLS configures trust for an https URL.
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// Subject is the subject the request's CSR must have, as a DN template,
+	// e.g. "CN=%certificatename%.%namespace%,O=Corp". Empty allows any
+	// subject. Variables are listed in the Variables section of the docs.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.replace('%namespace%', '').replace('%certificatename%', '').replace('%requestname%', '').replace('%username%', '').replace('%email%', '').replace('%domainname%', '').replace('%devicename%', '').contains('%')",message="unknown %variable%: the known ones are %namespace%, %certificatename%, %requestname%, %username%, %email%, %domainname% and %devicename%"
+	Subject string `json:"subject,omitempty"`
+
+	// SubjectAltNames are the alternative names a request may carry: each
+	// of the CSR's names must match one entry of its type. An empty list
+	// allows any names.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+
+	// KeyUsage lists the key usages a request may ask for. Empty allows any.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=2
+	KeyUsage []KeyUsage `json:"keyUsage,omitempty"`
+
+	// KeySize is the RSA key size the request's key must have.
+	// +optional
+	// +kubebuilder:default=2048
+	// +kubebuilder:validation:Enum=1024;2048;3072;4096
+	KeySize int32 `json:"keySize,omitempty"`
+
+	// AllowInsecureKeySize must be true for keySize 1024.
+	// +optional
+	AllowInsecureKeySize bool `json:"allowInsecureKeySize,omitempty"`
+
+	// AllowECDSAKeys lets requests use ECDSA keys (keySize then does not
+	// apply). The pkiMessage is then signed by the profile's RSA signer,
+	// since SCEP envelopes the reply to the signer.
+	// +optional
+	AllowECDSAKeys bool `json:"allowECDSAKeys,omitempty"`
+
+	// MaxAttempts is how many failed enrollment attempts (transport errors,
+	// 5xx, timeouts, broken replies) a request gets before it fails. PENDING
+	// polls do not count. The count survives operator restarts.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxAttempts int32 `json:"maxAttempts,omitempty"`
+
+	// RetryInterval is the first wait after a failed attempt, doubled (with
+	// jitter) after each one up to MaxRetryInterval, and the interval between
+	// CertPoll polls of a PENDING request.
+	// +optional
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="retryInterval must be at least 1s"
+	RetryInterval *metav1.Duration `json:"retryInterval,omitempty"`
+
+	// MaxRetryInterval caps the backoff between failed attempts.
+	// +optional
+	// +kubebuilder:default="10m"
+	MaxRetryInterval *metav1.Duration `json:"maxRetryInterval,omitempty"`
+
+	// PendingTimeout is how long a PENDING request (waiting for a CA
+	// manager's approval) is polled before it fails.
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="pendingTimeout must be at least 1m"
+	PendingTimeout *metav1.Duration `json:"pendingTimeout,omitempty"`
+
+	// Challenge is how the operator proves its right to enroll.
+	// +optional
+	// +kubebuilder:default={type: None}
+	Challenge Challenge `json:"challenge,omitempty"`
+
+	// CSRMode is how cert-manager's CSR reaches the server. Passthrough
+	// sends it unchanged, in a pkiMessage signed by an RSA key that the
+	// operator keeps per profile; for servers without a challenge.
+	// Rebuild reads the workload's pending private key, checks that it
+	// matches the CSR, and builds a new CSR with the same subject and
+	// extensions plus the challenge password, signed by that key; it is
+	// required for Static and Dynamic challenges.
+	// +optional
+	// +kubebuilder:default=Passthrough
+	CSRMode CSRMode `json:"csrMode,omitempty"`
+}
+
+// TLSConfig is the trust for an https SCEP URL.
+// +kubebuilder:validation:XValidation:rule="!(has(self.caBundle) && has(self.caBundleSecretRef))",message="give caBundle or caBundleSecretRef, not both"
+type TLSConfig struct {
+	// CABundle is PEM-encoded CA certificates that verify the server.
+	// Without it (and without caBundleSecretRef) the system roots are used.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1048576
+	CABundle string `json:"caBundle,omitempty"`
+
+	// CABundleSecretRef names a Secret key holding the PEM bundle (key
+	// default "ca.crt"). For a ClusterSCEPProfile the Secret lives in the
+	// operator's cluster resource namespace.
+	// +optional
+	CABundleSecretRef *SecretKeySelector `json:"caBundleSecretRef,omitempty"`
+
+	// InsecureSkipVerify turns TLS verification of the server off. Anyone
+	// on the path could then answer for the server; the operator logs a
+	// warning and sets a Warning Event.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// SubjectAltName is a template for one alternative name.
+type SubjectAltName struct {
+	// Type is the kind of name.
+	Type SANType `json:"type"`
+
+	// Value is the name, with %variables% and "*" matching any run of
+	// characters, e.g. "%certificatename%.%namespace%.svc.%domainname%" or
+	// "*.apps.corp.example".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.replace('%namespace%', '').replace('%certificatename%', '').replace('%requestname%', '').replace('%username%', '').replace('%email%', '').replace('%domainname%', '').replace('%devicename%', '').contains('%')",message="unknown %variable%: the known ones are %namespace%, %certificatename%, %requestname%, %username%, %email%, %domainname% and %devicename%"
+	Value string `json:"value"`
+}
+
+// SANType is a subjectAltName type of MDM SCEP profiles.
+// +kubebuilder:validation:Enum=RFC822Name;DNSName;URI;UPN
+type SANType string
+
+// The alternative name types.
+const (
+	SANTypeRFC822Name SANType = "RFC822Name"
+	SANTypeDNSName    SANType = "DNSName"
+	SANTypeURI        SANType = "URI"
+	SANTypeUPN        SANType = "UPN"
+)
+
+// KeyUsage is a key usage a request may ask for: MDM profiles offer
+// signing and encryption.
+// +kubebuilder:validation:Enum=DigitalSignature;KeyEncipherment
+type KeyUsage string
+
+// The key usages.
+const (
+	KeyUsageDigitalSignature KeyUsage = "DigitalSignature"
+	KeyUsageKeyEncipherment  KeyUsage = "KeyEncipherment"
+)
+
+// CSRMode says how the CSR reaches the SCEP server.
+// +kubebuilder:validation:Enum=Passthrough;Rebuild
+type CSRMode string
+
+// The CSR modes.
+const (
+	CSRModePassthrough CSRMode = "Passthrough"
+	CSRModeRebuild     CSRMode = "Rebuild"
+)
+
+// Challenge is the enrollment challenge.
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'Static' || has(self.passwordSecretRef)",message="challenge type Static needs passwordSecretRef (a Secret key holding the password; never inline)"
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'Static') || !has(self.passwordSecretRef)",message="passwordSecretRef is only used with challenge type Static"
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'Dynamic' || has(self.dynamic)",message="challenge type Dynamic needs dynamic (the NDES mscep_admin URL, auth and credentialsSecretRef)"
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'Dynamic') || !has(self.dynamic)",message="dynamic is only used with challenge type Dynamic"
+type Challenge struct {
+	// Type is None (the server asks no challenge), Static (one password,
+	// from a Secret) or Dynamic (a one-time password fetched from NDES's
+	// mscep_admin page for every attempt).
+	// +optional
+	// +kubebuilder:default=None
+	Type ChallengeType `json:"type,omitempty"`
+
+	// PasswordSecretRef names the Secret key holding the Static password
+	// (key default "password"). For a ClusterSCEPProfile the Secret lives in
+	// the operator's cluster resource namespace.
+	// +optional
+	PasswordSecretRef *SecretKeySelector `json:"passwordSecretRef,omitempty"`
+
+	// Dynamic configures the NDES one-time password.
+	// +optional
+	Dynamic *DynamicChallenge `json:"dynamic,omitempty"`
+}
+
+// ChallengeType is the kind of challenge password.
+// +kubebuilder:validation:Enum=None;Static;Dynamic
+type ChallengeType string
+
+// The challenge types.
+const (
+	ChallengeNone    ChallengeType = "None"
+	ChallengeStatic  ChallengeType = "Static"
+	ChallengeDynamic ChallengeType = "Dynamic"
+)
+
+// DynamicChallenge is where and how to fetch NDES's one-time passwords.
+type DynamicChallenge struct {
+	// URL is NDES's admin page, e.g. http://ndes.corp.example/certsrv/mscep_admin/.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
+	URL string `json:"url"`
+
+	// Auth is the HTTP authentication the page asks for.
+	// +optional
+	// +kubebuilder:default=NTLM
+	// +kubebuilder:validation:Enum=NTLM;Basic
+	Auth string `json:"auth,omitempty"`
+
+	// CredentialsSecretRef names a Secret with keys "username" (DOMAIN\user
+	// or user@domain) and "password".
+	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+}
+
+// SecretKeySelector names one key of a Secret.
+type SecretKeySelector struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the Secret; each reference documents its default.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// LocalObjectReference names an object in the profile's Secret namespace.
+type LocalObjectReference struct {
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// SCEPProfileStatus is what the operator saw of the server.
+type SCEPProfileStatus struct {
+	// Conditions: Ready says whether requests can be enrolled, with a reason
+	// a person can act on (Unreachable, FingerprintMismatch, SecretNotFound,
+	// InvalidSpec, CAExpired, ...).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// CACertificates are the certificates of the last GetCACert answer
+	// that the operator trusts (after the pin).
+	// +optional
+	// +listType=atomic
+	CACertificates []CACertificate `json:"caCertificates,omitempty"`
+
+	// Capabilities are the server's GetCACaps keywords (the minimal set
+	// GET, SHA-1, DES3 when the server does not answer GetCACaps).
+	// +optional
+	// +listType=atomic
+	Capabilities []string `json:"capabilities,omitempty"`
+
+	// CAExpiry is the earliest notAfter among CACertificates.
+	// +optional
+	CAExpiry *metav1.Time `json:"caExpiry,omitempty"`
+
+	// LastCheckTime is when the server was last asked.
+	// +optional
+	LastCheckTime *metav1.Time `json:"lastCheckTime,omitempty"`
+
+	// SignerSecretName is the Secret holding the Passthrough signer (an RSA
+	// key and self-signed certificate), in the profile's Secret namespace.
+	// +optional
+	SignerSecretName string `json:"signerSecretName,omitempty"`
+}
+
+// CACertificate is one certificate of the GetCACert answer.
+type CACertificate struct {
+	// Role is CA, RA (signs and decrypts), RASigning or RAEncryption.
+	Role string `json:"role"`
+	// Subject is the certificate's subject DN.
+	Subject string `json:"subject"`
+	// NotAfter is the end of its validity.
+	NotAfter metav1.Time `json:"notAfter"`
+	// SHA256Fingerprint is the SHA-256 of its DER, upper-case hex with colons.
+	SHA256Fingerprint string `json:"sha256Fingerprint"`
+}
