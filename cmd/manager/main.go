@@ -1,0 +1,117 @@
+// Command manager runs scep-operator: the SCEPProfile and ClusterSCEPProfile
+// controllers and the cert-manager external issuer that enrolls
+// CertificateRequests over SCEP.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
+)
+
+func main() {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+// serviceAccountNamespace is where a pod's namespace is mounted.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func defaultNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "scep-operator"
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	var (
+		metricsAddr, probeAddr, clusterNS, clusterDomain, leaderNS string
+		leaderElect                                              bool
+		checkInterval, maxRetry                                  time.Duration
+	)
+	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (needed with more than one replica)")
+	fs.StringVar(&leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the cluster resource namespace)")
+	fs.StringVar(&clusterNS, "cluster-resource-namespace", defaultNamespace(), "namespace holding the Secrets of ClusterSCEPProfiles (default: the operator's own)")
+	fs.DurationVar(&checkInterval, "profile-check-interval", 10*time.Minute, "how often each profile's SCEP server is checked (jittered ±10%)")
+	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, the value of %domainname%")
+	fs.DurationVar(&maxRetry, "max-retry-duration", 24*time.Hour, "how long issuer-lib retries errors that are not SCEP errors (those count against maxAttempts)")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := zap.New(zap.UseFlagOptions(&zapOpts))
+	ctrl.SetLogger(logger)
+	if leaderNS == "" {
+		leaderNS = clusterNS
+	}
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, cmapi.AddToScheme, scepv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "scep-operator.scep.certificates.dev",
+		LeaderElectionNamespace: leaderNS,
+		Client: client.Options{Cache: &client.CacheOptions{
+			// Read Secrets directly: no cluster-wide Secret informer, no
+			// list/watch permission on Secrets.
+			DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
+		ClusterResourceNamespace: clusterNS,
+		CheckInterval:            checkInterval,
+		ClusterDomain:            clusterDomain,
+		MaxRetryDuration:         maxRetry,
+		Logger:                   logger,
+	}); err != nil {
+		return fmt.Errorf("setting up the controllers: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	logger.Info("starting scep-operator", "clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval)
+	return mgr.Start(ctx)
+}

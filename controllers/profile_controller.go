@@ -1,0 +1,303 @@
+// Package controllers holds the operator's reconcilers: the profile
+// controller, which checks SCEP servers and keeps each profile's Ready
+// condition and status, and the wiring of issuer-lib's CertificateRequest
+// controller to the signer.
+package controllers
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/metrics"
+	"github.com/scep-operator/scep-operator/internal/profiles"
+	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/internal/scepclient"
+)
+
+// Reasons of a profile's Ready condition.
+const (
+	ReasonChecked             = "Checked"
+	ReasonInvalidSpec         = "InvalidSpec"
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonUnreachable         = "Unreachable"
+	ReasonServerError         = "ServerError"
+	ReasonFingerprintMismatch = "FingerprintMismatch"
+	ReasonUnsupportedServer   = "UnsupportedServer"
+	ReasonCAExpired           = "CAExpired"
+	ReasonSignerError         = "SignerError"
+)
+
+// Event reasons that are not Ready reasons.
+const (
+	EventCAExpiringSoon     = "CAExpiringSoon"
+	EventInsecureTLS        = "InsecureTLS"
+	EventSignerCreated      = "SignerCreated"
+	EventSignerRenewed      = "SignerRenewed"
+	expiryWarningWindow     = 30 * 24 * time.Hour
+	failureRecheckMaxPeriod = time.Minute
+)
+
+// ProfileReconciler checks one kind of profile: on change and every
+// CheckInterval (jittered), it reads the profile's Secrets, asks the server
+// for its capabilities and certificates, applies the pin, keeps the
+// Passthrough signer Secret, and writes Ready with a reason a person can act
+// on, the certificates seen and the capabilities.
+type ProfileReconciler struct {
+	// Client reads profiles and writes their status and signer Secrets.
+	Client client.Client
+	// Registry builds SCEP clients and caches server answers for the signer.
+	Registry *profiles.Registry
+	// Recorder emits Events on profiles.
+	Recorder events.EventRecorder
+	// NewProfile returns an empty object of the kind this reconciler owns.
+	NewProfile func() scepv1alpha1.Profile
+	// CheckInterval is the period between checks of a healthy profile.
+	CheckInterval time.Duration
+	// Clock is the time source; nil means the real clock.
+	Clock clock.Clock
+}
+
+func (r *ProfileReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+// jitter spreads periodic checks of many profiles over ±10% of d.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// Reconcile checks one profile.
+func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	p := r.NewProfile()
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Registry.Forget(profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name})
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	logger := log.FromContext(ctx)
+	before := p.GetStatus().DeepCopy()
+	reason, checkErr := r.check(ctx, p)
+	status := p.GetStatus()
+	now := metav1.NewTime(r.now())
+	status.LastCheckTime = &now
+	cond := metav1.Condition{Type: "Ready", ObservedGeneration: p.GetGeneration()}
+	if checkErr == nil {
+		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonChecked
+		cond.Message = fmt.Sprintf("%s answered; %d CA/RA certificate(s) trusted", p.GetSpec().URL, len(status.CACertificates))
+	} else {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, checkErr.Error()
+	}
+	prev := meta.FindStatusCondition(before.Conditions, "Ready")
+	meta.SetStatusCondition(&status.Conditions, cond)
+	if err := r.Client.Status().Update(ctx, p); err != nil {
+		return ctrl.Result{}, err
+	}
+	changed := prev == nil || prev.Status != cond.Status || prev.Reason != cond.Reason || prev.Message != cond.Message
+	if changed {
+		if checkErr == nil {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, ReasonChecked, "Check", "%s", cond.Message)
+			logger.Info("profile is Ready", "url", p.GetSpec().URL)
+		} else {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, reason, "Check", "%s", cond.Message)
+			logger.Info("profile is not Ready", "reason", reason, "message", cond.Message)
+		}
+	}
+	if checkErr != nil {
+		return ctrl.Result{RequeueAfter: jitter(min(r.CheckInterval, failureRecheckMaxPeriod))}, nil
+	}
+	return ctrl.Result{RequeueAfter: jitter(r.CheckInterval)}, nil
+}
+
+// check does the work of one check and returns the Ready reason of a failure.
+func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
+	spec := p.GetSpec()
+	if _, err := profiles.Pin(spec); err != nil {
+		return ReasonInvalidSpec, err
+	}
+	if reason, err := r.checkSecrets(ctx, p); err != nil {
+		return reason, err
+	}
+	if profiles.NeedsSigner(spec) {
+		if err := r.ensureSigner(ctx, p); err != nil {
+			return ReasonSignerError, err
+		}
+	}
+	if spec.TLS != nil && spec.TLS.InsecureSkipVerify {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of %s is turned off: anyone on the path can answer for the SCEP server", spec.URL)
+	}
+	info, err := r.Registry.Discover(ctx, p)
+	if err != nil {
+		return classify(err), fmt.Errorf("checking %s: %w", spec.URL, err)
+	}
+	r.recordServer(p, info)
+	now := r.now()
+	for _, cc := range info.CACerts.Certs {
+		left := cc.NotAfter.Sub(now)
+		switch {
+		case left <= 0:
+			return ReasonCAExpired, fmt.Errorf("the %s certificate %q expired on %s; renew it on the server (and update caFingerprint if it pins it)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339))
+		case left < expiryWarningWindow:
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %q expires on %s (in %d days)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+		}
+	}
+	return "", nil
+}
+
+func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
+	spec := p.GetSpec()
+	ns := r.Registry.SecretNamespace(p)
+	var err error
+	switch spec.Challenge.Type {
+	case scepv1alpha1.ChallengeStatic:
+		_, err = r.Registry.ReadSecretKey(ctx, ns, *spec.Challenge.PasswordSecretRef, "password")
+	case scepv1alpha1.ChallengeDynamic:
+		ref := scepv1alpha1.SecretKeySelector{Name: spec.Challenge.Dynamic.CredentialsSecretRef.Name}
+		if _, err = r.Registry.ReadSecretKey(ctx, ns, ref, "username"); err == nil {
+			_, err = r.Registry.ReadSecretKey(ctx, ns, ref, "password")
+		}
+	}
+	if err == nil {
+		// The TLS bundle is read when the client is built.
+		_, err = r.Registry.Client(ctx, p)
+	}
+	var se *profiles.SecretError
+	var spe *profiles.SpecError
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.As(err, &se):
+		return ReasonSecretNotFound, err
+	case errors.As(err, &spe):
+		return ReasonInvalidSpec, err
+	}
+	return ReasonUnreachable, err
+}
+
+// ensureSigner creates the Passthrough signer Secret, or renews it a month
+// before its certificate ends.
+func (r *ProfileReconciler) ensureSigner(ctx context.Context, p scepv1alpha1.Profile) error {
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = r.Registry.SecretNamespace(p), profiles.SignerSecretName(p)
+	event := ""
+	_, err := controllerutil.CreateOrPatch(ctx, r.Client, s, func() error {
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[profiles.ManagedByLabel] = "scep-operator"
+		if s.CreationTimestamp.IsZero() {
+			s.Type = corev1.SecretTypeTLS
+		}
+		if p.GetNamespace() != "" {
+			if err := controllerutil.SetControllerReference(p, s, r.Client.Scheme()); err != nil {
+				return err
+			}
+		}
+		signer, perr := profiles.ParseSigner(s.Data)
+		if perr == nil && signer.Certificate.NotAfter.Sub(r.now()) > profiles.SignerRenewBefore {
+			return nil
+		}
+		data, err := profiles.NewSignerSecretData(p, r.now())
+		if err != nil {
+			return err
+		}
+		s.Data = data
+		event = EventSignerCreated
+		if perr == nil {
+			event = EventSignerRenewed
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("keeping the signer Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	p.GetStatus().SignerSecretName = s.Name
+	if event != "" {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, event, "Check", "Passthrough signer (RSA-2048, self-signed) stored in Secret %s/%s", s.Namespace, s.Name)
+	}
+	return nil
+}
+
+func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclient.ServerInfo) {
+	status := p.GetStatus()
+	status.Capabilities = info.Caps.Strings()
+	status.CACertificates = nil
+	status.CAExpiry = nil
+	key := profiles.KeyOf(p).String()
+	metrics.CAExpiry.DeletePartialMatch(map[string]string{"profile": key})
+	for _, cc := range info.CACerts.Certs {
+		fp := scep.FingerprintOf(cc.Certificate, crypto.SHA256).Hex()
+		status.CACertificates = append(status.CACertificates, scepv1alpha1.CACertificate{
+			Role: string(cc.Role), Subject: cc.Subject.String(), NotAfter: metav1.NewTime(cc.NotAfter), SHA256Fingerprint: fp,
+		})
+		if status.CAExpiry == nil || cc.NotAfter.Before(status.CAExpiry.Time) {
+			t := metav1.NewTime(cc.NotAfter)
+			status.CAExpiry = &t
+		}
+		metrics.CAExpiry.WithLabelValues(key, string(cc.Role), fp).Set(float64(cc.NotAfter.Unix()))
+	}
+}
+
+// classify maps a check failure to the Ready reason.
+func classify(err error) string {
+	var (
+		mismatch *scep.FingerprintMismatchError
+		httpErr  *scepclient.HTTPError
+		content  *scepclient.ContentError
+		specErr  *profiles.SpecError
+		secret   *profiles.SecretError
+		netErr   net.Error
+	)
+	switch {
+	case errors.As(err, &mismatch):
+		return ReasonFingerprintMismatch
+	case errors.As(err, &specErr):
+		return ReasonInvalidSpec
+	case errors.As(err, &secret):
+		return ReasonSecretNotFound
+	case errors.As(err, &httpErr), errors.As(err, &content):
+		return ReasonServerError
+	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded):
+		return ReasonUnreachable
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return ReasonUnreachable
+	}
+	return ReasonUnsupportedServer
+}
+
+func kindOf(p scepv1alpha1.Profile) string { return profiles.KeyOf(p).Kind }
+
+// SetupWithManager registers the reconciler for its kind. It also owns the
+// signer Secrets of namespaced profiles, so a deleted one is recreated.
+func (r *ProfileReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	obj := r.NewProfile()
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(obj, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named(kindOf(obj))
+	return b.Complete(r)
+}

@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
+	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/metrics"
+	"github.com/scep-operator/scep-operator/internal/profiles"
+	"github.com/scep-operator/scep-operator/internal/signer"
+)
+
+// The operator's permissions, from which config/rbac is generated. Secrets
+// and Certificates are read uncached (get only, no list or watch), so the
+// operator neither holds every Secret of the cluster in memory nor needs the
+// right to list them.
+//
+// +kubebuilder:rbac:groups=scep.certificates.dev,resources=scepprofiles;clusterscepprofiles,verbs=get;list;watch
+// +kubebuilder:rbac:groups=scep.certificates.dev,resources=scepprofiles/status;clusterscepprofiles/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// FieldOwner is the operator's server-side-apply field manager.
+const FieldOwner = "scep-operator"
+
+// Options configure the controllers.
+type Options struct {
+	// ClusterResourceNamespace holds the Secrets of ClusterSCEPProfiles.
+	ClusterResourceNamespace string
+	// CheckInterval is the period of profile checks.
+	CheckInterval time.Duration
+	// ClusterDomain is the value of %domainname%.
+	ClusterDomain string
+	// MaxRetryDuration bounds issuer-lib's retries of errors the signer did
+	// not classify (e.g. Kubernetes API errors). SCEP errors are counted
+	// against each profile's maxAttempts instead.
+	MaxRetryDuration time.Duration
+	// Logger is the root logger.
+	Logger logr.Logger
+}
+
+// Setup registers the profile controllers (one per kind) and issuer-lib's
+// CertificateRequest controller with the signer, and returns the signer.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer, error) {
+	registry := &profiles.Registry{
+		Reader:                   mgr.GetAPIReader(),
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+		Logger:                   opts.Logger.WithName("scep"),
+		Observe: func(k profiles.Key, op string, status int, d time.Duration) {
+			metrics.ObserveServerRequest(k.String(), op, status, d)
+		},
+	}
+	recorder := mgr.GetEventRecorder("scep-operator")
+	for _, newProfile := range []func() scepv1alpha1.Profile{
+		func() scepv1alpha1.Profile { return &scepv1alpha1.SCEPProfile{} },
+		func() scepv1alpha1.Profile { return &scepv1alpha1.ClusterSCEPProfile{} },
+	} {
+		r := &ProfileReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, NewProfile: newProfile, CheckInterval: opts.CheckInterval}
+		if err := r.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+	sg := &signer.Signer{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Registry:      registry,
+		ClusterDomain: opts.ClusterDomain,
+		Recorder:      recorder,
+	}
+	crc := &issuercontrollers.CertificateRequestReconciler{
+		RequestController: issuercontrollers.RequestController{
+			IssuerTypes:        []issuerapi.Issuer{&scepv1alpha1.SCEPProfile{}},
+			ClusterIssuerTypes: []issuerapi.Issuer{&scepv1alpha1.ClusterSCEPProfile{}},
+			FieldOwner:         FieldOwner,
+			MaxRetryDuration:   opts.MaxRetryDuration,
+			Client:             mgr.GetClient(),
+			Sign:               sg.Sign,
+			EventRecorder:      recorder,
+		},
+		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
+		SetCAOnCertificateRequest: true,
+	}
+	if err := crc.SetupWithManager(ctx, mgr); err != nil {
+		return nil, err
+	}
+	return sg, nil
+}

@@ -1,0 +1,73 @@
+// Package metrics defines the operator's Prometheus metrics, registered with
+// controller-runtime's registry so the manager's /metrics serves them. Label
+// values are profile keys, operations, results and HTTP statuses: never a
+// challenge, a credential or a subject.
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// The results an enrollment ends with.
+const (
+	ResultIssued   = "issued"
+	ResultFailed   = "failed"
+	ResultRejected = "rejected" // the server's FAILURE
+	ResultPolicy   = "policy"   // refused by the profile's policy, nothing sent
+)
+
+var (
+	// Enrollments counts finished enrollments by profile and result.
+	Enrollments = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scep_enrollments_total",
+		Help: "Finished SCEP enrollments by profile and result (issued, rejected, failed, policy).",
+	}, []string{"profile", "result"})
+
+	// EnrollmentDuration observes the time from CertificateRequest creation
+	// to its certificate, including PENDING time.
+	EnrollmentDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "scep_enrollment_duration_seconds",
+		Help:    "Time from CertificateRequest creation to the issued certificate.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400},
+	}, []string{"profile"})
+
+	// Pending is the number of requests a server answered PENDING and that
+	// are being polled.
+	Pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "scep_pending_requests",
+		Help: "CertificateRequests the SCEP server answered PENDING, being polled with CertPoll.",
+	}, []string{"profile"})
+
+	// ServerRequests counts HTTP round trips to SCEP servers.
+	ServerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scep_server_requests_total",
+		Help: "HTTP requests to SCEP servers by profile, operation and HTTP status (0: no answer).",
+	}, []string{"profile", "operation", "status"})
+
+	// ServerRequestDuration observes HTTP round trips to SCEP servers.
+	ServerRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "scep_server_request_duration_seconds",
+		Help:    "Duration of HTTP requests to SCEP servers by profile and operation.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"profile", "operation"})
+
+	// CAExpiry is the notAfter of each CA and RA certificate a profile trusts.
+	CAExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "scep_ca_certificate_expiry_timestamp_seconds",
+		Help: "notAfter (Unix seconds) of the CA and RA certificates each profile trusts, by role and SHA-256 fingerprint.",
+	}, []string{"profile", "role", "sha256"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry)
+}
+
+// ObserveServerRequest records one HTTP round trip.
+func ObserveServerRequest(profile, op string, status int, d time.Duration) {
+	ServerRequests.WithLabelValues(profile, op, strconv.Itoa(status)).Inc()
+	ServerRequestDuration.WithLabelValues(profile, op).Observe(d.Seconds())
+}

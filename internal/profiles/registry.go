@@ -1,0 +1,252 @@
+// Package profiles turns SCEPProfile and ClusterSCEPProfile specs into SCEP
+// clients, and remembers per profile what the server last said (capabilities,
+// pinned CA and RA certificates), so that a steady enrollment costs one
+// PKIOperation round trip. The profile controller refreshes the cache; the
+// signer reads it.
+package profiles
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/internal/scepclient"
+)
+
+// Key identifies a profile across both kinds.
+type Key struct {
+	// Kind is SCEPProfile or ClusterSCEPProfile.
+	Kind string
+	// Namespace is empty for a ClusterSCEPProfile.
+	Namespace string
+	// Name is the profile's name.
+	Name string
+}
+
+// String reads like "SCEPProfile shop/ndes" or "ClusterSCEPProfile corp".
+func (k Key) String() string {
+	if k.Namespace == "" {
+		return k.Kind + " " + k.Name
+	}
+	return k.Kind + " " + k.Namespace + "/" + k.Name
+}
+
+// KeyOf returns p's key.
+func KeyOf(p scepv1alpha1.Profile) Key {
+	kind := "SCEPProfile"
+	if _, ok := p.(*scepv1alpha1.ClusterSCEPProfile); ok {
+		kind = "ClusterSCEPProfile"
+	}
+	return Key{Kind: kind, Namespace: p.GetNamespace(), Name: p.GetName()}
+}
+
+// Registry builds and caches one SCEP client per profile.
+type Registry struct {
+	// Reader reads Secrets; an uncached reader needs only "get" on Secrets.
+	Reader client.Reader
+	// ClusterResourceNamespace holds the Secrets of ClusterSCEPProfiles.
+	ClusterResourceNamespace string
+	// Logger receives the clients' debug lines and TLS warnings.
+	Logger logr.Logger
+	// Observe, when set, is called after every HTTP round trip to a server.
+	Observe func(key Key, op string, status int, d time.Duration)
+
+	mu      sync.Mutex
+	entries map[Key]*entry
+}
+
+type entry struct {
+	client  *scepclient.Client
+	version string // generation and trust material the client was built from
+	info    *scepclient.ServerInfo
+}
+
+// SecretNamespace is where p's Secrets live: its own namespace, or the
+// cluster resource namespace for a ClusterSCEPProfile.
+func (r *Registry) SecretNamespace(p scepv1alpha1.Profile) string {
+	if p.GetNamespace() == "" {
+		return r.ClusterResourceNamespace
+	}
+	return p.GetNamespace()
+}
+
+// SecretError says a Secret or one of its keys that a profile names is missing.
+type SecretError struct {
+	// Namespace, Name and Key locate the value.
+	Namespace, Name, Key string
+	// NotFound is true when the Secret itself is missing.
+	NotFound bool
+}
+
+func (e *SecretError) Error() string {
+	if e.NotFound {
+		return fmt.Sprintf("Secret %s/%s not found", e.Namespace, e.Name)
+	}
+	return fmt.Sprintf("Secret %s/%s has no key %q", e.Namespace, e.Name, e.Key)
+}
+
+// ReadSecretKey returns one value of a Secret in namespace; ref.Key empty
+// means defaultKey.
+func (r *Registry) ReadSecretKey(ctx context.Context, namespace string, ref scepv1alpha1.SecretKeySelector, defaultKey string) ([]byte, error) {
+	key := ref.Key
+	if key == "" {
+		key = defaultKey
+	}
+	var s corev1.Secret
+	if err := r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &SecretError{Namespace: namespace, Name: ref.Name, Key: key, NotFound: true}
+		}
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, ref.Name, err)
+	}
+	v, ok := s.Data[key]
+	if !ok || len(v) == 0 {
+		return nil, &SecretError{Namespace: namespace, Name: ref.Name, Key: key}
+	}
+	return v, nil
+}
+
+// SpecError is a profile field the API schema could not refuse but the
+// operator cannot use (e.g. a CA bundle that holds no certificate).
+type SpecError struct {
+	// Field is the spec field, e.g. "spec.tls.caBundle".
+	Field string
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *SpecError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the detail.
+func (e *SpecError) Unwrap() error { return e.Err }
+
+// Pin returns the profile's CA fingerprint, nil when none is set.
+func Pin(spec *scepv1alpha1.SCEPProfileSpec) (*scep.Fingerprint, error) {
+	if spec.CAFingerprint == "" {
+		return nil, nil
+	}
+	fp, err := scep.ParseFingerprint(spec.CAFingerprint)
+	if err != nil {
+		return nil, &SpecError{Field: "spec.caFingerprint", Err: err}
+	}
+	return &fp, nil
+}
+
+// Client returns the SCEP client for p, building a new one when the spec or
+// its trust material changed.
+func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, error) {
+	spec := p.GetSpec()
+	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
+	version := fmt.Sprintf("%d", p.GetGeneration())
+	if spec.TLS != nil {
+		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify
+		var bundle []byte
+		field := "spec.tls.caBundle"
+		switch {
+		case spec.TLS.CABundle != "":
+			bundle = []byte(spec.TLS.CABundle)
+		case spec.TLS.CABundleSecretRef != nil:
+			field = "spec.tls.caBundleSecretRef"
+			var err error
+			if bundle, err = r.ReadSecretKey(ctx, r.SecretNamespace(p), *spec.TLS.CABundleSecretRef, "ca.crt"); err != nil {
+				return nil, err
+			}
+		}
+		if bundle != nil {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(bundle) {
+				return nil, &SpecError{Field: field, Err: errors.New("holds no PEM certificate")}
+			}
+			cfg.RootCAs = pool
+			sum := sha256.Sum256(bundle)
+			version += fmt.Sprintf("/%x", sum[:8])
+		}
+	}
+	key := KeyOf(p)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.entries[key]; ok && e.version == version {
+		return e.client, nil
+	}
+	if r.Observe != nil {
+		cfg.Observe = func(op string, status int, d time.Duration) { r.Observe(key, op, status, d) }
+	}
+	c, err := scepclient.New(cfg)
+	if err != nil {
+		return nil, &SpecError{Field: "spec.url", Err: err}
+	}
+	if r.entries == nil {
+		r.entries = map[Key]*entry{}
+	}
+	r.entries[key] = &entry{client: c, version: version}
+	return c, nil
+}
+
+// Discover asks p's server for its capabilities and certificates, applies
+// the pin, and caches the answer for ServerInfo.
+func (r *Registry) Discover(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.ServerInfo, error) {
+	c, err := r.Client(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	pin, err := Pin(p.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.RefreshCACaps(ctx); err != nil {
+		return nil, err
+	}
+	info, err := c.Discover(ctx, pin)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if e, ok := r.entries[KeyOf(p)]; ok && e.client == c {
+		e.info = info
+	}
+	r.mu.Unlock()
+	return info, nil
+}
+
+// ServerInfo returns the cached answer for p's current client, discovering
+// it when there is none (first use, spec change, operator restart).
+func (r *Registry) ServerInfo(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, *scepclient.ServerInfo, error) {
+	c, err := r.Client(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.mu.Lock()
+	var info *scepclient.ServerInfo
+	if e, ok := r.entries[KeyOf(p)]; ok && e.client == c {
+		info = e.info
+	}
+	r.mu.Unlock()
+	if info != nil {
+		return c, info, nil
+	}
+	info, err = r.Discover(ctx, p)
+	return c, info, err
+}
+
+// Forget drops what is cached for key (a deleted profile, or a reply that
+// suggests the server's certificates changed).
+func (r *Registry) Forget(key Key) {
+	r.mu.Lock()
+	delete(r.entries, key)
+	r.mu.Unlock()
+}
+
+func objectKey(namespace, name string) client.ObjectKey {
+	return client.ObjectKey{Namespace: namespace, Name: name}
+}
