@@ -49,8 +49,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var (
 		metricsAddr, probeAddr, clusterNS, clusterDomain, leaderNS string
-		leaderElect                                              bool
-		checkInterval, maxRetry                                  time.Duration
+		leaderElect                                                bool
+		checkInterval, maxRetry                                    time.Duration
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")

@@ -94,7 +94,10 @@ func TestCheck(t *testing.T) {
 		{"variable without a value", func(s *v1.SCEPProfileSpec) { s.Subject = "CN=%email%" }, nil, nil, "spec.subject", "%email%"},
 		{"DNS name not allowed", nil, func(c *scep.CSRTemplate) { c.DNSNames = append(c.DNSNames, "evil.example") }, nil, "spec.subjectAltNames", `DNSName "evil.example"`},
 		{"wildcard does not cross into another domain", nil, func(c *scep.CSRTemplate) { c.DNSNames = []string{"x.apps.corp.example.evil"} }, nil, "spec.subjectAltNames", "x.apps.corp.example.evil"},
-		{"URI in another namespace", nil, func(c *scep.CSRTemplate) { u, _ := url.Parse("spiffe://cluster.local/ns/bank/sa/x"); c.URIs = []*url.URL{u} }, nil, "spec.subjectAltNames", "ns/bank"},
+		{"URI in another namespace", nil, func(c *scep.CSRTemplate) {
+			u, _ := url.Parse("spiffe://cluster.local/ns/bank/sa/x")
+			c.URIs = []*url.URL{u}
+		}, nil, "spec.subjectAltNames", "ns/bank"},
 		{"UPN of someone else", nil, func(c *scep.CSRTemplate) { c.UPNs = []string{"administrator@corp.example"} }, nil, "spec.subjectAltNames", "UPN"},
 		{"email elsewhere", nil, func(c *scep.CSRTemplate) { c.EmailAddresses = []string{"a@gmail.com"} }, nil, "spec.subjectAltNames", "RFC822Name"},
 		{"IP address", nil, func(c *scep.CSRTemplate) { c.IPAddresses = []net.IP{net.IPv4(10, 0, 0, 1)} }, nil, "spec.subjectAltNames", "IP"},
