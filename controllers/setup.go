@@ -7,6 +7,7 @@ import (
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -84,6 +85,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			Client:             mgr.GetClient(),
 			Sign:               sg.Sign,
 			EventRecorder:      recorder,
+			// issuer-lib's CombinedController fills this in; used alone, the
+			// request controller needs it set.
+			Clock: clock.RealClock{},
 		},
 		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
 		SetCAOnCertificateRequest: true,

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	corev1 "k8s.io/api/core/v1"
@@ -135,11 +136,30 @@ func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, 
 	if err := s.APIReader.Get(ctx, client.ObjectKey{Namespace: cro.GetNamespace(), Name: cro.GetName()}, cr); err != nil {
 		return signer.PEMBundle{}, fmt.Errorf("reading the CertificateRequest: %w", err)
 	}
+	// issuer-lib read the request from its cache, which may not show yet
+	// that an earlier call finished it; never enroll a finished request twice.
+	if ready := readyCondition(cr); ready != nil {
+		switch {
+		case ready.Status == cmmeta.ConditionTrue && len(cr.Status.Certificate) > 0:
+			return signer.PEMBundle{ChainPEM: cr.Status.Certificate, CAPEM: cr.Status.CA}, nil
+		case ready.Reason == cmapi.CertificateRequestReasonFailed:
+			return signer.PEMBundle{}, signer.PermanentError{Err: errors.New(ready.Message)}
+		}
+	}
 	e := &enrollment{Signer: s, ctx: ctx, p: p, key: profiles.KeyOf(p), cr: cr, st: readState(cr), cfg: settingsOf(p.GetSpec())}
 	e.log = log.FromContext(ctx).WithValues("profile", e.key.String())
 	bundle, err := e.run()
 	s.trackPending(cr, e.key, e.st.Phase == StatePending && err != nil && isPending(err))
 	return bundle, err
+}
+
+func readyCondition(cr *cmapi.CertificateRequest) *cmapi.CertificateRequestCondition {
+	for i := range cr.Status.Conditions {
+		if cr.Status.Conditions[i].Type == cmapi.CertificateRequestConditionReady {
+			return &cr.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 func isPending(err error) bool {

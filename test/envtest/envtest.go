@@ -4,6 +4,7 @@
 package envtest
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,11 @@ func CertManagerCRDs(t testing.TB) string {
 // the command that builds it.
 func Start(t testing.TB) *Env {
 	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, stopAtCleanup bool) *Env {
+	t.Helper()
 	root := RepoRoot(t)
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -103,11 +109,13 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatalf("envtest: starting kube-apiserver and etcd: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Logf("envtest: stop: %v", err)
-		}
-	})
+	if stopAtCleanup {
+		t.Cleanup(func() {
+			if err := env.Stop(); err != nil {
+				t.Logf("envtest: stop: %v", err)
+			}
+		})
+	}
 	scheme := NewScheme()
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
@@ -121,8 +129,15 @@ func (e *Env) Namespace(t testing.TB, name string) string {
 	t.Helper()
 	ns := &corev1.Namespace{}
 	ns.Name = name
-	if err := e.Client.Create(t.Context(), ns); err != nil {
+	if err := e.Client.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)
 	}
 	return name
+}
+
+// StartShared is Start for an API server shared by a package's tests: it is
+// not stopped when t ends; the caller stops Environment (e.g. in TestMain).
+func StartShared(t testing.TB) *Env {
+	t.Helper()
+	return start(t, false)
 }

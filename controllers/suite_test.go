@@ -1,0 +1,334 @@
+package controllers_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
+	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/test/envtest"
+)
+
+// The API server is shared by the package's tests; each test works in its
+// own namespace and runs its own manager.
+var (
+	env     *envtest.Env
+	envOnce sync.Once
+)
+
+// clusterResourceNamespace holds the Secrets of ClusterSCEPProfiles in tests.
+const clusterResourceNamespace = "scep-system"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if env != nil {
+		_ = env.Environment.Stop()
+	}
+	os.Exit(code)
+}
+
+// apiServer starts the shared API server on first use.
+func apiServer(t *testing.T) *envtest.Env {
+	t.Helper()
+	envOnce.Do(func() {
+		// The shared server outlives this test, so it is stopped in TestMain.
+		env = envtest.StartShared(t)
+		env.Namespace(t, clusterResourceNamespace)
+	})
+	if env == nil {
+		t.Fatal("the API server did not start")
+	}
+	return env
+}
+
+var nsCounter int
+
+// namespace makes a fresh namespace for a test.
+func namespace(t *testing.T) string {
+	t.Helper()
+	nsCounter++
+	return apiServer(t).Namespace(t, fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000))
+}
+
+// manager runs the operator's controllers against the shared API server
+// until stop is called or the test ends.
+type manager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startManager(t *testing.T) *manager {
+	t.Helper()
+	e := apiServer(t)
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:                 e.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:                 zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})),
+		Client: client.Options{Cache: &client.CacheOptions{
+			DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
+		ClusterResourceNamespace: clusterResourceNamespace,
+		CheckInterval:            time.Minute,
+		ClusterDomain:            "cluster.local",
+		MaxRetryDuration:         time.Minute,
+		Logger:                   mgr.GetLogger(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := &manager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	t.Cleanup(m.stop)
+	return m
+}
+
+// stop stops the manager and waits for it to return.
+func (m *manager) stop() {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	<-m.done
+	m.cancel = nil
+}
+
+// testWriter sends manager logs to t.Log, shown on failure or with -v.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// eventually polls cond every 100 ms until it returns true, or fails the
+// test after timeout with the last message.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	msg := ""
+	for {
+		var ok bool
+		ok, msg = cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var (
+	keyMu sync.Mutex
+	keys  = map[int][]*rsa.PrivateKey{}
+)
+
+// rsaKey returns the i-th RSA key of a size, generated once per test binary.
+func rsaKey(bits, i int) *rsa.PrivateKey {
+	keyMu.Lock()
+	defer keyMu.Unlock()
+	for len(keys[bits]) <= i {
+		k, err := rsa.GenerateKey(rand.Reader, bits)
+		if err != nil {
+			panic(err)
+		}
+		keys[bits] = append(keys[bits], k)
+	}
+	return keys[bits][i]
+}
+
+// csrPEM builds a PEM CSR as cert-manager would: subject, SANs, key usages.
+func csrPEM(t *testing.T, tmpl scep.CSRTemplate, key crypto.Signer) []byte {
+	t.Helper()
+	if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	}
+	der, err := scep.NewCSR(tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+// request creates a CertificateRequest for issuer ref with the given CSR.
+func request(t *testing.T, ns, name string, ref cmmeta.IssuerReference, csr []byte, annotations map[string]string) *cmapi.CertificateRequest {
+	t.Helper()
+	cr := &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
+		Spec: cmapi.CertificateRequestSpec{
+			IssuerRef: ref,
+			Request:   csr,
+			Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment},
+		},
+	}
+	if err := apiServer(t).Client.Create(t.Context(), cr); err != nil {
+		t.Fatal(err)
+	}
+	return cr
+}
+
+// setApproval approves or denies cr as cert-manager's approver does.
+func setApproval(t *testing.T, cr *cmapi.CertificateRequest, approved bool) {
+	t.Helper()
+	c := apiServer(t).Client
+	cond := cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionApproved, Status: cmmeta.ConditionTrue, Reason: "test", Message: "approved by the test"}
+	if !approved {
+		cond = cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionDenied, Status: cmmeta.ConditionTrue, Reason: "test", Message: "denied by the test"}
+	}
+	now := metav1.Now()
+	cond.LastTransitionTime = &now
+	eventuallyNoConflict(t, func() error {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(cr), cr); err != nil {
+			return err
+		}
+		cr.Status.Conditions = append(cr.Status.Conditions, cond)
+		return c.Status().Update(t.Context(), cr)
+	})
+}
+
+func eventuallyNoConflict(t *testing.T, f func() error) {
+	t.Helper()
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal(err)
+}
+
+// crCondition returns the request's condition of type ct.
+func crCondition(cr *cmapi.CertificateRequest, ct cmapi.CertificateRequestConditionType) *cmapi.CertificateRequestCondition {
+	for i := range cr.Status.Conditions {
+		if cr.Status.Conditions[i].Type == ct {
+			return &cr.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// waitRequest waits until cr is issued (Ready True) or failed (Ready False,
+// reason Failed) and returns it.
+func waitRequest(t *testing.T, cr *cmapi.CertificateRequest, timeout time.Duration) *cmapi.CertificateRequest {
+	t.Helper()
+	got := &cmapi.CertificateRequest{}
+	eventually(t, timeout, "CertificateRequest "+cr.Name+" to finish", func() (bool, string) {
+		if err := apiServer(t).Client.Get(t.Context(), client.ObjectKeyFromObject(cr), got); err != nil {
+			return false, err.Error()
+		}
+		c := crCondition(got, cmapi.CertificateRequestConditionReady)
+		if c == nil {
+			return false, "no Ready condition"
+		}
+		done := c.Status == cmmeta.ConditionTrue || c.Reason == cmapi.CertificateRequestReasonFailed
+		return done, fmt.Sprintf("Ready=%s %s: %s", c.Status, c.Reason, c.Message)
+	})
+	return got
+}
+
+// issued asserts cr was issued with a certificate for its CSR's key that
+// chains to roots, and returns the leaf.
+func issued(t *testing.T, cr *cmapi.CertificateRequest, roots ...*x509.Certificate) *x509.Certificate {
+	t.Helper()
+	c := crCondition(cr, cmapi.CertificateRequestConditionReady)
+	if c == nil || c.Status != cmmeta.ConditionTrue {
+		t.Fatalf("request %s not issued: %+v", cr.Name, c)
+	}
+	var chain []*x509.Certificate
+	rest := cr.Status.Certificate
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		x, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, x)
+	}
+	if len(chain) == 0 {
+		t.Fatalf("request %s has no certificate", cr.Name)
+	}
+	block, _ := pem.Decode(cr.Spec.Request)
+	csr, _ := x509.ParseCertificateRequest(block.Bytes)
+	if !chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+		t.Fatalf("issued certificate does not hold the CSR's key")
+	}
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, x := range chain[1:] {
+		inter.AddCert(x)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("issued certificate does not verify against the CA: %v", err)
+	}
+	if len(cr.Status.CA) == 0 {
+		t.Errorf("status.ca is empty")
+	}
+	return chain[0]
+}
+
+// waitProfile waits until the profile's Ready condition has status want
+// (for the current generation) and returns the condition.
+func waitProfile(t *testing.T, p scepv1alpha1.Profile, want metav1.ConditionStatus, timeout time.Duration) *metav1.Condition {
+	t.Helper()
+	var cond *metav1.Condition
+	eventually(t, timeout, "profile "+p.GetName()+" Ready="+string(want), func() (bool, string) {
+		if err := apiServer(t).Client.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
+			return false, err.Error()
+		}
+		cond = meta.FindStatusCondition(p.GetStatus().Conditions, "Ready")
+		if cond == nil {
+			return false, "no Ready condition"
+		}
+		return cond.Status == want && cond.ObservedGeneration == p.GetGeneration(), fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+	})
+	return cond
+}
+
+// refTo is an issuerRef naming p.
+func refTo(p scepv1alpha1.Profile) cmmeta.IssuerReference {
+	kind := "SCEPProfile"
+	if p.GetNamespace() == "" {
+		kind = "ClusterSCEPProfile"
+	}
+	return cmmeta.IssuerReference{Group: scepv1alpha1.GroupVersion.Group, Kind: kind, Name: p.GetName()}
+}
+
+func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
