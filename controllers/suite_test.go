@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,17 +79,40 @@ func namespace(t *testing.T) string {
 type manager struct {
 	cancel context.CancelFunc
 	done   chan error
+	log    *logBuffer
+}
+
+// logBuffer keeps everything a manager logged, so tests can check that no
+// secret reached the logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	b.buf = append(b.buf, p...)
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+// logs returns what the manager logged so far.
+func (m *manager) logs() string {
+	m.log.mu.Lock()
+	defer m.log.mu.Unlock()
+	return string(m.log.buf)
 }
 
 func startManager(t *testing.T) *manager {
 	t.Helper()
 	e := apiServer(t)
+	logs := &logBuffer{}
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
 		Scheme:                 e.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:                 zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})),
+		Logger:                 zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(-5)), zap.WriteTo(io.MultiWriter(testWriter{t}, logs))),
 		Client: client.Options{Cache: &client.CacheOptions{
 			DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
 		}},
@@ -105,7 +130,7 @@ func startManager(t *testing.T) *manager {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	m := &manager{cancel: cancel, done: make(chan error, 1)}
+	m := &manager{cancel: cancel, done: make(chan error, 1), log: logs}
 	go func() { m.done <- mgr.Start(ctx) }()
 	t.Cleanup(m.stop)
 	return m

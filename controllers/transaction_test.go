@@ -14,6 +14,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -60,7 +61,7 @@ func pendingKeyFor(t *testing.T, ns, certName string, ref scepv1alpha1.Profile, 
 func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
 	ns := namespace(t)
 	srv := micromdm.Start(t, micromdm.Options{Challenge: "mdm-s3cret"})
-	startManager(t)
+	m := startManager(t)
 	c := apiServer(t).Client
 	if err := c.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scep-challenge"}, Data: map[string][]byte{"password": []byte("mdm-s3cret\n")}}); err != nil {
 		t.Fatal(err)
@@ -97,6 +98,32 @@ func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
 	}
 	if srv.Requests("PKIOperation") != before || bad.Annotations[signer.AnnotationTransactionID] != "" {
 		t.Errorf("a request with a foreign key was sent")
+	}
+
+	// The challenge never reaches logs (at the most verbose level), Events
+	// or status.
+	if strings.Contains(m.logs(), "mdm-s3cret") {
+		t.Errorf("the challenge password appears in the manager's logs")
+	}
+	var evs eventsv1.EventList
+	if err := c.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) == 0 {
+		t.Errorf("no Events were recorded")
+	}
+	for _, e := range evs.Items {
+		if strings.Contains(e.Note, "mdm-s3cret") {
+			t.Errorf("Event %s/%s carries the challenge", e.Reason, e.Name)
+		}
+	}
+	for _, cr := range []*cmapi.CertificateRequest{cr, bad} {
+		_ = c.Get(t.Context(), client.ObjectKeyFromObject(cr), cr)
+		for _, cond := range cr.Status.Conditions {
+			if strings.Contains(cond.Message, "mdm-s3cret") {
+				t.Errorf("condition %s carries the challenge", cond.Type)
+			}
+		}
 	}
 }
 
