@@ -95,6 +95,12 @@ build: ## Build the manager and scepctl into bin/.
 		if ls cmd/$$c/*.go >/dev/null 2>&1; then $(GO) build -trimpath -o $(BIN)/$$c ./cmd/$$c; fi; \
 	done
 
+IMG ?= ghcr.io/scep-operator/scep-operator:latest
+
+.PHONY: docker-build
+docker-build: ## Build the manager image (needs a Docker engine).
+	docker build -t $(IMG) .
+
 ##@ Tools (built into bin/, once)
 
 .PHONY: envtest
