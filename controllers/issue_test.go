@@ -8,11 +8,13 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/signer"
 	"github.com/scep-operator/scep-operator/test/micromdm"
@@ -94,5 +96,17 @@ func TestPassthroughMicroMDM(t *testing.T) {
 	}
 	if !strings.Contains(string(web.Status.CA), "BEGIN CERTIFICATE") {
 		t.Errorf("status.ca = %q", web.Status.CA)
+	}
+
+	// Metrics: one issued enrollment, one PKIOperation answered 200, the CA's expiry.
+	profileKey := "SCEPProfile " + ns + "/mdm"
+	if v := testutil.ToFloat64(metrics.Enrollments.WithLabelValues(profileKey, metrics.ResultIssued)); v != 1 {
+		t.Errorf("scep_enrollments_total{result=issued} = %v", v)
+	}
+	if v := testutil.ToFloat64(metrics.ServerRequests.WithLabelValues(profileKey, "PKIOperation", "200")); v != 1 {
+		t.Errorf("scep_server_requests_total{operation=PKIOperation} = %v", v)
+	}
+	if v := testutil.ToFloat64(metrics.CAExpiry.WithLabelValues(profileKey, "CA", scep.FingerprintOf(srv.CA, crypto.SHA256).Hex())); v != float64(srv.CA.NotAfter.Unix()) {
+		t.Errorf("scep_ca_certificate_expiry_timestamp_seconds = %v", v)
 	}
 }
