@@ -5,6 +5,8 @@ package envtest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,41 +47,122 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// RepoRoot walks up from the working directory to the directory holding
-// this module's go.mod.
-func RepoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
+// FindRepoRoot walks up from dir to the directory holding this module's go.mod.
+func FindRepoRoot(dir string) (string, error) {
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 		if err == nil && strings.Contains(string(b), "module github.com/scep-operator/scep-operator\n") {
-			return dir
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("envtest: not inside the scep-operator module")
+			return "", errors.New("not inside the scep-operator module")
 		}
 		dir = parent
 	}
 }
 
-// CertManagerCRDs is the directory of cert-manager's CRDs in the module cache.
-func CertManagerCRDs(t testing.TB) string {
+// RepoRoot is FindRepoRoot from the working directory, failing t.
+func RepoRoot(t testing.TB) string {
 	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// FindCertManagerCRDs is the directory of cert-manager's CRDs in the module cache.
+func FindCertManagerCRDs() (string, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
 	if err != nil {
-		t.Fatalf("envtest: locating cert-manager's module: %v", err)
+		return "", fmt.Errorf("locating cert-manager's module: %w", err)
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"), nil
+}
+
+// CertManagerCRDs is FindCertManagerCRDs, failing t.
+func CertManagerCRDs(t testing.TB) string {
+	t.Helper()
+	dir, err := FindCertManagerCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Options configure New.
+type Options struct {
+	// Root is the repository root; empty means found from the working directory.
+	Root string
+	// CRDPaths are files or directories of CRDs to install; nil means
+	// config/crd/bases and cert-manager's CRDs.
+	CRDPaths []string
+	// APIServerFlags are set on kube-apiserver in addition to envtest's.
+	APIServerFlags map[string]string
+}
+
+// New starts kube-apiserver and etcd. The binaries come from
+// KUBEBUILDER_ASSETS or <root>/bin. Stop the result with Environment.Stop.
+func New(opts Options) (*Env, error) {
+	root := opts.Root
+	if root == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if root, err = FindRepoRoot(wd); err != nil {
+			return nil, err
+		}
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(root, "bin")
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run `make envtest` (hack/envtest-binaries.sh)", b, assets)
+		}
+	}
+	crds := opts.CRDPaths
+	if crds == nil {
+		cm, err := FindCertManagerCRDs()
+		if err != nil {
+			return nil, err
+		}
+		crds = []string{filepath.Join(root, "config", "crd", "bases"), cm}
+	}
+	env := &ctrlenvtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     crds,
+		ErrorIfCRDPathMissing: true,
+	}
+	if len(opts.APIServerFlags) > 0 {
+		args := env.ControlPlane.GetAPIServer().Configure()
+		for k, v := range opts.APIServerFlags {
+			args.Set(k, v)
+		}
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
+	}
+	scheme := NewScheme()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return &Env{Config: cfg, Client: c, Scheme: scheme, Environment: env}, nil
 }
 
 // Start runs kube-apiserver and etcd with the CRDs of config/crd/bases and
-// cert-manager, and stops them when the test ends. The binaries come from
-// KUBEBUILDER_ASSETS or <repo>/bin; a missing binary fails the test with
-// the command that builds it.
+// cert-manager, and stops them when the test ends. A missing binary fails
+// the test with the command that builds it.
 func Start(t testing.TB) *Env {
 	t.Helper()
 	return start(t, true)
@@ -87,52 +170,34 @@ func Start(t testing.TB) *Env {
 
 func start(t testing.TB, stopAtCleanup bool) *Env {
 	t.Helper()
-	root := RepoRoot(t)
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets = filepath.Join(root, "bin")
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
-			t.Fatalf("envtest: %s not found in %s: run `make envtest` (hack/envtest-binaries.sh)", b, assets)
-		}
-	}
-	env := &ctrlenvtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths: []string{
-			filepath.Join(root, "config", "crd", "bases"),
-			CertManagerCRDs(t),
-		},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
+	e, err := New(Options{Root: RepoRoot(t)})
 	if err != nil {
-		t.Fatalf("envtest: starting kube-apiserver and etcd: %v", err)
+		t.Fatalf("envtest: %v", err)
 	}
 	if stopAtCleanup {
 		t.Cleanup(func() {
-			if err := env.Stop(); err != nil {
+			if err := e.Environment.Stop(); err != nil {
 				t.Logf("envtest: stop: %v", err)
 			}
 		})
 	}
-	scheme := NewScheme()
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, Environment: env}
+	return e
 }
 
 // Namespace creates a namespace for one test.
 func (e *Env) Namespace(t testing.TB, name string) string {
 	t.Helper()
-	ns := &corev1.Namespace{}
-	ns.Name = name
-	if err := e.Client.Create(context.Background(), ns); err != nil {
+	if err := e.CreateNamespace(context.Background(), name); err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)
 	}
 	return name
+}
+
+// CreateNamespace creates a namespace.
+func (e *Env) CreateNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{}
+	ns.Name = name
+	return e.Client.Create(ctx, ns)
 }
 
 // StartShared is Start for an API server shared by a package's tests: it is

@@ -15,6 +15,7 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -71,6 +72,7 @@ type Server struct {
 	Depot string
 
 	handler http.Handler
+	srv     *httptest.Server
 
 	mu       sync.Mutex
 	requests map[string]int
@@ -81,17 +83,37 @@ type Server struct {
 // server on a loopback httptest listener, and closes it when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	dir := t.TempDir()
+	s, err := New(t.TempDir(), opts, testLogger{t: t})
+	if err != nil {
+		t.Fatalf("micromdm: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Logger receives MicroMDM's log lines (go-kit's log.Logger shape, without
+// importing go-kit).
+type Logger interface {
+	Log(keyvals ...any) error
+}
+
+// New creates a CA in a file depot in dir (which must exist and be empty)
+// and starts the server on a loopback listener; Close stops it. logger may
+// be nil to discard MicroMDM's logs.
+func New(dir string, opts Options, logger Logger) (*Server, error) {
+	if logger == nil {
+		logger = discard{}
+	}
 	if err := initCA(dir, opts.CAKeyBits); err != nil {
-		t.Fatalf("micromdm: create CA in %s: %v", dir, err)
+		return nil, fmt.Errorf("create CA in %s: %w", dir, err)
 	}
 	depot, err := file.NewFileDepot(dir)
 	if err != nil {
-		t.Fatalf("micromdm: open file depot %s: %v", dir, err)
+		return nil, fmt.Errorf("open file depot %s: %w", dir, err)
 	}
 	crts, key, err := depot.CA(nil)
 	if err != nil {
-		t.Fatalf("micromdm: load CA from depot %s: %v", dir, err)
+		return nil, fmt.Errorf("load CA from depot %s: %w", dir, err)
 	}
 
 	validity := opts.ValidityDays
@@ -111,10 +133,9 @@ func Start(t testing.TB, opts Options) *Server {
 		// challenge package's Middleware is the dynamic-store variant.
 		signer = scepserver.StaticChallengeMiddleware(opts.Challenge, signer)
 	}
-	logger := testLogger{t: t}
 	svc, err := scepserver.NewService(crts[0], key, signer, scepserver.WithLogger(logger))
 	if err != nil {
-		t.Fatalf("micromdm: create SCEP service: %v", err)
+		return nil, fmt.Errorf("create SCEP service: %w", err)
 	}
 
 	s := &Server{
@@ -124,11 +145,17 @@ func Start(t testing.TB, opts Options) *Server {
 		requests: map[string]int{},
 		messages: map[string]int{},
 	}
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
-	s.URL = srv.URL + "/scep"
-	return s
+	s.srv = httptest.NewServer(s)
+	s.URL = s.srv.URL + "/scep"
+	return s, nil
 }
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+type discard struct{}
+
+func (discard) Log(...any) error { return nil }
 
 // Requests returns how many HTTP requests arrived with the given operation
 // query parameter (GetCACaps, GetCACert, PKIOperation).
