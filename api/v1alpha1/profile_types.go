@@ -27,13 +27,14 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.csrMode) && self.csrMode == 'Rebuild')",message="a challenge password travels inside the CSR, signed by the workload's key; csrMode Passthrough forwards cert-manager's CSR unchanged and cannot carry one: set csrMode: Rebuild (the operator then reads the Certificate's pending private key Secret)"
 // +kubebuilder:validation:XValidation:rule="!has(self.keySize) || self.keySize != 1024 || (has(self.allowInsecureKeySize) && self.allowInsecureKeySize)",message="keySize 1024 is refused unless allowInsecureKeySize is true: 1024-bit RSA keys are breakable"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="tls is only used with an https:// url"
-// +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
+// +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || !self.retryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || !self.maxRetryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
 	// (NDES), https://ca.example/scep/provisioner (step-ca) or
 	// http://scep.example/scep (MicroMDM).
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/]*@')",message="url must not carry user:password@: credentials never go inline; the challenge password belongs in challenge.passwordSecretRef"
 	URL string `json:"url"`
 
 	// CAIdentifier is sent as the message parameter of GetCACert, for
@@ -45,12 +46,14 @@ type SCEPProfileSpec struct {
 	// CAFingerprint pins the CA: the SHA-256, SHA-1 or MD5 fingerprint
 	// (thumbprint, hash value) of a certificate in the GetCACert answer, in
 	// hex, with or without spaces or colons (NDES prints groups of eight),
-	// optionally prefixed "sha256:", "sha1:" or "md5:". Nothing is sent to a
-	// server whose certificates do not match. Without a pin, the first
-	// answer is trusted as it comes (over https, the TLS trust applies).
+	// optionally prefixed "sha256:", "sha1:" or "md5:" (which must name the
+	// hash of that length). Nothing is sent to a server whose certificates
+	// do not match. Without a pin, the first answer is trusted as it comes
+	// (over https, the TLS trust applies).
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:XValidation:rule="self.lowerAscii().replace('sha-256:', '').replace('sha256:', '').replace('sha-1:', '').replace('sha1:', '').replace('md5:', '').replace(':', '').replace(' ', '').matches('^([0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64})$')",message="caFingerprint must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons"
+	// +kubebuilder:validation:XValidation:rule="self.lowerAscii().matches('^[ ]*((sha-?256|sha-?1|md5):)?[: ]*([0-9a-f][: ]*){32}(([0-9a-f][: ]*){8}(([0-9a-f][: ]*){24})?)?$')",message="caFingerprint must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons and prefixed sha256:, sha1: or md5:"
+	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^[ ]*(sha-?256|sha-?1|md5):') || self.lowerAscii().matches('^[ ]*(sha-?256:[: ]*([0-9a-f][: ]*){64}|sha-?1:[: ]*([0-9a-f][: ]*){40}|md5:[: ]*([0-9a-f][: ]*){32})$')",message="the caFingerprint prefix must name the hash its length is: sha256: takes 64 hex digits, sha1: takes 40, md5: takes 32"
 	CAFingerprint string `json:"caFingerprint,omitempty"`
 
 	// TLS configures trust for an https URL.
@@ -104,24 +107,39 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	MaxAttempts int32 `json:"maxAttempts,omitempty"`
 
+	// The durations are Go durations (time.ParseDuration, as metav1.Duration
+	// decodes them). Their rules first match that grammar, since CEL's
+	// duration() fails on anything else ("1d", "30") with a type conversion
+	// error instead of a message; a value failing the grammar would also
+	// break every client that decodes the profile.
+
 	// RetryInterval is the first wait after a failed attempt, doubled (with
 	// jitter) after each one up to MaxRetryInterval, and the interval between
 	// CertPoll polls of a PENDING request.
 	// +optional
 	// +kubebuilder:default="30s"
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="retryInterval must be at least 1s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$')",message="retryInterval must be a duration such as 30s, 2m or 1m30s (units ns, us, ms, s, m, h)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self) >= duration('1s')",message="retryInterval must be at least 1s"
 	RetryInterval *metav1.Duration `json:"retryInterval,omitempty"`
 
 	// MaxRetryInterval caps the backoff between failed attempts.
 	// +optional
 	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$')",message="maxRetryInterval must be a duration such as 10m or 1h (units ns, us, ms, s, m, h)"
 	MaxRetryInterval *metav1.Duration `json:"maxRetryInterval,omitempty"`
 
 	// PendingTimeout is how long a PENDING request (waiting for a CA
 	// manager's approval) is polled before it fails.
 	// +optional
 	// +kubebuilder:default="24h"
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="pendingTimeout must be at least 1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$')",message="pendingTimeout must be a duration such as 24h or 72h (units ns, us, ms, s, m, h; no days)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self) >= duration('1m')",message="pendingTimeout must be at least 1m"
 	PendingTimeout *metav1.Duration `json:"pendingTimeout,omitempty"`
 
 	// Challenge is how the operator proves its right to enroll.
