@@ -7,6 +7,8 @@ package controllers
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -270,6 +272,8 @@ func classify(err error) string {
 		specErr  *profiles.SpecError
 		secret   *profiles.SecretError
 		netErr   net.Error
+		tlsErr   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
 	)
 	switch {
 	case errors.As(err, &mismatch):
@@ -280,7 +284,9 @@ func classify(err error) string {
 		return ReasonSecretNotFound
 	case errors.As(err, &httpErr), errors.As(err, &content):
 		return ReasonServerError
-	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &netErr), errors.As(err, &tlsErr), errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded):
+		// A server certificate the CA bundle does not trust is the same
+		// for a person: the operator cannot reach the server safely.
 		return ReasonUnreachable
 	}
 	var opErr *net.OpError
@@ -292,8 +298,9 @@ func classify(err error) string {
 
 func kindOf(p scepv1alpha1.Profile) string { return profiles.KeyOf(p).Kind }
 
-// SetupWithManager registers the reconciler for its kind. It also owns the
-// signer Secrets of namespaced profiles, so a deleted one is recreated.
+// SetupWithManager registers the reconciler for its kind. Signer Secrets are
+// not watched (that would need list/watch on every Secret); a deleted one is
+// recreated at the profile's next check.
 func (r *ProfileReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	obj := r.NewProfile()
 	b := ctrl.NewControllerManagedBy(mgr).
