@@ -15,6 +15,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -193,11 +194,14 @@ func (e *Env) Namespace(t testing.TB, name string) string {
 	return name
 }
 
-// CreateNamespace creates a namespace.
+// CreateNamespace creates a namespace; one that exists already is fine.
 func (e *Env) CreateNamespace(ctx context.Context, name string) error {
 	ns := &corev1.Namespace{}
 	ns.Name = name
-	return e.Client.Create(ctx, ns)
+	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
 }
 
 // StartShared is Start for an API server shared by a package's tests: it is
