@@ -61,17 +61,18 @@ generate: controller-gen ## Generate DeepCopy methods for the API types.
 manifests: controller-gen ## Generate CRDs and RBAC into config/.
 	@if [ -d api ] && ls api/*/*.go >/dev/null 2>&1; then \
 		$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases; \
+		hack/sync-chart-crds.sh; \
 	else echo "no API types yet"; fi
 
 ##@ Test
 
 .PHONY: test
 test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM and step-ca, fuzz seeds).
-	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca \
+	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
 		$(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS)
 
 .PHONY: test-deps
-test-deps: envtest step-ca ## Build the real peers the tests run (cached in bin/).
+test-deps: envtest step-ca helm ## Build the real peers the tests run (cached in bin/).
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -85,6 +86,14 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 .PHONY: bench
 bench: ## Run the Go benchmarks (figures go to docs/performance.md).
 	$(GO) test ./internal/... ./test/... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+
+##@ Demo
+
+DEMO_FLAGS ?=
+
+.PHONY: demo
+demo: envtest helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator (DEMO_FLAGS=-keep keeps it running).
+	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 ##@ Build
 
@@ -110,6 +119,10 @@ envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy.
 .PHONY: step-ca
 step-ca: ## Build step-ca (a real SCEP server) from the Go module proxy.
 	hack/step-ca.sh $(BIN)
+
+.PHONY: helm
+helm: ## Build helm (pinned by hack/tools/helm) into bin/.
+	hack/helm.sh $(BIN)
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

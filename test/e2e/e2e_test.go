@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -203,7 +204,7 @@ func TestEndToEnd(t *testing.T) {
 				}
 				for _, cond := range cr.Status.Conditions {
 					if cond.Type == cmapi.CertificateRequestConditionReady {
-						return cond.Reason == cmapi.CertificateRequestReasonPending && strings.Contains(cond.Message, "not Ready"), cond.Message
+						return cond.Reason == cmapi.CertificateRequestReasonPending && strings.Contains(cond.Message, "Waiting for issuer to become ready"), cond.Message
 					}
 				}
 			}
@@ -248,15 +249,19 @@ func waitReady(t *testing.T, c client.Client, crt *cmapi.Certificate, timeout ti
 // renew does what `cmctl renew` does: it sets the Issuing condition.
 func renew(t *testing.T, c client.Client, crt *cmapi.Certificate) {
 	t.Helper()
-	if err := c.Get(t.Context(), client.ObjectKeyFromObject(crt), crt); err != nil {
-		t.Fatal(err)
-	}
-	now := metav1.Now()
-	crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
-		Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
-		Message: "Certificate re-issuance manually triggered", LastTransitionTime: &now,
+	// cert-manager may still be writing the Certificate's status.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(crt), crt); err != nil {
+			return err
+		}
+		now := metav1.Now()
+		crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
+			Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
+			Message: "Certificate re-issuance manually triggered", LastTransitionTime: &now,
+		})
+		return c.Status().Update(t.Context(), crt)
 	})
-	if err := c.Status().Update(t.Context(), crt); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 }
