@@ -74,6 +74,11 @@ func Check(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest, var
 	if err := checkSubject(spec, csr, vars); err != nil {
 		return err
 	}
+	if IsNDES(spec) {
+		if err := checkNDESSubject(csr); err != nil {
+			return err
+		}
+	}
 	if err := checkSANs(spec, csr, vars); err != nil {
 		return err
 	}
@@ -96,6 +101,25 @@ func checkKey(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest) 
 		}
 	default:
 		return violation("spec.keySize", "the key is %T; the profile requires RSA %d", csr.PublicKey, size)
+	}
+	return nil
+}
+
+// IsNDES reports whether a profile talks to Microsoft NDES: its dynamic
+// challenge is NDES's, and NDES's endpoint is mscep.dll.
+func IsNDES(spec *scepv1alpha1.SCEPProfileSpec) bool {
+	return spec.Challenge.Type == scepv1alpha1.ChallengeDynamic || strings.Contains(strings.ToLower(spec.URL), "/mscep.dll")
+}
+
+// ndesUnsafe are the characters that, escaped in a subject, make AD CS
+// refuse or mangle the request behind NDES.
+const ndesUnsafe = `+;,="\`
+
+func checkNDESSubject(csr *x509.CertificateRequest) error {
+	for _, a := range attributes(csr.Subject) {
+		if i := strings.IndexAny(a.value, ndesUnsafe); i >= 0 {
+			return violation("spec.subject", "the subject value %q contains %q, which NDES (AD CS) cannot issue escaped in a subject; remove it from the Certificate's subject", a.value, a.value[i:i+1])
+		}
 	}
 	return nil
 }

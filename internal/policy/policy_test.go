@@ -127,6 +127,22 @@ func TestCheck(t *testing.T) {
 		})
 	}
 
+	t.Run("NDES refuses escaped characters in the subject", func(t *testing.T) {
+		ndes := v1.SCEPProfileSpec{URL: "http://ndes.corp/certsrv/mscep/mscep.dll"}
+		for _, cn := range []string{"a+b", "a;b", "a,b", "a=b"} {
+			err := Check(&ndes, csrOf(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: cn}}, rsaKey), vars)
+			if v, ok := err.(*Violation); !ok || v.Field != "spec.subject" || !strings.Contains(err.Error(), "NDES") {
+				t.Errorf("CN=%s: err = %v", cn, err)
+			}
+		}
+		if err := Check(&ndes, csrOf(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: "web.shop"}}, rsaKey), vars); err != nil {
+			t.Errorf("a plain subject was refused: %v", err)
+		}
+		other := v1.SCEPProfileSpec{URL: "http://mdm.example/scep"}
+		if err := Check(&other, csrOf(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: "a+b"}}, rsaKey), vars); err != nil {
+			t.Errorf("a non-NDES server was held to NDES's rule: %v", err)
+		}
+	})
 	t.Run("empty profile allows anything RSA 2048", func(t *testing.T) {
 		if err := Check(&v1.SCEPProfileSpec{}, csrOf(t, good, rsaKey), vars); err != nil {
 			t.Fatal(err)
