@@ -181,6 +181,7 @@ func (s *Server) matchRecipientsLocked(ris []recipientInfo) []*x509.Certificate 
 type outcome struct {
 	status   string
 	failInfo int
+	text     string              // failInfoText for this FAILURE, else Behavior.FailInfoText
 	certs    []*x509.Certificate // SUCCESS for PKCSReq, RenewalReq, CertPoll, GetCert
 	crl      []byte              // SUCCESS for GetCRL
 }
@@ -195,6 +196,7 @@ type transaction struct {
 	polls    int
 	cert     *x509.Certificate
 	failInfo int
+	failText string // failInfoText given to Reject
 }
 
 // pkiOperation decides and builds the answer to one pkiMessage. It holds
@@ -264,6 +266,12 @@ func (s *Server) enrolLocked(b Behavior, msg *pkiMessage, plain []byte) outcome 
 		return failure(BadMessageCheck)
 	case b.FailInfo != nil && !b.Reject:
 		return failure(*b.FailInfo)
+	case b.VerifyChallenge != nil && msg.typ == typePKCSReq:
+		if ok, text := b.VerifyChallenge(challenge, csr); !ok {
+			out := failure(BadRequest)
+			out.text = text
+			return out
+		}
 	case b.Challenge != "" && msg.typ == typePKCSReq && challenge != b.Challenge:
 		return failure(BadRequest)
 	}
@@ -288,7 +296,9 @@ func (s *Server) pollLocked(b Behavior, msg *pkiMessage) outcome {
 	case statusSuccess:
 		return outcome{status: statusSuccess, certs: []*x509.Certificate{t.cert}}
 	case statusFailure:
-		return failure(t.failInfo)
+		out := failure(t.failInfo)
+		out.text = t.failText
+		return out
 	}
 	t.polls++
 	if b.PendingForever || t.polls < b.Pending {
@@ -453,8 +463,12 @@ func (s *Server) certRepLocked(b Behavior, msg *pkiMessage, out outcome) reply {
 	}
 	if out.status == statusFailure {
 		attrs = append(attrs, pkcs7.Attribute{Type: oidFailInfo, Value: strconv.Itoa(out.failInfo)})
-		if b.FailInfoText != "" {
-			attrs = append(attrs, pkcs7.Attribute{Type: oidFailInfoText, Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(b.FailInfoText)}})
+		text := out.text
+		if text == "" {
+			text = b.FailInfoText
+		}
+		if text != "" {
+			attrs = append(attrs, pkcs7.Attribute{Type: oidFailInfoText, Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(text)}})
 		}
 	}
 

@@ -90,6 +90,14 @@ type Behavior struct {
 	// PKCSReq (not RenewalReq, which the current certificate authorizes);
 	// a mismatch answers FAILURE/badRequest.
 	Challenge string
+	// VerifyChallenge, if set, replaces Challenge: it is called with the
+	// challengePassword ("" if none) and the CSR of every PKCSReq that
+	// decrypted and whose CSR signature is valid, before any transaction is
+	// created. ok=false answers FAILURE/badRequest, with text (if not
+	// empty, else FailInfoText) as failInfoText. It runs with the server's
+	// lock held, so it must not call this Server's methods; it may keep
+	// state of its own (e.g. consume a one-time password, as NDES does).
+	VerifyChallenge func(password string, csr *x509.CertificateRequest) (ok bool, text string)
 	// Validity is the lifetime of issued certificates; zero means 24 hours.
 	Validity time.Duration
 
@@ -368,6 +376,54 @@ func (s *Server) Revoke(serial *big.Int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.revoked = append(s.revoked, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: time.Now()})
+}
+
+// PendingTransactions returns the transactionIDs of the enrolments now
+// waiting for approval (PENDING), sorted.
+func (s *Server) PendingTransactions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, t := range s.txns {
+		if t.state == statusPending {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Approve issues the certificate of the pending transaction txID, as a CA
+// manager approving the request would: the next CertPoll gets SUCCESS,
+// whatever Pending or PendingForever say. It fails if no such transaction
+// is pending.
+func (s *Server) Approve(txID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.txns[txID]
+	if t == nil || t.state != statusPending {
+		return fmt.Errorf("scepserver: no pending transaction %q", txID)
+	}
+	crt, err := s.issueLocked(s.behavior, t.csr)
+	if err != nil {
+		return err
+	}
+	t.state, t.cert = statusSuccess, crt
+	return nil
+}
+
+// Reject denies the pending transaction txID: the next CertPoll gets
+// FAILURE with failInfo (BadAlg..BadCertID) and, if text is not empty,
+// text as failInfoText. It fails if no such transaction is pending.
+func (s *Server) Reject(txID string, failInfo int, text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.txns[txID]
+	if t == nil || t.state != statusPending {
+		return fmt.Errorf("scepserver: no pending transaction %q", txID)
+	}
+	t.state, t.failInfo, t.failText = statusFailure, failInfo, text
+	return nil
 }
 
 // reply is an HTTP answer before the HTTP faults touch it.

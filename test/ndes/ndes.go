@@ -1,0 +1,450 @@
+// Package ndes is an in-process emulator of Microsoft's Network Device
+// Enrollment Service (NDES, the SCEP server of AD CS on IIS) for client
+// tests. It is strict where NDES is strict:
+//
+//   - /certsrv/mscep/mscep.dll (and its /pkiclient.exe alias) speaks SCEP
+//     through a test/scepserver.Server in its NDES shape: GetCACert returns
+//     the CA, an RA signing certificate (Enrollment Agent, digitalSignature)
+//     and an RA encryption certificate (CEP Encryption, keyEncipherment);
+//     a request not enveloped to the RA encryption certificate gets HTTP 500
+//     "cannot decrypt the client's PKCS7 message (0x80090005)"; GET queries
+//     over IIS's 2048 bytes get "HTTP Error 404.15".
+//   - PKCSReq needs a one-time challenge password from the admin page,
+//     valid 60 minutes and usable once; a reused, expired or unknown one is
+//     answered FAILURE/badRequest with PasswordRefusedText as failInfoText.
+//   - /certsrv/mscep_admin/ hands out those passwords behind NTLMv2 (or
+//     Basic) authentication, as an HTML page in UTF-16LE without BOM or
+//     charset, with the CA thumbprint in <B> tags before the password; at
+//     most 5 unused passwords exist ("The password cache is full.").
+//   - ManualApproval answers PENDING until the test calls Approve or Reject;
+//     CertPoll then gets the certificate or the failure.
+//
+// Paths are matched case-insensitively, as IIS does. The emulator imports
+// nothing from this module's internal packages: it is a peer of our client,
+// written from the protocol and NDES's observed behaviour, not from the
+// client's code.
+package ndes
+
+import (
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scep-operator/scep-operator/test/scepserver"
+)
+
+// Texts NDES shows or logs, as the emulator sends them.
+const (
+	// PasswordRefusedText is the failInfoText of the CertRep FAILURE for a
+	// PKCSReq whose challenge password is unknown, expired or already used
+	// (NDES writes it to its event log; the emulator also puts it in the
+	// reply so clients can surface it).
+	PasswordRefusedText = "The password in the certificate request cannot be verified. It may have been used already."
+	// CacheFullText is the admin page's message when CacheSize unused,
+	// unexpired passwords exist.
+	CacheFullText = "The password cache is full."
+	// NoPermissionText is the admin page's message (HTTP 200) for an
+	// authenticated user not in Options.AllowedUsers.
+	NoPermissionText = "You do not have sufficient permission to enroll with SCEP. Please contact your system administrator."
+	// RejectedText is the failInfoText of the CertRep FAILURE that follows
+	// Reject.
+	RejectedText = "The request was denied by a certificate manager."
+)
+
+// Defaults for the Options left empty.
+const (
+	// DefaultDomain is the NetBIOS domain name of the admin page's accounts.
+	DefaultDomain = "CORP"
+	// DefaultUsername is the admin page account's user name.
+	DefaultUsername = "svc-scep"
+	// DefaultPassword is the admin page account's password.
+	DefaultPassword = "Ndes-Test-Pa55!"
+	// DefaultPasswordValidity is how long a one-time password stays valid.
+	DefaultPasswordValidity = 60 * time.Minute
+	// DefaultCacheSize is how many unused passwords NDES keeps (the
+	// PasswordMax registry value).
+	DefaultCacheSize = 5
+	// DefaultMaxQueryBytes is IIS's maxQueryString.
+	DefaultMaxQueryBytes = 2048
+)
+
+// defaultCaps is what a modern NDES (Windows Server 2012 R2 and later)
+// answers to GetCACaps.
+var defaultCaps = []string{"POSTPKIOperation", "Renewal", "SHA-512", "SHA-256", "SHA-1", "DES3", "AES"}
+
+// AuthMode is how the admin page authenticates its users.
+type AuthMode int
+
+const (
+	// AuthNTLM is IIS Windows Authentication with the NTLM provider: a
+	// two-request NTLMv2 handshake on one TCP connection (the default).
+	AuthNTLM AuthMode = iota
+	// AuthBasic is IIS Basic Authentication against the same accounts.
+	AuthBasic
+	// AuthBoth offers NTLM and Basic; either works.
+	AuthBoth
+	// AuthNone serves the admin page to anyone (anonymous authentication).
+	AuthNone
+)
+
+// Encoding is the character encoding of the admin page's bytes.
+type Encoding int
+
+const (
+	// UTF16LE is little-endian UTF-16 without byte order mark, what NDES
+	// serves (the default), with Content-Type "text/html" and no charset.
+	UTF16LE Encoding = iota
+	// UTF16LEBOM is UTF16LE preceded by the byte order mark FF FE.
+	UTF16LEBOM
+	// UTF16BE is big-endian UTF-16 without byte order mark.
+	UTF16BE
+	// UTF16BEBOM is UTF16BE preceded by the byte order mark FE FF.
+	UTF16BEBOM
+	// UTF8 is UTF-8 without byte order mark.
+	UTF8
+)
+
+// Options configure the emulator. The zero value is a default NDES:
+// one-time passwords enforced, 60 minutes, 5 cached, NTLM with the account
+// DefaultDomain\DefaultUsername, POST allowed, immediate issuance.
+type Options struct {
+	// Caps is the GetCACaps answer; nil means the modern NDES set
+	// POSTPKIOperation, Renewal, SHA-512, SHA-256, SHA-1, DES3, AES (minus
+	// POSTPKIOperation under GetOnly).
+	Caps []string
+	// NoCaps answers GetCACaps with HTTP 500, as NDES before Windows Server
+	// 2008 R2 does.
+	NoCaps bool
+	// GetOnly refuses POST PKIOperation (405) and, with nil Caps, leaves
+	// POSTPKIOperation out of the caps, as old NDES does.
+	GetOnly bool
+	// MaxQueryBytes is IIS's maxQueryString: a longer GET query string gets
+	// "HTTP Error 404.15 - Query string too long". Zero means 2048;
+	// negative means no limit.
+	MaxQueryBytes int
+	// ManualApproval answers PKCSReq with PENDING (a template that needs a
+	// CA manager's approval) until Approve or Reject.
+	ManualApproval bool
+
+	// NoEnforcePassword turns the challenge check off (NDES's
+	// EnforcePassword registry value 0): PKCSReq needs no password. The
+	// admin page still hands passwords out.
+	NoEnforcePassword bool
+	// SinglePassword, if set, is NDES's UseSinglePassword mode: the admin
+	// page always shows this password, and PKCSReq must carry it; it never
+	// expires and can be used any number of times.
+	SinglePassword string
+	// PasswordValidity is how long a one-time password is accepted after
+	// it was issued; zero means 60 minutes.
+	PasswordValidity time.Duration
+	// CacheSize is how many unused, unexpired passwords may exist before
+	// the admin page says "The password cache is full."; zero means 5,
+	// negative means no limit.
+	CacheSize int
+	// Now is the clock for password issuance and expiry; nil is time.Now.
+	Now func() time.Time
+
+	// Auth is how the admin page authenticates (NTLM by default).
+	Auth AuthMode
+	// OfferNegotiate also offers "WWW-Authenticate: Negotiate" before NTLM,
+	// as IIS's default provider list does, and accepts raw NTLM messages
+	// under the Negotiate scheme. SPNEGO/Kerberos tokens are refused.
+	OfferNegotiate bool
+	// AuthPersistSingleRequest makes every admin request authenticate
+	// anew. By default, as IIS does, a connection that completed an NTLM
+	// handshake stays authenticated for the requests that follow on it.
+	AuthPersistSingleRequest bool
+	// Domain is the NetBIOS domain name; empty means DefaultDomain.
+	Domain string
+	// DNSDomain is the DNS domain name, accepted in user@domain and as a
+	// domain; empty means lower-case Domain + ".example.test".
+	DNSDomain string
+	// Username and Password are the admin page account; empty means
+	// DefaultUsername and DefaultPassword.
+	Username, Password string
+	// Users are further accounts of the domain, user name to password.
+	Users map[string]string
+	// AllowedUsers, if not empty, are the accounts allowed to get
+	// passwords ("user", `DOMAIN\user` or "user@domain", case-insensitive);
+	// other accounts authenticate but get NoPermissionText (HTTP 200).
+	AllowedUsers []string
+	// Realm is the Basic realm; empty means the request's Host.
+	Realm string
+
+	// PageEncoding is the admin page's encoding; UTF-16LE without BOM by
+	// default.
+	PageEncoding Encoding
+	// ContentType is the admin page's Content-Type; empty means "text/html".
+	ContentType string
+	// ThumbprintHash is the hash of the CA certificate the admin page
+	// prints; zero means MD5, which is what NDES prints (it matches none of
+	// the SHA-1 thumbprints Windows shows for the CA). crypto.SHA1 and
+	// crypto.SHA256 are also accepted.
+	ThumbprintHash crypto.Hash
+
+	// TLS serves HTTPS with httptest's certificate (see Server.HTTP).
+	TLS bool
+}
+
+// withDefaults fills in the empty options.
+func (o Options) withDefaults() Options {
+	if o.MaxQueryBytes == 0 {
+		o.MaxQueryBytes = DefaultMaxQueryBytes
+	}
+	if o.PasswordValidity == 0 {
+		o.PasswordValidity = DefaultPasswordValidity
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Domain == "" {
+		o.Domain = DefaultDomain
+	}
+	if o.DNSDomain == "" {
+		o.DNSDomain = strings.ToLower(o.Domain) + ".example.test"
+	}
+	if o.Username == "" {
+		o.Username = DefaultUsername
+	}
+	if o.Password == "" {
+		o.Password = DefaultPassword
+	}
+	if o.ThumbprintHash == 0 {
+		o.ThumbprintHash = crypto.MD5
+	}
+	return o
+}
+
+// Counters is a snapshot of what the emulator has seen.
+type Counters struct {
+	// AdminRequests counts every HTTP request to the admin page, handshake
+	// legs and refusals included.
+	AdminRequests int
+	// AuthChallenges counts 401 answers carrying an NTLM CHALLENGE message.
+	AuthChallenges int
+	// AuthFailures counts 401 answers for missing or refused credentials.
+	AuthFailures int
+	// PasswordPages counts admin pages that showed a password.
+	PasswordPages int
+	// CacheFullPages counts "The password cache is full." pages.
+	CacheFullPages int
+	// PermissionPages counts "You do not have sufficient permission" pages.
+	PermissionPages int
+	// PasswordsIssued counts one-time passwords created (admin page or
+	// IssuePassword).
+	PasswordsIssued int
+	// PasswordsConsumed counts passwords a PKCSReq used successfully.
+	PasswordsConsumed int
+	// PasswordsRefused counts PKCSReqs refused for their password.
+	PasswordsRefused int
+	// PKCSReq counts PKCSReq pkiMessages (from the SCEP server).
+	PKCSReq int
+	// CertPoll counts CertPoll pkiMessages (from the SCEP server).
+	CertPoll int
+	// LastAuthUser is the last account that authenticated on the admin
+	// page, as `DOMAIN\user`.
+	LastAuthUser string
+	// LastAuthScheme is how it authenticated: "NTLM" or "Basic" (or
+	// "NTLM (connection)" when an authenticated connection was reused).
+	LastAuthScheme string
+	// LastAuthFailure says why the last refused authentication was refused.
+	LastAuthFailure string
+}
+
+// Server is a running NDES emulator.
+type Server struct {
+	// URL is the SCEP endpoint, http://127.0.0.1:PORT/certsrv/mscep/mscep.dll.
+	URL string
+	// AdminURL is the admin page, http://127.0.0.1:PORT/certsrv/mscep_admin/.
+	AdminURL string
+	// CA is the issuing CA certificate.
+	CA *x509.Certificate
+	// RASign is the RA signing (Enrollment Agent) certificate that signs
+	// CertReps.
+	RASign *x509.Certificate
+	// RAEncrypt is the RA encryption (CEP Encryption) certificate requests
+	// must be enveloped to.
+	RAEncrypt *x509.Certificate
+	// Thumbprint is the CA thumbprint exactly as the admin page prints it
+	// (Options.ThumbprintHash of the CA certificate, lower-case hex in
+	// groups of 8).
+	Thumbprint string
+	// SCEP is the SCEP server behind the endpoint, for its request logs and
+	// fault knobs. Its Set may change anything, including what this
+	// emulator configured (keep RASplit and VerifyChallenge); this
+	// Server's Set reapplies the NDES behaviour.
+	SCEP *scepserver.Server
+	// HTTP is the listener, for Client (with TLS) or
+	// CloseClientConnections.
+	HTTP *httptest.Server
+
+	mu        sync.Mutex
+	opts      Options
+	passwords map[string]time.Time // unused one-time passwords and when they were issued
+	counters  Counters
+}
+
+// Start starts an NDES emulator on a loopback listener and closes it when
+// the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	scep := scepserver.Start(t, scepserver.Behavior{RASplit: true, DecryptFailureStatus: http.StatusInternalServerError})
+	sign, enc, err := scep.RACerts()
+	if err != nil {
+		t.Fatalf("ndes: RA certificates: %v", err)
+	}
+	s := &Server{
+		CA:        scep.CA,
+		RASign:    sign,
+		RAEncrypt: enc,
+		SCEP:      scep,
+		opts:      opts.withDefaults(),
+		passwords: map[string]time.Time{},
+	}
+	s.Thumbprint, err = thumbprint(s.CA, s.opts.ThumbprintHash)
+	if err != nil {
+		t.Fatalf("ndes: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	srv.Config.ConnContext = connContext
+	if opts.TLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	s.HTTP = srv
+	s.URL = srv.URL + "/certsrv/mscep/mscep.dll"
+	s.AdminURL = srv.URL + "/certsrv/mscep_admin/"
+	scep.URL = s.URL
+	s.applySCEP(s.opts)
+	return s
+}
+
+// Set changes the options for the requests that follow. Passwords already
+// issued stay valid (for the new PasswordValidity); the thumbprint and TLS
+// do not change.
+func (s *Server) Set(change func(o *Options)) {
+	s.mu.Lock()
+	o := s.opts
+	change(&o)
+	o = o.withDefaults()
+	s.opts = o
+	s.mu.Unlock()
+	// Outside s.mu: the challenge hook takes s.mu under the SCEP server's
+	// lock, so s.mu is never held while calling into it.
+	s.applySCEP(o)
+}
+
+// applySCEP configures the SCEP server as NDES with options o.
+func (s *Server) applySCEP(o Options) {
+	s.SCEP.Set(func(b *scepserver.Behavior) {
+		b.RASplit = true
+		b.DecryptFailureStatus = http.StatusInternalServerError
+		b.NoCaps = o.NoCaps
+		b.GetOnly = o.GetOnly
+		b.MaxQueryBytes = max(o.MaxQueryBytes, 0)
+		b.Caps = o.Caps
+		if b.Caps == nil {
+			b.Caps = slices.Clone(defaultCaps)
+			if o.GetOnly {
+				b.Caps = slices.DeleteFunc(b.Caps, func(c string) bool { return c == "POSTPKIOperation" })
+			}
+		}
+		b.PendingForever = o.ManualApproval
+		b.Challenge = ""
+		b.VerifyChallenge = nil
+		if !o.NoEnforcePassword {
+			b.VerifyChallenge = s.verifyChallenge
+		}
+	})
+}
+
+// Counters returns what the emulator has counted so far.
+func (s *Server) Counters() Counters {
+	s.mu.Lock()
+	c := s.counters
+	s.mu.Unlock()
+	c.PKCSReq = s.SCEP.PKIMessages("PKCSReq")
+	c.CertPoll = s.SCEP.PKIMessages("CertPoll")
+	return c
+}
+
+// PendingTransactions returns the transactionIDs waiting for Approve or
+// Reject, sorted.
+func (s *Server) PendingTransactions() []string { return s.SCEP.PendingTransactions() }
+
+// Approve issues the certificate of a pending transaction: the next
+// CertPoll gets SUCCESS.
+func (s *Server) Approve(txID string) error { return s.SCEP.Approve(txID) }
+
+// Reject denies a pending transaction: the next CertPoll gets FAILURE
+// badRequest with RejectedText.
+func (s *Server) Reject(txID string) error {
+	return s.SCEP.Reject(txID, scepserver.BadRequest, RejectedText)
+}
+
+// ApproveAll approves every pending transaction and returns their IDs.
+func (s *Server) ApproveAll() []string {
+	var done []string
+	for _, id := range s.PendingTransactions() {
+		if s.Approve(id) == nil {
+			done = append(done, id)
+		}
+	}
+	return done
+}
+
+// serveHTTP routes as IIS does for NDES's two applications.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Server", "Microsoft-IIS/10.0")
+	switch strings.ToLower(r.URL.Path) {
+	case "/certsrv/mscep/mscep.dll", "/certsrv/mscep/mscep.dll/pkiclient.exe":
+		s.SCEP.ServeHTTP(w, r)
+	case "/certsrv/mscep_admin/", "/certsrv/mscep_admin/mscep.dll":
+		s.serveAdmin(w, r)
+	case "/certsrv/mscep_admin", "/certsrv/mscep":
+		// IIS redirects a directory without its slash.
+		http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+	default:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, iisNotFound)
+	}
+}
+
+// thumbprint formats h(CA) as NDES prints it.
+func thumbprint(ca *x509.Certificate, h crypto.Hash) (string, error) {
+	if h != crypto.MD5 && h != crypto.SHA1 && h != crypto.SHA256 {
+		return "", fmt.Errorf("ThumbprintHash %v is not MD5, SHA-1 or SHA-256", h)
+	}
+	d := h.New()
+	d.Write(ca.Raw)
+	hexSum := fmt.Sprintf("%x", d.Sum(nil))
+	var groups []string
+	for len(hexSum) > 0 {
+		n := min(8, len(hexSum))
+		groups = append(groups, hexSum[:n])
+		hexSum = hexSum[n:]
+	}
+	return strings.Join(groups, " "), nil
+}
+
+const iisNotFound = `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>404 - File or directory not found.</title></head>
+<body><div id="header"><h1>Server Error</h1></div><div id="content"><div class="content-container"><fieldset>
+<h2>404 - File or directory not found.</h2>
+<h3>The resource you are looking for might have been removed, had its name changed, or is temporarily unavailable.</h3>
+</fieldset></div></div></body></html>
+`
