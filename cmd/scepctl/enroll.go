@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/scep-operator/scep-operator/internal/dn"
+	"github.com/scep-operator/scep-operator/internal/ndes"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
@@ -38,6 +39,7 @@ type enrollFlags struct {
 	renew         bool
 	certFile      string
 	out           string
+	ndes          ndesFlags
 }
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,6 +61,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&f.renew, "renew", false, "send a RenewalReq signed with --cert and --key instead of a PKCSReq")
 	fs.StringVar(&f.certFile, "cert", "", "current certificate PEM, with --renew")
 	fs.StringVar(&f.out, "out", "", "write the issued certificate and its chain here as PEM (required)")
+	f.ndes.register(fs, "ndes-admin-url", "ndes-")
 	if err := parse(fs, args, stderr); err != nil {
 		return helpOK(err)
 	}
@@ -84,6 +87,18 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// With NDES's admin page, every request carries a password fetched
+	// just before it is sent (see request below).
+	var passwords *ndes.Client
+	if f.ndes.given() {
+		if f.challenge != "" || f.challengeFile != "" {
+			return fmt.Errorf("%w: --ndes-admin-url fetches a fresh challenge password for every request; give it or --challenge/--challenge-file, not both", errUsage)
+		}
+		if passwords, err = f.ndes.client(&f.serverFlags, stderr); err != nil {
+			return err
+		}
+		defer passwords.CloseIdleConnections()
+	}
 	tmpl, err := f.template(ku, challenge)
 	if err != nil {
 		return err
@@ -105,6 +120,9 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// The CSR with the static challenge, if any. With NDES it carries no
+	// password and only yields the subject the signer and CertPoll need;
+	// request replaces it before sending.
 	csr, err := scep.NewCSR(tmpl, key)
 	if err != nil {
 		return err
@@ -118,26 +136,49 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "warning: the server does not announce Renewal; sending RenewalReq anyway")
 	}
 	fmt.Fprintf(stderr, "enrolling %q at %s (%s, %s)\n", f.subject, c.URL(), info.Algorithms, method(info.Caps))
+	if passwords != nil {
+		fmt.Fprintf(stderr, "each request gets a fresh challenge password from %s\n", passwords.URL())
+	}
 
 	var txID scep.TransactionID
+	// request sends the PKCSReq (or RenewalReq). NDES passwords are good
+	// for one request: a retry after a transient error fetches a new one
+	// and rebuilds the CSR around it, keeping key, subject and
+	// transactionID. CertPoll carries no CSR and needs no password.
+	request := func() (*scep.CertRep, error) {
+		req := csr
+		if passwords != nil {
+			pw, err := passwords.Password(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("fetching a challenge password: %w", err)
+			}
+			t := tmpl
+			t.ChallengePassword = pw
+			if req, err = scep.NewCSR(t, key); err != nil {
+				return nil, err
+			}
+		}
+		var msg *scep.Message
+		var err error
+		opts := info.MessageOptions(signer, txID)
+		if f.renew {
+			msg, err = scep.NewRenewalReq(req, opts)
+		} else {
+			msg, err = scep.NewPKCSReq(req, opts)
+		}
+		if err != nil {
+			return nil, err
+		}
+		txID = msg.TransactionID
+		return c.Send(ctx, info, msg)
+	}
 	pending := false
 	for attempt := 1; ; attempt++ {
 		var rep *scep.CertRep
 		if pending {
 			rep, err = c.CertPoll(ctx, info, signer, txID, parsedCSR.RawSubject)
 		} else {
-			var msg *scep.Message
-			opts := info.MessageOptions(signer, txID)
-			if f.renew {
-				msg, err = scep.NewRenewalReq(csr, opts)
-			} else {
-				msg, err = scep.NewPKCSReq(csr, opts)
-			}
-			if err != nil {
-				return err
-			}
-			txID = msg.TransactionID
-			rep, err = c.Send(ctx, info, msg)
+			rep, err = request()
 		}
 		switch {
 		case err == nil && rep.Status == scep.StatusSuccess:
@@ -148,7 +189,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if attempt >= f.maxAttempts {
 				return fmt.Errorf("still PENDING after %d attempts; the transaction is %s (approve it on the CA, then run again)", attempt, txID)
 			}
-		case scepclient.IsTransient(err):
+		case scepclient.IsTransient(err), ndesTemporary(err):
 			fmt.Fprintf(stderr, "attempt %d/%d: %v\n", attempt, f.maxAttempts, err)
 			if attempt >= f.maxAttempts {
 				return fmt.Errorf("giving up after %d attempts: %w", attempt, err)

@@ -1,14 +1,24 @@
 // Command scepctl does by hand what scep-operator does: it asks a SCEP server
-// for its capabilities and CA certificates, and enrolls a certificate. It is
-// meant for an admin checking a server before writing a SCEPProfile.
+// for its capabilities and CA certificates, fetches a challenge password from
+// NDES's admin page, and enrolls a certificate. It is meant for an admin
+// checking a server before writing a SCEPProfile.
 //
 //	scepctl caps   --url URL [--ca-bundle FILE]
 //	scepctl cacert --url URL [--ca-identifier ID] [--fingerprint FP] [--ca-bundle FILE] [--out FILE]
+//	scepctl ndes-password --url ADMIN_URL --username USER --password-file FILE [--auth ntlm|basic]
+//	               [--ca-bundle FILE] [--insecure]
 //	scepctl enroll --url URL --subject DN [--dns NAME]... [--email ADDR]... [--uri URI]... [--upn UPN]...
 //	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both]
-//	               [--challenge PW | --challenge-file FILE] [--fingerprint FP] [--ca-bundle FILE]
+//	               [--challenge PW | --challenge-file FILE |
+//	                --ndes-admin-url ADMIN_URL --ndes-username USER --ndes-password-file FILE [--ndes-auth ntlm|basic]]
+//	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE
+//
+// ndes-password prints the password alone on stdout. enroll with
+// --ndes-admin-url fetches a fresh password before every PKCSReq, retries
+// included, since NDES accepts each only once; --ca-bundle and --insecure
+// apply to the admin page too. Neither ever prints the account's password.
 //
 // Exit status: 0 when the command did what it was asked (for enroll: a
 // certificate was written), 1 on failure, 2 on a usage error.
@@ -37,9 +47,11 @@ func main() {
 const usage = `scepctl: a SCEP (RFC 8894) client for admins
 
 Commands:
-  caps     print the server's capabilities, one a line
-  cacert   print the server's CA and RA certificates (role, subject, notAfter, fingerprints)
-  enroll   enroll a certificate and write it with its chain as PEM
+  caps           print the server's capabilities, one a line
+  cacert         print the server's CA and RA certificates (role, subject, notAfter, fingerprints)
+  ndes-password  print one fresh challenge password from NDES's admin page (/certsrv/mscep_admin/)
+  enroll         enroll a certificate and write it with its chain as PEM; with --ndes-admin-url,
+                 each request gets a fresh password from NDES's admin page
 
 Run 'scepctl COMMAND -h' for a command's flags.
 `
@@ -58,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCaps(ctx, args[1:], stdout, stderr)
 	case "cacert":
 		err = runCACert(ctx, args[1:], stdout, stderr)
+	case "ndes-password":
+		err = runNDESPassword(ctx, args[1:], stdout, stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
 	default:
