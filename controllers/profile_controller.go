@@ -25,11 +25,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/metrics"
+	"github.com/scep-operator/scep-operator/internal/ndes"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
@@ -46,7 +49,19 @@ const (
 	ReasonUnsupportedServer   = "UnsupportedServer"
 	ReasonCAExpired           = "CAExpired"
 	ReasonSignerError         = "SignerError"
+	// ReasonCredentialsRejected: NDES refused the dynamic challenge's admin
+	// credentials (HTTP 401, or no permission to enroll).
+	ReasonCredentialsRejected = "CredentialsRejected"
 )
+
+// AnnotationValidateCredentials on a profile with a Dynamic challenge asks
+// the controller to fetch one password now, to check the credentials; set
+// it (to any new value) after fixing them. Periodic checks never fetch
+// passwords: NDES keeps only a few, for an hour.
+const AnnotationValidateCredentials = "scep.certificates.dev/validate-credentials"
+
+// annotationValidated records which AnnotationValidateCredentials value was acted on.
+const annotationValidated = "scep.certificates.dev/validated-credentials"
 
 // Event reasons that are not Ready reasons.
 const (
@@ -148,6 +163,11 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 			return ReasonSignerError, err
 		}
 	}
+	if spec.Challenge.Type == scepv1alpha1.ChallengeDynamic {
+		if reason, err := r.checkCredentials(ctx, p); err != nil {
+			return reason, err
+		}
+	}
 	if spec.TLS != nil && spec.TLS.InsecureSkipVerify {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of %s is turned off: anyone on the path can answer for the SCEP server", spec.URL)
 	}
@@ -197,6 +217,42 @@ func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Pro
 		return ReasonInvalidSpec, err
 	}
 	return ReasonUnreachable, err
+}
+
+// checkCredentials reports a refusal of the NDES admin credentials seen while
+// enrolling, and fetches one password when the validate annotation asks.
+func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
+	if err := r.Registry.CheckDynamic(ctx, p); err != nil {
+		var se *profiles.SecretError
+		if errors.As(err, &se) {
+			return ReasonSecretNotFound, err
+		}
+		return ReasonInvalidSpec, err
+	}
+	if want := p.GetAnnotations()[AnnotationValidateCredentials]; want != "" && want != p.GetAnnotations()[annotationValidated] {
+		_, err := r.Registry.DynamicPassword(ctx, p)
+		orig := p.DeepCopyObject().(scepv1alpha1.Profile)
+		anns := p.GetAnnotations()
+		anns[annotationValidated] = want
+		p.SetAnnotations(anns)
+		if perr := r.Client.Patch(ctx, p, client.MergeFrom(orig)); perr != nil {
+			return ReasonUnreachable, perr
+		}
+		switch {
+		case err == nil:
+			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "CredentialsValid", "Check", "NDES issued a challenge password to the profile's credentials (one password of its cache was used)")
+		case ndes.IsAuthError(err):
+			return ReasonCredentialsRejected, err
+		case ndes.IsCacheFull(err):
+			// The credentials work: NDES answered with its own page.
+		default:
+			return ReasonUnreachable, fmt.Errorf("fetching a challenge password from %s: %w", p.GetSpec().Challenge.Dynamic.URL, err)
+		}
+	}
+	if msg, rejected := r.Registry.CredentialsRejected(ctx, p); rejected {
+		return ReasonCredentialsRejected, fmt.Errorf("%s (fix the credentials Secret, or set annotation %s to check them again)", msg, AnnotationValidateCredentials)
+	}
+	return "", nil
 }
 
 // ensureSigner creates the Passthrough signer Secret, or renews it a month
@@ -304,7 +360,8 @@ func kindOf(p scepv1alpha1.Profile) string { return profiles.KeyOf(p).Kind }
 func (r *ProfileReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	obj := r.NewProfile()
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(obj, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(obj, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		WatchesRawSource(source.Channel(r.Registry.Notifications(kindOf(obj)), &handler.EnqueueRequestForObject{})).
 		Named(kindOf(obj))
 	return b.Complete(r)
 }

@@ -64,6 +64,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	entries map[Key]*entry
+	dyn     dynamicState
 }
 
 type entry struct {
@@ -151,24 +152,14 @@ func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepcli
 	version := fmt.Sprintf("%d", p.GetGeneration())
 	if spec.TLS != nil {
 		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify
-		var bundle []byte
-		field := "spec.tls.caBundle"
-		switch {
-		case spec.TLS.CABundle != "":
-			bundle = []byte(spec.TLS.CABundle)
-		case spec.TLS.CABundleSecretRef != nil:
-			field = "spec.tls.caBundleSecretRef"
-			var err error
-			if bundle, err = r.ReadSecretKey(ctx, r.SecretNamespace(p), *spec.TLS.CABundleSecretRef, "ca.crt"); err != nil {
-				return nil, err
-			}
+		bundle, field, err := r.caBundle(ctx, p)
+		if err != nil {
+			return nil, err
 		}
 		if bundle != nil {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(bundle) {
-				return nil, &SpecError{Field: field, Err: errors.New("holds no PEM certificate")}
+			if cfg.RootCAs, err = poolOf(bundle, field); err != nil {
+				return nil, err
 			}
-			cfg.RootCAs = pool
 			sum := sha256.Sum256(bundle)
 			version += fmt.Sprintf("/%x", sum[:8])
 		}
@@ -249,4 +240,28 @@ func (r *Registry) Forget(key Key) {
 
 func objectKey(namespace, name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: namespace, Name: name}
+}
+
+// caBundle returns the profile's PEM CA bundle and the field it came from,
+// nil when the system roots apply.
+func (r *Registry) caBundle(ctx context.Context, p scepv1alpha1.Profile) ([]byte, string, error) {
+	spec := p.GetSpec()
+	switch {
+	case spec.TLS == nil:
+		return nil, "", nil
+	case spec.TLS.CABundle != "":
+		return []byte(spec.TLS.CABundle), "spec.tls.caBundle", nil
+	case spec.TLS.CABundleSecretRef != nil:
+		b, err := r.ReadSecretKey(ctx, r.SecretNamespace(p), *spec.TLS.CABundleSecretRef, "ca.crt")
+		return b, "spec.tls.caBundleSecretRef", err
+	}
+	return nil, "", nil
+}
+
+func poolOf(bundle []byte, field string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		return nil, &SpecError{Field: field, Err: errors.New("holds no PEM certificate")}
+	}
+	return pool, nil
 }
