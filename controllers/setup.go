@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/metrics"
@@ -46,6 +47,10 @@ type Options struct {
 	MaxRetryDuration time.Duration
 	// Logger is the root logger.
 	Logger logr.Logger
+	// MaxConcurrentReconciles is how many CertificateRequests are worked on
+	// at once, across profiles (each profile bounds its own share with
+	// maxConcurrentRequests). Zero means 10.
+	MaxConcurrentReconciles int
 }
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
@@ -76,6 +81,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		ClusterDomain: opts.ClusterDomain,
 		Recorder:      recorder,
 	}
+	workers := opts.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = 10
+	}
 	crc := &issuercontrollers.CertificateRequestReconciler{
 		RequestController: issuercontrollers.RequestController{
 			IssuerTypes:        []issuerapi.Issuer{&scepv1alpha1.SCEPProfile{}},
@@ -91,6 +100,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		},
 		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
 		SetCAOnCertificateRequest: true,
+		ControllerOptions:         controller.Options{MaxConcurrentReconciles: workers},
 	}
 	if err := crc.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err

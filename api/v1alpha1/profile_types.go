@@ -157,6 +157,16 @@ type SCEPProfileSpec struct {
 	// +optional
 	// +kubebuilder:default=Passthrough
 	CSRMode CSRMode `json:"csrMode,omitempty"`
+
+	// MaxConcurrentRequests bounds the enrollments of this profile in flight
+	// at the SCEP server at once (PKIOperations and NDES password fetches),
+	// so a burst of Certificates never floods the PKI; the others wait their
+	// turn without spending attempts.
+	// +optional
+	// +kubebuilder:default=4
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=256
+	MaxConcurrentRequests int32 `json:"maxConcurrentRequests,omitempty"`
 }
 
 // TLSConfig is the trust for an https SCEP URL.

@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string) error {
 		metricsAddr, probeAddr, clusterNS, clusterDomain, leaderNS string
 		leaderElect                                                bool
 		checkInterval, maxRetry                                    time.Duration
+		workers                                                    int
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -60,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&checkInterval, "profile-check-interval", 10*time.Minute, "how often each profile's SCEP server is checked (jittered ±10%)")
 	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, the value of %domainname%")
 	fs.DurationVar(&maxRetry, "max-retry-duration", 24*time.Hour, "how long issuer-lib retries errors that are not SCEP errors (those count against maxAttempts)")
+	fs.IntVar(&workers, "max-concurrent-reconciles", 10, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +105,7 @@ func run(ctx context.Context, args []string) error {
 		ClusterDomain:            clusterDomain,
 		MaxRetryDuration:         maxRetry,
 		Logger:                   logger,
+		MaxConcurrentReconciles:  workers,
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}

@@ -76,6 +76,36 @@ type Signer struct {
 
 	pendingMu sync.Mutex
 	pending   map[string]string // request key -> profile key
+
+	flightMu sync.Mutex
+	inFlight map[profiles.Key]int
+}
+
+// defaultMaxConcurrentRequests applies when a client left the field out.
+const defaultMaxConcurrentRequests = 4
+
+// acquire takes one of the profile's maxConcurrentRequests slots; false
+// means all are taken and the caller should come back shortly.
+func (s *Signer) acquire(key profiles.Key, limit int32) bool {
+	if limit <= 0 {
+		limit = defaultMaxConcurrentRequests
+	}
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	if s.inFlight == nil {
+		s.inFlight = map[profiles.Key]int{}
+	}
+	if s.inFlight[key] >= int(limit) {
+		return false
+	}
+	s.inFlight[key]++
+	return true
+}
+
+func (s *Signer) release(key profiles.Key) {
+	s.flightMu.Lock()
+	s.inFlight[key]--
+	s.flightMu.Unlock()
 }
 
 func (s *Signer) now() time.Time {
@@ -244,6 +274,13 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 			return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, err)
 		}
 	}
+
+	// Bound what this profile has in flight at the server; the rest wait
+	// (PendingError spends no attempt) and come back after a short pause.
+	if !e.acquire(e.key, e.p.GetSpec().MaxConcurrentRequests) {
+		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", max(e.p.GetSpec().MaxConcurrentRequests, defaultMaxConcurrentRequests))
+	}
+	defer e.release(e.key)
 
 	c, info, err := e.Registry.ServerInfo(e.ctx, e.p)
 	if err != nil {
