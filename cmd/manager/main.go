@@ -12,11 +12,9 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -90,11 +88,8 @@ func run(ctx context.Context, args []string) error {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "scep-operator.scep.certificates.dev",
 		LeaderElectionNamespace: leaderNS,
-		Client: client.Options{Cache: &client.CacheOptions{
-			// Read Secrets directly: no cluster-wide Secret informer, no
-			// list/watch permission on Secrets.
-			DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
-		}},
+		Client:                  controllers.ClientOptions(),
+		Cache:                   controllers.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)

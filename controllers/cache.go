@@ -1,0 +1,51 @@
+package controllers
+
+import (
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+)
+
+// CacheOptions keep the manager's memory proportional to the requests it
+// serves, not to all CertificateRequests of the cluster: managedFields are
+// dropped from every cached object, and requests for other issuers keep only
+// what routing needs (metadata, issuerRef, conditions), not their CSR and
+// certificates.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&cmapi.CertificateRequest{}: {Transform: TrimForeignRequest},
+		},
+	}
+}
+
+// ClientOptions make Secrets and Certificates read straight from the API
+// server: no cluster-wide informer holds every Secret in memory, and the
+// operator needs only "get" on them.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{
+		DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
+	}}
+}
+
+// TrimForeignRequest is a cache transform: it empties the bulky fields of
+// CertificateRequests addressed to other issuers.
+func TrimForeignRequest(obj any) (any, error) {
+	cr, ok := obj.(*cmapi.CertificateRequest)
+	if !ok {
+		return obj, nil
+	}
+	cr.ManagedFields = nil
+	if cr.Spec.IssuerRef.Group == scepv1alpha1.GroupVersion.Group {
+		return cr, nil
+	}
+	cr.Spec.Request = nil
+	cr.Status.Certificate = nil
+	cr.Status.CA = nil
+	cr.Annotations = nil
+	return cr, nil
+}
