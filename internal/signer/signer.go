@@ -254,6 +254,9 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		if e.st.LastError != "" && e.st.Phase != StatePending {
 			msg += fmt.Sprintf(" (attempt %d/%d failed: %s)", e.st.FailedAttempts, e.cfg.maxAttempts, e.st.LastError)
 		}
+		if strings.HasPrefix(e.st.LastError, cacheFullPrefix) {
+			return signer.PEMBundle{}, cacheFullCondition(e.pendingf(wait, "%s", msg))
+		}
 		return signer.PEMBundle{}, e.pendingf(wait, "%s", msg)
 	}
 
@@ -510,6 +513,9 @@ func (e *enrollment) workloadKey(csr *x509.CertificateRequest) (crypto.Signer, e
 // challenge returns the challenge password for Rebuild mode. It is never
 // logged, put in an Event, a status or an error.
 func (e *enrollment) challenge() (string, error) {
+	if e.st.Phase == StatePending {
+		return "", nil // a CertPoll carries no CSR: spend no (one-time) password on it
+	}
 	ch := e.p.GetSpec().Challenge
 	switch ch.Type {
 	case scepv1alpha1.ChallengeStatic:
@@ -539,16 +545,15 @@ func (e *enrollment) challenge() (string, error) {
 // ConditionChallenge is the CertificateRequest condition that says why a
 // challenge could not be had; reason PasswordCacheFull for NDES's full cache.
 const (
-	ConditionChallenge       = "SCEPChallenge"
-	ReasonPasswordCacheFull  = "PasswordCacheFull"
-	ReasonChallengeAvailable = "Available"
+	ConditionChallenge      = "SCEPChallenge"
+	ReasonPasswordCacheFull = "PasswordCacheFull"
 )
 
 // passwordCacheFull counts an attempt and waits retryInterval: NDES keeps a
 // few unused passwords (5 by default) for an hour and refuses more.
 func (e *enrollment) passwordCacheFull(err error) error {
 	e.st.FailedAttempts++
-	e.st.LastError = shorten(err.Error(), 300)
+	e.st.LastError = shorten(cacheFullPrefix+err.Error(), 300)
 	if e.st.FailedAttempts >= e.cfg.maxAttempts {
 		return e.fail(metrics.ResultFailed, fmt.Errorf("NDES's password cache stayed full for %d attempts (maxAttempts): %w", e.st.FailedAttempts, err))
 	}
@@ -557,12 +562,16 @@ func (e *enrollment) passwordCacheFull(err error) error {
 		return perr
 	}
 	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, ReasonPasswordCacheFull, "Sign", "NDES's password cache is full (attempt %d/%d); trying again in %s", e.st.FailedAttempts, e.cfg.maxAttempts, e.cfg.retryInterval)
-	return signer.SetCertificateRequestConditionError{
-		Err:           e.pendingf(e.cfg.retryInterval, "NDES's password cache is full: waiting %s (attempt %d/%d); unused passwords expire after 60 minutes, or raise PasswordMax on NDES", e.cfg.retryInterval, e.st.FailedAttempts, e.cfg.maxAttempts),
-		ConditionType: ConditionChallenge,
-		Status:        cmmeta.ConditionFalse,
-		Reason:        ReasonPasswordCacheFull,
-	}
+	return cacheFullCondition(e.pendingf(e.cfg.retryInterval, "NDES's password cache is full: waiting %s (attempt %d/%d); unused passwords expire after 60 minutes, or raise PasswordMax on NDES", e.cfg.retryInterval, e.st.FailedAttempts, e.cfg.maxAttempts))
+}
+
+// cacheFullPrefix marks LastError when the last attempt met a full cache, so
+// the waits that follow keep the condition: issuer-lib applies the request's
+// status server-side, and a condition not sent again is removed.
+const cacheFullPrefix = ReasonPasswordCacheFull + ": "
+
+func cacheFullCondition(err error) error {
+	return signer.SetCertificateRequestConditionError{Err: err, ConditionType: ConditionChallenge, Status: cmmeta.ConditionFalse, Reason: ReasonPasswordCacheFull}
 }
 
 func parsePrivateKey(b []byte) (crypto.Signer, error) {
