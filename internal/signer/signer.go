@@ -87,9 +87,6 @@ const defaultMaxConcurrentRequests = 4
 // acquire takes one of the profile's maxConcurrentRequests slots; false
 // means all are taken and the caller should come back shortly.
 func (s *Signer) acquire(key profiles.Key, limit int32) bool {
-	if limit <= 0 {
-		limit = defaultMaxConcurrentRequests
-	}
 	s.flightMu.Lock()
 	defer s.flightMu.Unlock()
 	if s.inFlight == nil {
@@ -280,8 +277,12 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 
 	// Bound what this profile has in flight at the server; the rest wait
 	// (PendingError spends no attempt) and come back after a short pause.
-	if !e.acquire(e.key, e.p.GetSpec().MaxConcurrentRequests) {
-		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", max(e.p.GetSpec().MaxConcurrentRequests, defaultMaxConcurrentRequests))
+	limit := e.p.GetSpec().MaxConcurrentRequests
+	if limit <= 0 {
+		limit = defaultMaxConcurrentRequests
+	}
+	if !e.acquire(e.key, limit) {
+		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", limit)
 	}
 	defer e.release(e.key)
 
