@@ -99,7 +99,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			Clock: clock.RealClock{},
 		},
 		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
-		SetCAOnCertificateRequest: true,
+		SetCAOnCertificateRequest: true, //nolint:staticcheck // ca.crt is how workloads here learn the SCEP CA; trust-manager is optional
 		ControllerOptions:         controller.Options{MaxConcurrentReconciles: workers},
 	}
 	if err := crc.SetupWithManager(ctx, mgr); err != nil {

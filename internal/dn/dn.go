@@ -42,7 +42,7 @@ func Parse(s string) (pkix.Name, error) {
 		return pkix.Name{}, nil
 	}
 	slashForm := strings.HasPrefix(s, "/")
-	var sep rune = ','
+	sep := ','
 	if slashForm {
 		s = s[1:]
 		sep = '/'

@@ -127,7 +127,7 @@ func envelope(content []byte, recipient *x509.Certificate, cipherOID asn1.Object
 	if err != nil {
 		return nil, err
 	}
-	encKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+	encKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key) //nolint:staticcheck // SCEP key transport is PKCS #1 v1.5, as every server and client does it
 	if err != nil {
 		return nil, err
 	}

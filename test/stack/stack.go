@@ -336,7 +336,12 @@ func (s *Stack) startOperator(ctx context.Context) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	s.stops = append(s.stops, func() { cancel(); <-done })
+	s.stops = append(s.stops, func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.progress("  the operator stopped with: %v", err)
+		}
+	})
 	return nil
 }
 

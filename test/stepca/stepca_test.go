@@ -129,7 +129,7 @@ func TestStepCASCEP(t *testing.T) {
 	if ok.PKIStatus != scep.SUCCESS {
 		t.Fatalf("right challenge: pkiStatus %q failInfo %q, want SUCCESS", ok.PKIStatus, string(ok.FailInfo))
 	}
-	cert := ok.CertRepMessage.Certificate
+	cert := ok.Certificate
 	inter := x509.NewCertPool()
 	inter.AddCert(s.Intermediate)
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: s.RootPool, Intermediates: inter, DNSName: "stepca-selftest.example"}); err != nil {
