@@ -95,6 +95,10 @@ DEMO_FLAGS ?=
 demo: envtest helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator (DEMO_FLAGS=-keep keeps it running).
 	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) run ./hack/demo $(DEMO_FLAGS)
 
+.PHONY: bench-memory
+bench-memory: envtest ## Operator memory with 10,000 CertificateRequests for another issuer (docs/performance.md).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./hack/bench/memory -n 10000
+
 ##@ Build
 
 .PHONY: build

@@ -1,0 +1,152 @@
+// Command memory measures the operator's memory with many CertificateRequests
+// for another issuer in the cluster: it starts a real API server, creates N
+// requests (each with a 2048-bit CSR, as cert-manager makes them) for
+// cert-manager's own CA issuer, then runs the operator's manager in this
+// process until its caches are synced, and reports heap and RSS growth.
+//
+//	go run ./hack/bench/memory [-n 10000] [-transform=true]
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/scep-operator/scep-operator/controllers"
+	"github.com/scep-operator/scep-operator/test/envtest"
+)
+
+func main() {
+	n := flag.Int("n", 10000, "CertificateRequests for another issuer")
+	transform := flag.Bool("transform", true, "use the operator's cache transform (false: cache full objects, for comparison)")
+	flag.Parse()
+	log.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	if err := run(*n, *transform); err != nil {
+		fmt.Fprintln(os.Stderr, "memory:", err)
+		os.Exit(1)
+	}
+}
+
+func rssKiB() int {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			v, _ := strconv.Atoi(strings.Fields(l)[1])
+			return v
+		}
+	}
+	return 0
+}
+
+func heapMiB() float64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapInuse) / (1 << 20)
+}
+
+func run(n int, transform bool) error {
+	env, err := envtest.New(envtest.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Environment.Stop() }()
+	ctx := context.Background()
+	if err := env.CreateNamespace(ctx, "load"); err != nil {
+		return err
+	}
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "load.example"}, DNSNames: []string{"load.example"}}, key)
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	work := make(chan int)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				cr := &cmapi.CertificateRequest{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("other-%d", i), Annotations: map[string]string{cmapi.CertificateNameKey: fmt.Sprintf("other-%d", i)}},
+					Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "Issuer", Name: "ca"}, Request: csr},
+				}
+				if err := env.Client.Create(ctx, cr); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	fmt.Printf("created %d CertificateRequests for cert-manager.io/Issuer in %s\n", n, time.Since(start).Round(time.Millisecond))
+
+	baseHeap, baseRSS := heapMiB(), rssKiB()
+	opts := ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Client:                 controllers.ClientOptions(),
+		Cache:                  controllers.CacheOptions(),
+	}
+	if !transform {
+		opts.Cache = cache.Options{}
+	}
+	mgr, err := ctrl.NewManager(env.Config, opts)
+	if err != nil {
+		return err
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, err := controllers.Setup(mctx, mgr, controllers.Options{ClusterResourceNamespace: "load", CheckInterval: time.Hour, ClusterDomain: "cluster.local", MaxRetryDuration: time.Hour, Logger: mgr.GetLogger()}); err != nil {
+		return err
+	}
+	go func() { _ = mgr.Start(mctx) }()
+	if !mgr.GetCache().WaitForCacheSync(mctx) {
+		return fmt.Errorf("caches did not sync")
+	}
+	var list cmapi.CertificateRequestList
+	if err := mgr.GetCache().List(mctx, &list); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // let the controllers' first reconciles of every request settle
+	heap, rss := heapMiB(), rssKiB()
+	fmt.Printf("transform=%v: %d requests cached; heap in use %.1f MiB -> %.1f MiB (+%.1f MiB, %.2f KiB per request); RSS %.1f MiB -> %.1f MiB\n",
+		transform, len(list.Items), baseHeap, heap, heap-baseHeap, (heap-baseHeap)*1024/float64(n), float64(baseRSS)/1024, float64(rss)/1024)
+	return nil
+}
