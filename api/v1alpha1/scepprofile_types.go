@@ -31,7 +31,7 @@ import (
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
-// +kubebuilder:printcolumn:name="CA Expiry",type=date,JSONPath=`.status.caExpiry`
+// +kubebuilder:printcolumn:name="CA Expiry",type=string,JSONPath=`.status.caExpiry`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type SCEPProfile struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -59,7 +59,7 @@ type SCEPProfileList struct {
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
-// +kubebuilder:printcolumn:name="CA Expiry",type=date,JSONPath=`.status.caExpiry`
+// +kubebuilder:printcolumn:name="CA Expiry",type=string,JSONPath=`.status.caExpiry`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterSCEPProfile struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -3,6 +3,7 @@ package scepclient
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 
 	"github.com/scep-operator/scep-operator/internal/scep"
@@ -37,7 +38,9 @@ func IsTransient(err error) bool {
 		return httpErr.Temporary()
 	case errors.As(err, &content), errors.As(err, &reply):
 		return true
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr),
+		// A connection closed before or during the answer.
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}
 	var opErr *net.OpError

@@ -171,7 +171,8 @@ func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, 
 		case ready.Status == cmmeta.ConditionTrue && len(cr.Status.Certificate) > 0:
 			return signer.PEMBundle{ChainPEM: cr.Status.Certificate, CAPEM: cr.Status.CA}, nil
 		case ready.Reason == cmapi.CertificateRequestReasonFailed:
-			return signer.PEMBundle{}, signer.PermanentError{Err: errors.New(ready.Message)}
+			// issuer-lib prefixes the message again when it applies it.
+			return signer.PEMBundle{}, signer.PermanentError{Err: errors.New(strings.TrimPrefix(ready.Message, failedPrefix))}
 		}
 	}
 	e := &enrollment{Signer: s, ctx: ctx, p: p, key: profiles.KeyOf(p), cr: cr, st: readState(cr), cfg: settingsOf(p.GetSpec())}
@@ -180,6 +181,9 @@ func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, 
 	s.trackPending(cr, e.key, e.st.Phase == StatePending && err != nil && isPending(err))
 	return bundle, err
 }
+
+// failedPrefix is what issuer-lib puts before a permanent error's message.
+const failedPrefix = "Failed permanently to sign CertificateRequest: "
 
 func readyCondition(cr *cmapi.CertificateRequest) *cmapi.CertificateRequestCondition {
 	for i := range cr.Status.Conditions {
