@@ -20,6 +20,7 @@ import (
 
 	"github.com/scep-operator/scep-operator/internal/dn"
 	"github.com/scep-operator/scep-operator/internal/ndes"
+	"github.com/scep-operator/scep-operator/internal/pemkey"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
@@ -318,22 +319,11 @@ func loadOrCreateKey(path string, size int, stderr io.Writer) (crypto.Signer, er
 }
 
 func parseKey(path string, b []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("--key %s holds no PEM block", path)
+	k, err := pemkey.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("--key %s %w", path, err)
 	}
-	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, fmt.Errorf("--key %s: not a PKCS#8, PKCS#1 or EC private key", path)
+	return k, nil
 }
 
 func writeChain(path string, chain []*x509.Certificate, stdout io.Writer) error {

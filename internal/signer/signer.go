@@ -34,6 +34,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/ndes"
+	"github.com/scep-operator/scep-operator/internal/pemkey"
 	"github.com/scep-operator/scep-operator/internal/policy"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/scep"
@@ -505,9 +506,9 @@ func (e *enrollment) workloadKey(csr *x509.CertificateRequest) (crypto.Signer, e
 		}
 		return nil, fmt.Errorf("reading the pending private key Secret: %w", err)
 	}
-	key, err := parsePrivateKey(sec.Data[corev1.TLSPrivateKeyKey])
+	key, err := pemkey.Parse(sec.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
-		return nil, e.fail(metrics.ResultFailed, fmt.Errorf("the pending private key Secret %s/%s: %w", e.cr.Namespace, name, err))
+		return nil, e.fail(metrics.ResultFailed, fmt.Errorf("the pending private key Secret %s/%s: tls.key %w", e.cr.Namespace, name, err))
 	}
 	if !publicKeysEqual(key.Public(), csr.PublicKey) {
 		return nil, e.fail(metrics.ResultPolicy, fmt.Errorf("the pending private key in Secret %s/%s does not match the request's CSR; nothing was sent", e.cr.Namespace, name))
@@ -577,25 +578,6 @@ const cacheFullPrefix = ReasonPasswordCacheFull + ": "
 
 func cacheFullCondition(err error) error {
 	return signer.SetCertificateRequestConditionError{Err: err, ConditionType: ConditionChallenge, Status: cmmeta.ConditionFalse, Reason: ReasonPasswordCacheFull}
-}
-
-func parsePrivateKey(b []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, errors.New("tls.key holds no PEM block")
-	}
-	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, errors.New("tls.key is not a PKCS#8, PKCS#1 or EC private key")
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
