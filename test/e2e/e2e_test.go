@@ -255,10 +255,21 @@ func renew(t *testing.T, c client.Client, crt *cmapi.Certificate) {
 			return err
 		}
 		now := metav1.Now()
-		crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
+		issuing := cmapi.CertificateCondition{
 			Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
 			Message: "Certificate re-issuance manually triggered", LastTransitionTime: &now,
-		})
+		}
+		// Like cmctl, set the condition, replacing one cert-manager may
+		// still have there.
+		replaced := false
+		for i, cond := range crt.Status.Conditions {
+			if cond.Type == cmapi.CertificateConditionIssuing {
+				crt.Status.Conditions[i], replaced = issuing, true
+			}
+		}
+		if !replaced {
+			crt.Status.Conditions = append(crt.Status.Conditions, issuing)
+		}
 		return c.Status().Update(t.Context(), crt)
 	})
 	if err != nil {
