@@ -17,22 +17,30 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
-// faultFront sits in front of a scepserver: it counts PKIOperations and,
-// with drop set, hijacks and closes their connections without an answer,
-// as a server that went down (or a load balancer with no backend) would.
+// faultFront sits in front of a scepserver: it counts PKIOperations (and
+// when they arrived) and, with drop set, hijacks and closes their
+// connections without an answer, as a server that went down (or a load
+// balancer with no backend) would.
 type faultFront struct {
 	next http.Handler
 	drop bool
 	pki  atomic.Int64
+
+	mu    sync.Mutex
+	times []time.Time
 }
 
 func (f *faultFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("operation") == scepserver.OpPKIOperation {
 		f.pki.Add(1)
+		f.mu.Lock()
+		f.times = append(f.times, time.Now())
+		f.mu.Unlock()
 		if f.drop {
 			hj, ok := w.(http.Hijacker)
 			if !ok {
@@ -49,6 +57,19 @@ func (f *faultFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.next.ServeHTTP(w, r)
 }
 
+// minGap is the shortest time between two PKIOperations.
+func (f *faultFront) minGap() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gap := time.Duration(-1)
+	for i := 1; i < len(f.times); i++ {
+		if d := f.times[i].Sub(f.times[i-1]); gap < 0 || d < gap {
+			gap = d
+		}
+	}
+	return gap
+}
+
 // faultCase is one row of the fault matrix.
 type faultCase struct {
 	name     string
@@ -57,33 +78,60 @@ type faultCase struct {
 	issued   bool // the request ends issued; otherwise Failed
 	// contains are substrings the Ready message must hold (case-insensitive).
 	contains []string
-	// pkiOps is how many PKIOperations the server must have seen.
-	pkiOps int
+	// pkiOps is how many PKIOperations must reach the front server; with
+	// pkiOpsMax, the least of a range.
+	pkiOps, pkiOpsMax int
+	// pkcsReqs is how many PKCSReqs the SCEP server must have seen, when
+	// it differs from pkiOps (CertPolls are PKIOperations too).
+	pkcsReqs *int
+	// minGap is the least time between two PKIOperations.
+	minGap time.Duration
+	// pendingTimeout, when set, is the profile's.
+	pendingTimeout time.Duration
+	// afterReady changes the world once the profile is Ready, before the
+	// request is made.
+	afterReady func(t *testing.T, fc *faultCase)
+	// timeout bounds the wait for the request to finish (default 60s).
+	timeout time.Duration
 
-	srv   *scepserver.Server
-	front *faultFront
-	p     *scepv1alpha1.SCEPProfile
-	cr    *cmapi.CertificateRequest
-	got   *cmapi.CertificateRequest
-	err   string
-	took  time.Duration
+	srv       *scepserver.Server
+	front     *faultFront
+	frontSrv  *httptest.Server
+	p         *scepv1alpha1.SCEPProfile
+	cr        *cmapi.CertificateRequest
+	got       *cmapi.CertificateRequest
+	err       string
+	took      time.Duration
+	unreached bool // the front server was closed: the server saw nothing
 }
 
 func failInfo(v int) *int { return &v }
 
+func count(v int) *int { return &v }
+
 // TestFaultMatrix runs every fault the test SCEP server can produce against
 // one manager at once: each case has its own server and profile
-// (maxAttempts 3, retryInterval 1s, maxRetryInterval 2s) and one request.
-// Transient faults must fail the request after exactly maxAttempts
-// PKIOperations with the cause in the message; FAILURE must fail it after
-// exactly one; a server that fails once and recovers must issue on the
-// second attempt. The manager must never panic.
+// (maxAttempts 3, retryInterval 1s, maxRetryInterval 2s) and one request;
+// the manager's HTTP timeout is 2s. Transient faults must fail the request
+// after exactly maxAttempts PKCSReqs with the cause in the message; when no
+// answer came (connection closed, timeout) each retry first asks with a
+// CertPoll whether the server acted on the lost PKCSReq. FAILURE must fail
+// the request after exactly one PKCSReq; PENDING forever must end at
+// pendingTimeout; a server that fails once and recovers, or whose CA rolled
+// over, must issue on the second attempt. The manager must never panic.
 func TestFaultMatrix(t *testing.T) {
 	const maxAttempts = 3
 	pki := []string{scepserver.OpPKIOperation}
 	transient := func(cause ...string) []string { return append([]string{"failed 3 times"}, cause...) }
 	cases := []*faultCase{
-		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: maxAttempts},
+		// Each retry polls first (the lost PKCSReq may have been acted on):
+		// 3 PKCSReqs and 2 CertPolls, all closed unanswered.
+		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: 5},
+		{name: "connection-refused", contains: transient("connection refused"), pkiOps: 0, afterReady: func(t *testing.T, fc *faultCase) {
+			fc.frontSrv.Close() // GetCACaps and GetCACert are cached: only PKIOperations meet the closed port
+			fc.unreached = true
+		}},
+		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 5, pkcsReqs: count(maxAttempts)},
 		{name: "http-500", behavior: scepserver.Behavior{Status: http.StatusInternalServerError, FaultOperations: pki}, contains: transient("500"), pkiOps: maxAttempts},
 		{name: "http-503-retry-after", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, RetryAfter: "1", FaultOperations: pki}, contains: transient("503"), pkiOps: maxAttempts},
 		{name: "html-200", behavior: scepserver.Behavior{HTMLStatus200: true, FaultOperations: pki}, contains: transient("text/html"), pkiOps: maxAttempts},
@@ -99,11 +147,27 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "failure-badRequest", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadRequest), FailInfoText: "template not allowed"}, contains: []string{"refused", "badRequest", "template not allowed"}, pkiOps: 1},
 		{name: "failure-badTime", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadTime)}, contains: []string{"refused", "badTime"}, pkiOps: 1},
 		{name: "failure-badCertId", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadCertID)}, contains: []string{"refused", "badCertId"}, pkiOps: 1},
+		// One PKCSReq, then a CertPoll every retryInterval (1s) until
+		// pendingTimeout (1m, the least the API allows).
+		{name: "pending-forever", behavior: scepserver.Behavior{PendingForever: true}, pendingTimeout: time.Minute, timeout: 3 * time.Minute,
+			contains: []string{"PENDING", "longer than pendingTimeout"}, pkiOps: 20, pkiOpsMax: 64, pkcsReqs: count(1)},
 		{name: "503-once-then-recover", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, FaultOperations: pki, FaultTimes: 1}, issued: true, pkiOps: 2},
+		// Retry-After (2s) longer than the backoff (1s ±10%) is honoured.
+		{name: "503-retry-after-longer-than-backoff", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, RetryAfter: "2", FaultOperations: pki, FaultTimes: 1}, issued: true, pkiOps: 2, minGap: 1900 * time.Millisecond},
+		// The CA is replaced after the operator cached GetCACert: the
+		// PKCSReq is encrypted to the old CA, the new one cannot decrypt it
+		// and answers FAILURE signed by the new CA, which does not verify;
+		// the operator forgets the cached certificates and the retry,
+		// encrypted to the new CA, is issued by it.
+		{name: "ca-rollover", issued: true, pkiOps: 2, afterReady: func(t *testing.T, fc *faultCase) {
+			if _, err := fc.srv.RolloverCA(); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	}
 
 	ns := namespace(t)
-	m := startManager(t)
+	m := startManager(t, func(o *controllers.Options) { o.RequestTimeout = 2 * time.Second })
 	c := apiServer(t).Client
 	start := time.Now()
 
@@ -111,14 +175,17 @@ func TestFaultMatrix(t *testing.T) {
 	for _, fc := range cases {
 		fc.srv = scepserver.Start(t, fc.behavior)
 		fc.front = &faultFront{next: fc.srv, drop: fc.drop}
-		front := httptest.NewServer(fc.front)
-		t.Cleanup(front.Close)
+		fc.frontSrv = httptest.NewServer(fc.front)
+		t.Cleanup(fc.frontSrv.Close)
 		fc.p = &scepv1alpha1.SCEPProfile{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ToLower(fc.name)},
 			Spec: scepv1alpha1.SCEPProfileSpec{
-				URL: front.URL + "/scep", MaxAttempts: maxAttempts,
+				URL: fc.frontSrv.URL + "/scep", MaxAttempts: maxAttempts,
 				RetryInterval: duration(time.Second), MaxRetryInterval: duration(2 * time.Second),
 			},
+		}
+		if fc.pendingTimeout > 0 {
+			fc.p.Spec.PendingTimeout = duration(fc.pendingTimeout)
 		}
 		if err := c.Create(t.Context(), fc.p); err != nil {
 			t.Fatal(err)
@@ -126,6 +193,9 @@ func TestFaultMatrix(t *testing.T) {
 	}
 	for _, fc := range cases {
 		waitProfile(t, fc.p, metav1.ConditionTrue, 30*time.Second)
+		if fc.afterReady != nil {
+			fc.afterReady(t, fc)
+		}
 	}
 	for i, fc := range cases {
 		csr := csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: fc.name}}, rsaKey(2048, i%4))
@@ -141,7 +211,11 @@ func TestFaultMatrix(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fc.got, fc.err = waitFinished(t, c, fc.cr, 60*time.Second)
+			timeout := fc.timeout
+			if timeout == 0 {
+				timeout = 60 * time.Second
+			}
+			fc.got, fc.err = waitFinished(t, c, fc.cr, timeout)
 			fc.took = time.Since(start)
 		}()
 	}
@@ -171,11 +245,26 @@ func TestFaultMatrix(t *testing.T) {
 			if strings.Count(ready.Message, "Failed permanently") > 1 {
 				t.Errorf("Ready message is wrapped twice: %s", ready.Message)
 			}
-			if seen != fc.pkiOps {
+			switch {
+			case fc.pkiOpsMax == 0 && seen != fc.pkiOps:
 				t.Errorf("server saw %d PKIOperations, want exactly %d", seen, fc.pkiOps)
+			case fc.pkiOpsMax > 0 && (seen < fc.pkiOps || seen > fc.pkiOpsMax):
+				t.Errorf("server saw %d PKIOperations, want %d to %d", seen, fc.pkiOps, fc.pkiOpsMax)
 			}
-			if !fc.drop && fc.srv.Requests(scepserver.OpPKIOperation) != seen {
+			if !fc.drop && !fc.unreached && fc.srv.Requests(scepserver.OpPKIOperation) != seen {
 				t.Errorf("front counted %d PKIOperations, server %d", seen, fc.srv.Requests(scepserver.OpPKIOperation))
+			}
+			wantPKCSReq := seen
+			if fc.pkcsReqs != nil {
+				wantPKCSReq = *fc.pkcsReqs
+			}
+			if got := fc.srv.PKIMessages("PKCSReq"); !fc.drop && got != wantPKCSReq {
+				t.Errorf("server saw %d PKCSReqs, want %d", got, wantPKCSReq)
+			}
+			if fc.minGap > 0 {
+				if gap := fc.front.minGap(); gap < fc.minGap {
+					t.Errorf("PKIOperations %s apart, want at least %s", gap, fc.minGap)
+				}
 			}
 		})
 	}

@@ -51,6 +51,9 @@ type Options struct {
 	// at once, across profiles (each profile bounds its own share with
 	// maxConcurrentRequests). Zero means 10.
 	MaxConcurrentReconciles int
+	// RequestTimeout bounds each HTTP round trip to a SCEP server; zero
+	// means 30 seconds. A request that times out counts as a failed attempt.
+	RequestTimeout time.Duration
 }
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
@@ -60,6 +63,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		Reader:                   mgr.GetAPIReader(),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,
 		Logger:                   opts.Logger.WithName("scep"),
+		Timeout:                  opts.RequestTimeout,
 		Observe: func(k profiles.Key, op string, status int, d time.Duration) {
 			metrics.ObserveServerRequest(k.String(), op, status, d)
 		},

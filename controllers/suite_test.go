@@ -102,7 +102,9 @@ func (m *manager) logs() string {
 	return string(m.log.buf)
 }
 
-func startManager(t *testing.T) *manager {
+// startManager starts the controllers on a new manager; opts change the
+// controllers' options (the defaults suit most tests).
+func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	t.Helper()
 	e := apiServer(t)
 	logs := &logBuffer{}
@@ -119,13 +121,17 @@ func startManager(t *testing.T) *manager {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
+	o := controllers.Options{
 		ClusterResourceNamespace: clusterResourceNamespace,
 		CheckInterval:            time.Minute,
 		ClusterDomain:            "cluster.local",
 		MaxRetryDuration:         time.Minute,
 		Logger:                   mgr.GetLogger(),
-	}); err != nil {
+	}
+	for _, change := range opts {
+		change(&o)
+	}
+	if _, err := controllers.Setup(ctx, mgr, o); err != nil {
 		t.Fatal(err)
 	}
 	m := &manager{cancel: cancel, done: make(chan error, 1), log: logs}

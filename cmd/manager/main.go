@@ -48,13 +48,18 @@ func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, clusterNS, clusterDomain, leaderNS string
 		leaderElect                                                bool
-		checkInterval, maxRetry                                    time.Duration
+		checkInterval, maxRetry, requestTimeout                    time.Duration
+		leaseDuration, renewDeadline, retryPeriod                  time.Duration
 		workers                                                    int
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (needed with more than one replica)")
 	fs.StringVar(&leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the cluster resource namespace)")
+	fs.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long followers wait before taking over a Lease that was not renewed")
+	fs.DurationVar(&renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it gives up leading")
+	fs.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second, "how often candidates try to acquire or renew the Lease")
+	fs.DurationVar(&requestTimeout, "scep-request-timeout", 30*time.Second, "bound of each HTTP round trip to a SCEP server; a timed-out attempt counts against maxAttempts")
 	fs.StringVar(&clusterNS, "cluster-resource-namespace", defaultNamespace(), "namespace holding the Secrets of ClusterSCEPProfiles (default: the operator's own)")
 	fs.DurationVar(&checkInterval, "profile-check-interval", 10*time.Minute, "how often each profile's SCEP server is checked (jittered ±10%)")
 	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, the value of %domainname%")
@@ -88,8 +93,15 @@ func run(ctx context.Context, args []string) error {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "scep-operator.scep.certificates.dev",
 		LeaderElectionNamespace: leaderNS,
-		Client:                  controllers.ClientOptions(),
-		Cache:                   controllers.CacheOptions(),
+		LeaseDuration:           &leaseDuration,
+		RenewDeadline:           &renewDeadline,
+		RetryPeriod:             &retryPeriod,
+		// main returns as soon as the manager stops, so the Lease can be
+		// released at once and a rolling update hands over without waiting
+		// for it to expire.
+		LeaderElectionReleaseOnCancel: true,
+		Client:                        controllers.ClientOptions(),
+		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -101,6 +113,7 @@ func run(ctx context.Context, args []string) error {
 		MaxRetryDuration:         maxRetry,
 		Logger:                   logger,
 		MaxConcurrentReconciles:  workers,
+		RequestTimeout:           requestTimeout,
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}

@@ -61,6 +61,9 @@ type Registry struct {
 	Logger logr.Logger
 	// Observe, when set, is called after every HTTP round trip to a server.
 	Observe func(key Key, op string, status int, d time.Duration)
+	// Timeout bounds each HTTP round trip to a SCEP server; zero means
+	// scepclient.DefaultTimeout.
+	Timeout time.Duration
 
 	mu      sync.Mutex
 	entries map[Key]*entry
@@ -148,7 +151,7 @@ func Pin(spec *scepv1alpha1.SCEPProfileSpec) (*scep.Fingerprint, error) {
 // its trust material changed.
 func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, error) {
 	spec := p.GetSpec()
-	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
+	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
 	version := fmt.Sprintf("%d", p.GetGeneration())
 	if spec.TLS != nil {
 		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify

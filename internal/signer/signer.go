@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,10 @@ const (
 	EventRetrying        = "SCEPRetrying"
 	EventRejected        = "SCEPRejected"
 	EventIssued          = "SCEPIssued"
+	// EventResumed: a transaction whose answer was lost (a restart, a
+	// leader change, a dropped connection) was found at the server by
+	// CertPoll instead of being enrolled again.
+	EventResumed = "SCEPResumed"
 )
 
 // Defaults for spec fields a client left out (the API server defaults them).
@@ -80,6 +85,74 @@ type Signer struct {
 
 	flightMu sync.Mutex
 	inFlight map[profiles.Key]int
+
+	sentMu sync.Mutex
+	sent   map[scep.TransactionID]bool // PKCSReqs this process sent -> answered
+}
+
+// sendOutcome says what this process knows of a transaction's last PKCSReq.
+type sendOutcome int
+
+const (
+	// notSentHere: another process (before a restart, or the replica that
+	// led before) sent it, perhaps; the reply may be lost.
+	notSentHere sendOutcome = iota
+	// sentUnanswered: sent, but no HTTP answer came (connection lost,
+	// timeout): the server may have acted on it.
+	sentUnanswered
+	// sentAnswered: the server answered it (even if with an error).
+	sentAnswered
+)
+
+func (s *Signer) sendOutcome(tx scep.TransactionID) sendOutcome {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	answered, ok := s.sent[tx]
+	switch {
+	case !ok:
+		return notSentHere
+	case answered:
+		return sentAnswered
+	}
+	return sentUnanswered
+}
+
+func (s *Signer) recordSend(tx scep.TransactionID, answered bool) {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	if s.sent == nil {
+		s.sent = map[scep.TransactionID]bool{}
+	}
+	s.sent[tx] = answered
+}
+
+func (s *Signer) forgetSend(tx scep.TransactionID) {
+	s.sentMu.Lock()
+	delete(s.sent, tx)
+	s.sentMu.Unlock()
+}
+
+// answered reports whether the outcome of sending a pkiMessage is known:
+// the server answered (an HTTP status, a reply good or bad, a FAILURE) or
+// the request never left (refused at dial). Anything else (a connection
+// lost, a timeout) leaves open whether the server acted on it.
+func answered(err error) bool {
+	var (
+		httpErr    *scepclient.HTTPError
+		contentErr *scepclient.ContentError
+		tooLong    *scepclient.QueryTooLongError
+		reply      *scep.ReplyError
+		failure    *scep.FailureError
+		opErr      *net.OpError
+	)
+	switch {
+	case err == nil, errors.As(err, &httpErr), errors.As(err, &contentErr), errors.As(err, &tooLong),
+		errors.As(err, &reply), errors.As(err, &failure):
+		return true
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return true
+	}
+	return false
 }
 
 // defaultMaxConcurrentRequests applies when a client left the field out.
@@ -234,6 +307,9 @@ type enrollment struct {
 	cr  *cmapi.CertificateRequest
 	st  state
 	cfg settings
+	// polling: the pkiMessage to build is a CertPoll, which carries no CSR
+	// (so no challenge password is spent on it).
+	polling bool
 }
 
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
@@ -241,6 +317,7 @@ func (e *enrollment) pendingf(after time.Duration, format string, args ...any) e
 }
 
 func (e *enrollment) fail(result string, err error) error {
+	e.forgetSend(e.st.TransactionID)
 	metrics.Enrollments.WithLabelValues(e.key.String(), result).Inc()
 	return signer.PermanentError{Err: err}
 }
@@ -295,6 +372,11 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if err != nil {
 		return signer.PEMBundle{}, e.failedAttempt("asking the SCEP server for its capabilities and certificates", err)
 	}
+	if e.st.Phase == StateSending && e.sendOutcome(e.st.TransactionID) != sentAnswered {
+		if rep, ok := e.resume(c, info, csr); ok {
+			return e.outcome(rep, nil)
+		}
+	}
 	sg, csrDER, err := e.prepare(csr)
 	if err != nil {
 		return signer.PEMBundle{}, err
@@ -320,9 +402,36 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the PKCSReq: %w", merr))
 		}
 		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventSent, "Sign", "PKCSReq sent to %s (transaction %s, %s)", e.p.GetSpec().URL, e.st.TransactionID, info.Algorithms)
+		e.recordSend(e.st.TransactionID, false)
 		rep, err = c.Send(e.ctx, info, msg)
+		e.recordSend(e.st.TransactionID, answered(err))
 	}
 	return e.outcome(rep, err)
+}
+
+// resume asks the server, with a CertPoll, about a transaction whose
+// PKCSReq may have reached it without the answer reaching us: this process
+// restarted (or took over as leader) after persisting the transaction, or
+// the last attempt lost its connection. A server that remembers the
+// transaction (NDES, EJBCA) answers with the certificate or PENDING, and
+// enrolling again would issue twice. ok is false when the server does not
+// know the transaction or cannot poll (MicroMDM and step-ca answer HTTP 500
+// "not implemented"): the caller sends the PKCSReq again, with the same
+// transactionID. The poll carries no CSR, so it spends no challenge.
+func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, csr *x509.CertificateRequest) (*scep.CertRep, bool) {
+	e.polling = true
+	sg, _, err := e.prepare(csr)
+	e.polling = false
+	if err != nil {
+		return nil, false // prepare fails the same way again below, and says why
+	}
+	rep, err := c.CertPoll(e.ctx, info, sg, e.st.TransactionID, csr.RawSubject)
+	if err != nil {
+		e.log.Info("the SCEP server could not tell about the transaction; sending the PKCSReq again", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.st.TransactionID), "answer", err.Error())
+		return nil, false
+	}
+	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventResumed, "Sign", "the SCEP server knew transaction %s (%s): resumed without enrolling again", e.st.TransactionID, rep.Status)
+	return rep, true
 }
 
 // outcome turns the server's answer into issuer-lib's result.
@@ -361,6 +470,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	if err != nil {
 		return signer.PEMBundle{}, e.fail(metrics.ResultFailed, err)
 	}
+	e.forgetSend(e.st.TransactionID)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
 	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())
 	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "issued by %q, serial %s (transaction %s)", rep.Certificates[0].Issuer.String(), rep.Certificates[0].SerialNumber.Text(16), e.st.TransactionID)
@@ -519,7 +629,7 @@ func (e *enrollment) workloadKey(csr *x509.CertificateRequest) (crypto.Signer, e
 // challenge returns the challenge password for Rebuild mode. It is never
 // logged, put in an Event, a status or an error.
 func (e *enrollment) challenge() (string, error) {
-	if e.st.Phase == StatePending {
+	if e.st.Phase == StatePending || e.polling {
 		return "", nil // a CertPoll carries no CSR: spend no (one-time) password on it
 	}
 	ch := e.p.GetSpec().Challenge

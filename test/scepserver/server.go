@@ -265,27 +265,9 @@ type raCerts struct {
 // listener with the given initial behaviour, and closes it when the test ends.
 func Start(t testing.TB, b Behavior) *Server {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	ca, key, err := newCA(1, "scepserver test CA")
 	if err != nil {
-		t.Fatalf("scepserver: generate CA key: %v", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "scepserver test CA", Organization: []string{"scep-operator tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("scepserver: self-sign CA: %v", err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("scepserver: parse CA: %v", err)
+		t.Fatalf("scepserver: %v", err)
 	}
 	s := &Server{
 		CA:       ca,
@@ -299,6 +281,50 @@ func Start(t testing.TB, b Behavior) *Server {
 	t.Cleanup(srv.Close)
 	s.URL = srv.URL + "/scep"
 	return s
+}
+
+// newCA makes a self-signed RSA-2048 CA valid for ten years.
+func newCA(serial int64, cn string) (*x509.Certificate, *rsa.PrivateKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"scep-operator tests"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("self-sign CA: %w", err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse CA: %w", err)
+	}
+	return ca, key, nil
+}
+
+// RolloverCA replaces the CA with a new key and certificate, as a CA
+// renewed with a new key pair is: GetCACert serves the new one, requests
+// encrypted to the old one can no longer be decrypted (they get FAILURE
+// badMessageCheck, signed by the new CA), and what is issued from now on
+// chains to the new one. The RA certificates, if any, are made anew.
+// It returns the new CA certificate (s.CA is updated too).
+func (s *Server) RolloverCA() (*x509.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ca, key, err := newCA(s.CA.SerialNumber.Int64()+1, s.CA.Subject.CommonName+" (rolled over)")
+	if err != nil {
+		return nil, err
+	}
+	s.CA, s.CAKey, s.ra = ca, key, nil
+	return ca, nil
 }
 
 // Set changes the behaviour for the requests that follow, and restarts the
@@ -563,15 +589,19 @@ func (s *Server) getCACert(b Behavior) reply {
 		if b.WrongContentType {
 			ct = bundle
 		}
-		return reply{status: http.StatusOK, contentType: ct, body: s.CA.Raw}
+		s.mu.Lock()
+		ca := s.CA
+		s.mu.Unlock()
+		return reply{status: http.StatusOK, contentType: ct, body: ca.Raw}
 	}
 	s.mu.Lock()
+	ca := s.CA
 	ra, err := s.raLocked()
 	s.mu.Unlock()
 	if err != nil {
 		return reply{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte(err.Error())}
 	}
-	der, err := degenerate([]*x509.Certificate{s.CA, ra.sign, ra.encrypt}, nil)
+	der, err := degenerate([]*x509.Certificate{ca, ra.sign, ra.encrypt}, nil)
 	if err != nil {
 		return reply{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte(err.Error())}
 	}
