@@ -172,7 +172,7 @@ func noSecretsLeaked(t *testing.T, m *manager, ns string, objs []client.Object, 
 // reaches logs, Events, conditions or annotations.
 func TestNDESDynamicChallenge(t *testing.T) {
 	ns := namespace(t)
-	srv := ndes.Start(t, ndes.Options{})
+	srv := startNDES(t, ndes.Options{})
 	m := startManager(t)
 	ndesCredentials(t, ns, "ndes-agent", ndesUser, ndes.DefaultPassword)
 	p := ndesProfile(t, ns, "ndes", ndesDynamicSpec(srv, "NTLM", "ndes-agent"), nil)
@@ -207,7 +207,7 @@ func TestNDESDynamicChallenge(t *testing.T) {
 // fails with NDES's failInfo and text rather than being retried.
 func TestNDESReusedPasswordSurfaced(t *testing.T) {
 	ns := namespace(t)
-	srv := ndes.Start(t, ndes.Options{})
+	srv := startNDES(t, ndes.Options{})
 	startManager(t)
 	c := apiServer(t).Client
 	pw := srv.IssuePassword()
@@ -262,7 +262,7 @@ func (c *testClock) advance(d time.Duration) {
 func TestNDESPasswordCacheFull(t *testing.T) {
 	ns := namespace(t)
 	clk := &testClock{}
-	srv := ndes.Start(t, ndes.Options{CacheSize: 3, Now: clk.now})
+	srv := startNDES(t, ndes.Options{CacheSize: 3, Now: clk.now})
 	startManager(t)
 	for srv.UnusedPasswords() < 3 {
 		if srv.IssuePassword() == "" {
@@ -338,7 +338,7 @@ func TestNDESWrongCredentials(t *testing.T) {
 	const wrong = "Wr0ng-Passw0rd!"
 
 	t.Run("NTLM", func(t *testing.T) {
-		srv := ndes.Start(t, ndes.Options{})
+		srv := startNDES(t, ndes.Options{})
 		creds := ndesCredentials(t, ns, "ntlm-agent", ndesUser, wrong)
 		p := ndesProfile(t, ns, "ntlm", ndesDynamicSpec(srv, "NTLM", "ntlm-agent"), nil)
 		// The periodic check does not try the credentials.
@@ -383,7 +383,7 @@ func TestNDESWrongCredentials(t *testing.T) {
 	})
 
 	t.Run("BasicHTTPS", func(t *testing.T) {
-		srv := ndes.Start(t, ndes.Options{TLS: true, Auth: ndes.AuthBasic})
+		srv := startNDES(t, ndes.Options{TLS: true, Auth: ndes.AuthBasic})
 		ndesCredentials(t, ns, "basic-agent", ndesUser, wrong)
 		spec := ndesDynamicSpec(srv, "Basic", "basic-agent")
 		spec.TLS = &scepv1alpha1.TLSConfig{CABundle: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.HTTP.Certificate().Raw}))}
@@ -399,7 +399,7 @@ func TestNDESWrongCredentials(t *testing.T) {
 	})
 
 	t.Run("BasicHTTP", func(t *testing.T) {
-		srv := ndes.Start(t, ndes.Options{Auth: ndes.AuthBasic})
+		srv := startNDES(t, ndes.Options{Auth: ndes.AuthBasic})
 		ndesCredentials(t, ns, "plain-agent", ndesUser, ndes.DefaultPassword)
 		p := ndesProfile(t, ns, "plain", ndesDynamicSpec(srv, "Basic", "plain-agent"), map[string]string{controllers.AnnotationValidateCredentials: "1"})
 		cond := waitProfile(t, p, metav1.ConditionFalse, 30*time.Second)
@@ -418,7 +418,7 @@ func TestNDESWrongCredentials(t *testing.T) {
 // fails with NDES's text once rejected. Polls spend no challenge password.
 func TestNDESPendingApproval(t *testing.T) {
 	ns := namespace(t)
-	srv := ndes.Start(t, ndes.Options{ManualApproval: true})
+	srv := startNDES(t, ndes.Options{ManualApproval: true})
 	startManager(t)
 	ndesCredentials(t, ns, "ndes-agent", ndesUser, ndes.DefaultPassword)
 	p := ndesProfile(t, ns, "ndes", ndesDynamicSpec(srv, "NTLM", "ndes-agent"), nil)
@@ -473,7 +473,7 @@ func TestNDESPendingApproval(t *testing.T) {
 // the server, and nothing too long is sent.
 func TestNDESGetOnlyLongRequest(t *testing.T) {
 	ns := namespace(t)
-	srv := ndes.Start(t, ndes.Options{GetOnly: true, MaxQueryBytes: ndes.DefaultMaxQueryBytes})
+	srv := startNDES(t, ndes.Options{GetOnly: true, MaxQueryBytes: ndes.DefaultMaxQueryBytes})
 	startManager(t)
 	ndesCredentials(t, ns, "ndes-agent", ndesUser, ndes.DefaultPassword)
 	p := ndesProfile(t, ns, "ndes", ndesDynamicSpec(srv, "NTLM", "ndes-agent"), nil)
@@ -496,7 +496,7 @@ func TestNDESGetOnlyLongRequest(t *testing.T) {
 // escaped fails the request before a password is fetched or anything sent.
 func TestNDESSubjectRefused(t *testing.T) {
 	ns := namespace(t)
-	srv := ndes.Start(t, ndes.Options{})
+	srv := startNDES(t, ndes.Options{})
 	startManager(t)
 	ndesCredentials(t, ns, "ndes-agent", ndesUser, ndes.DefaultPassword)
 	p := ndesProfile(t, ns, "ndes", ndesDynamicSpec(srv, "NTLM", "ndes-agent"), nil)

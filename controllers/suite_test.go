@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ import (
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/hygiene"
+	"github.com/scep-operator/scep-operator/test/ndes"
 )
 
 // The API server is shared by the package's tests; each test works in its
@@ -45,9 +48,60 @@ const clusterResourceNamespace = "scep-system"
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if env != nil {
+		if code == 0 {
+			code = sweep()
+		}
 		_ = env.Environment.Stop()
 	}
 	os.Exit(code)
+}
+
+// Everything the package's managers logged, and secrets no Secret holds
+// (NDES one-time passwords), for the secret-hygiene sweep.
+var (
+	allLogs    logBuffer
+	neverShown struct {
+		sync.Mutex
+		list []hygiene.Secret
+	}
+)
+
+// sweep searches what every test left behind (logs, Events, statuses of
+// the shared API server) for every secret value the tests used: none may
+// appear. It returns the exit code.
+func sweep() int {
+	neverShown.Lock()
+	extra := neverShown.list
+	neverShown.Unlock()
+	allLogs.mu.Lock()
+	logs := string(allLogs.buf)
+	allLogs.mu.Unlock()
+	r, err := hygiene.Sweep(context.Background(), env.Client, logs, extra...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "secret hygiene sweep:", err)
+		return 1
+	}
+	fmt.Println("secret hygiene sweep:", r)
+	if len(r.Findings) > 0 {
+		fmt.Fprintln(os.Stderr, "secrets were shown:\n  "+strings.Join(r.Findings, "\n  "))
+		return 1
+	}
+	return 0
+}
+
+// startNDES starts the NDES emulator; the one-time passwords it issues are
+// swept for at the end.
+func startNDES(t *testing.T, opts ndes.Options) *ndes.Server {
+	t.Helper()
+	srv := ndes.Start(t, opts)
+	t.Cleanup(func() {
+		neverShown.Lock()
+		defer neverShown.Unlock()
+		for _, pw := range srv.IssuedPasswords() {
+			neverShown.list = append(neverShown.list, hygiene.Secret{Where: "NDES one-time password", Value: pw})
+		}
+	})
+	return srv
 }
 
 // apiServer starts the shared API server on first use.
@@ -113,7 +167,7 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:                 zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(-5)), zap.WriteTo(io.MultiWriter(testWriter{t}, logs))),
+		Logger:                 zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(-5)), zap.WriteTo(io.MultiWriter(testWriter{t}, logs, &allLogs))),
 		Client:                 controllers.ClientOptions(),
 		Cache:                  controllers.CacheOptions(),
 	})

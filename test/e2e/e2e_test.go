@@ -8,6 +8,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestEndToEnd(t *testing.T) {
 	st, err := stack.Up(ctx, stack.Options{
 		HelmValues:  []string{"rebuild.namespaces={" + workloads + "}"},
 		Progress:    func(f string, a ...any) { t.Logf(f, a...) },
-		OperatorLog: testWriter{t},
+		OperatorLog: io.MultiWriter(testWriter{t}, &operatorLogs),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +220,10 @@ func TestEndToEnd(t *testing.T) {
 		}
 		waitReady(t, c, crt, 90*time.Second)
 		checkSecret(t, c, crt, open.CA)
+	})
+
+	t.Run("no secret in the operator's logs, Events or statuses", func(t *testing.T) {
+		sweepSecrets(t, c)
 	})
 }
 

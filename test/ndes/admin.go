@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode/utf16"
 
@@ -104,6 +105,14 @@ func (s *Server) IssuePassword() string {
 	return pw
 }
 
+// IssuedPasswords returns every one-time password issued so far, used or
+// not, so a test can check none of them was shown anywhere.
+func (s *Server) IssuedPasswords() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.everIssued)
+}
+
 // UnusedPasswords returns how many issued passwords are neither used nor
 // expired, what fills the cache.
 func (s *Server) UnusedPasswords() int {
@@ -129,6 +138,7 @@ func (s *Server) issue(o Options) (pw string, full bool) {
 	rand.Read(b)
 	pw = strings.ToUpper(hex.EncodeToString(b))
 	s.passwords[pw] = o.Now()
+	s.everIssued = append(s.everIssued, pw)
 	s.counters.PasswordsIssued++
 	return pw, false
 }

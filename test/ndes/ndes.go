@@ -289,10 +289,11 @@ type Server struct {
 	// CloseClientConnections.
 	HTTP *httptest.Server
 
-	mu        sync.Mutex
-	opts      Options
-	passwords map[string]time.Time // unused one-time passwords and when they were issued
-	counters  Counters
+	mu         sync.Mutex
+	opts       Options
+	passwords  map[string]time.Time // unused one-time passwords and when they were issued
+	everIssued []string             // every one-time password issued, for secret-hygiene checks
+	counters   Counters
 }
 
 // Start starts an NDES emulator on a loopback listener and closes it when

@@ -61,6 +61,9 @@ type Options struct {
 	OperatorLog io.Writer
 	// Verbose makes cert-manager's controllers log.
 	Verbose bool
+	// NoOperator leaves the operator out: the test runs it itself (for
+	// example as processes from StartManagerProcess).
+	NoOperator bool
 }
 
 // Stack is the running product. Down stops everything.
@@ -159,6 +162,9 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.stops = append(s.stops, stopCM)
 	s.progress("  running (%s)", time.Since(step).Round(time.Millisecond))
 
+	if opts.NoOperator {
+		return s, nil
+	}
 	step = time.Now()
 	s.progress("starting scep-operator as %s (the chart's RBAC)", s.ServiceAccount)
 	if err := s.startOperator(ctx); err != nil {
