@@ -11,6 +11,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,13 +94,22 @@ type SecretError struct {
 	Namespace, Name, Key string
 	// NotFound is true when the Secret itself is missing.
 	NotFound bool
+	// Empty is true when the key is there with an empty value.
+	Empty bool
+	// Keys are the keys the Secret has (names only), to tell a typo.
+	Keys []string
 }
 
 func (e *SecretError) Error() string {
-	if e.NotFound {
+	switch {
+	case e.NotFound:
 		return fmt.Sprintf("Secret %s/%s not found", e.Namespace, e.Name)
+	case e.Empty:
+		return fmt.Sprintf("Secret %s/%s has an empty %q", e.Namespace, e.Name, e.Key)
+	case len(e.Keys) == 0:
+		return fmt.Sprintf("Secret %s/%s has no key %q (it has no keys)", e.Namespace, e.Name, e.Key)
 	}
-	return fmt.Sprintf("Secret %s/%s has no key %q", e.Namespace, e.Name, e.Key)
+	return fmt.Sprintf("Secret %s/%s has no key %q (it has %s)", e.Namespace, e.Name, e.Key, strings.Join(e.Keys, ", "))
 }
 
 // ReadSecretKey returns one value of a Secret in namespace; ref.Key empty
@@ -116,7 +128,8 @@ func (r *Registry) ReadSecretKey(ctx context.Context, namespace string, ref scep
 	}
 	v, ok := s.Data[key]
 	if !ok || len(v) == 0 {
-		return nil, &SecretError{Namespace: namespace, Name: ref.Name, Key: key}
+		keys := slices.Sorted(maps.Keys(s.Data))
+		return nil, &SecretError{Namespace: namespace, Name: ref.Name, Key: key, Empty: ok, Keys: keys}
 	}
 	return v, nil
 }

@@ -141,6 +141,9 @@ func (e *HTTPError) Error() string {
 	if e.Excerpt != "" {
 		msg += ": " + e.Excerpt
 	}
+	if e.StatusCode == http.StatusNotFound && e.Operation != "PKIOperation" {
+		msg += " (nothing serves SCEP at this URL: check its path, e.g. /scep or /certsrv/mscep/mscep.dll)"
+	}
 	return msg
 }
 

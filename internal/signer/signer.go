@@ -343,9 +343,12 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if block == nil {
 		return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, errors.New("spec.request holds no PEM certificate request"))
 	}
+	if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
+		return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, fmt.Errorf("spec.request holds a PEM %q block, not a CERTIFICATE REQUEST", block.Type))
+	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
-		return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, fmt.Errorf("spec.request: %w", err))
+		return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, fmt.Errorf("spec.request is not a PKCS#10 certificate request: %w", err))
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return signer.PEMBundle{}, e.fail(metrics.ResultPolicy, fmt.Errorf("spec.request is not signed by its own key: %w", err))
