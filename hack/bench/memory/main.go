@@ -3,11 +3,15 @@
 // requests (each with a 2048-bit CSR, as cert-manager makes them) for
 // cert-manager's own CA issuer, then runs the operator's manager in this
 // process until its caches are synced, and reports heap and RSS growth.
+// With -process (the default) it also runs cmd/manager as a process of its
+// own, before and after creating the requests, and reports that process's
+// resident memory: the figure a cluster admin sees for the operator's pod.
 //
-//	go run ./hack/bench/memory [-n 10000] [-transform=true]
+//	go run ./hack/bench/memory [-n 10000] [-transform=true] [-process=true]
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -17,6 +21,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -28,6 +34,9 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"go.uber.org/zap/zapcore"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,23 +50,84 @@ import (
 func main() {
 	n := flag.Int("n", 10000, "CertificateRequests for another issuer")
 	transform := flag.Bool("transform", true, "use the operator's cache transform (false: cache full objects, for comparison)")
+	process := flag.Bool("process", true, "also measure cmd/manager as a process of its own")
 	flag.Parse()
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
-	if err := run(*n, *transform); err != nil {
+	if err := run(*n, *transform, *process); err != nil {
 		fmt.Fprintln(os.Stderr, "memory:", err)
 		os.Exit(1)
 	}
 }
 
-func rssKiB() int {
-	b, _ := os.ReadFile("/proc/self/status")
+func rssKiB() int { return statusKiB("self", "VmRSS:") }
+
+// statusKiB reads one kB field (VmRSS, VmHWM) of /proc/<pid>/status.
+func statusKiB(pid, field string) int {
+	b, _ := os.ReadFile("/proc/" + pid + "/status")
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
+		if strings.HasPrefix(l, field) {
 			v, _ := strconv.Atoi(strings.Fields(l)[1])
 			return v
 		}
 	}
 	return 0
+}
+
+// managerProcess runs the built cmd/manager against the API server until
+// its CertificateRequest controller has synced its cache and started, lets
+// it run settle long, and returns its resident memory then and its peak.
+func managerProcess(ctx context.Context, bin, kubeconfig string, settle time.Duration) (rssKiB, peakKiB int, err error) {
+	var out syncBuffer
+	cmd := exec.CommandContext(ctx, bin, "--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--cluster-resource-namespace=load", "--profile-check-interval=1h", "--zap-log-level=info")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	pid := strconv.Itoa(cmd.Process.Pid)
+	// controller-runtime logs "Starting workers" once the cache has synced.
+	deadline := time.Now().Add(5 * time.Minute)
+	for !strings.Contains(out.String(), `"Starting workers","controller":"certificaterequest"`) {
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("the manager did not start its workers in 5 minutes:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(settle) // a measurement, not a test: give the first reconciles time to finish
+	return statusKiB(pid, "VmRSS:"), statusKiB(pid, "VmHWM:"), nil
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// writeKubeconfig writes an admin kubeconfig for cfg to path.
+func writeKubeconfig(cfg *rest.Config, path string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	return clientcmd.WriteToFile(*kc, path)
 }
 
 func heapMiB() float64 {
@@ -68,7 +138,7 @@ func heapMiB() float64 {
 	return float64(m.HeapInuse) / (1 << 20)
 }
 
-func run(n int, transform bool) error {
+func run(n int, transform, process bool) error {
 	env, err := envtest.New(envtest.Options{})
 	if err != nil {
 		return err
@@ -77,6 +147,33 @@ func run(n int, transform bool) error {
 	ctx := context.Background()
 	if err := env.CreateNamespace(ctx, "load"); err != nil {
 		return err
+	}
+	var bin, kubeconfig string
+	var emptyRSS, emptyPeak int
+	if process {
+		dir, err := os.MkdirTemp("", "scep-operator-memory-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		wd, _ := os.Getwd()
+		root, err := envtest.FindRepoRoot(wd)
+		if err != nil {
+			return err
+		}
+		bin, kubeconfig = filepath.Join(dir, "manager"), filepath.Join(dir, "kubeconfig")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/manager: %v: %s", err, out)
+		}
+		if err := writeKubeconfig(env.Config, kubeconfig); err != nil {
+			return err
+		}
+		if emptyRSS, emptyPeak, err = managerProcess(ctx, bin, kubeconfig, 5*time.Second); err != nil {
+			return err
+		}
+		fmt.Printf("cmd/manager process, no CertificateRequests: RSS %.1f MiB (peak %.1f MiB)\n", float64(emptyRSS)/1024, float64(emptyPeak)/1024)
 	}
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "load.example"}, DNSNames: []string{"load.example"}}, key)
@@ -115,6 +212,13 @@ func run(n int, transform bool) error {
 	default:
 	}
 	fmt.Printf("created %d CertificateRequests for cert-manager.io/Issuer in %s\n", n, time.Since(start).Round(time.Millisecond))
+	if process {
+		rss, peak, err := managerProcess(ctx, bin, kubeconfig, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("cmd/manager process, %d foreign CertificateRequests: RSS %.1f MiB (peak %.1f MiB); +%.1f MiB over none\n", n, float64(rss)/1024, float64(peak)/1024, float64(rss-emptyRSS)/1024)
+	}
 
 	baseHeap, baseRSS := heapMiB(), rssKiB()
 	opts := ctrl.Options{
