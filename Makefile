@@ -72,7 +72,7 @@ test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM 
 		$(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS)
 
 .PHONY: test-deps
-test-deps: envtest step-ca helm ## Build the real peers the tests run (cached in bin/).
+test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -119,6 +119,14 @@ docker-build: ## Build the manager image (needs a Docker engine).
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy.
 	hack/envtest-binaries.sh $(BIN)
+
+.PHONY: kubelet
+kubelet: ## Build kubelet (same pinned release as kube-apiserver) for the node end-to-end test.
+	hack/envtest-binaries.sh $(BIN) kubelet
+
+.PHONY: node-deps
+node-deps: ## Install containerd and runc from Debian when missing (root only; otherwise says why it skipped).
+	hack/node-deps.sh
 
 .PHONY: step-ca
 step-ca: ## Build step-ca (a real SCEP server) from the Go module proxy.

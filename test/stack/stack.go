@@ -61,6 +61,9 @@ type Options struct {
 	OperatorLog io.Writer
 	// Verbose makes cert-manager's controllers log.
 	Verbose bool
+	// APIServerFlags are set on kube-apiserver (e.g. node.APIServerFlags,
+	// so that it reaches a kubelet on this machine).
+	APIServerFlags map[string]string
 }
 
 // Stack is the running product. Down stops everything.
@@ -132,7 +135,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}}); err != nil {
+	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags}); err != nil {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })
