@@ -2,7 +2,8 @@
 #
 # `make test` is what CI runs (.ci/run) and what README.md tells a user to
 # run. It builds the real test peers it needs into bin/ once (kube-apiserver,
-# etcd and kubectl from the Go module proxy; step-ca), then runs every test.
+# etcd, kubectl and kubelet from the Go module proxy; step-ca), installs
+# containerd and runc from Debian when root and missing, then runs every test.
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -92,7 +93,7 @@ bench: ## Run the Go benchmarks (figures go to docs/performance.md).
 DEMO_FLAGS ?=
 
 .PHONY: demo
-demo: envtest helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator (DEMO_FLAGS=-keep keeps it running).
+demo: envtest kubelet node-deps helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator, a pod mounting it where a node can run (DEMO_FLAGS=-keep keeps it running).
 	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: bench-memory

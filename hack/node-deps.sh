@@ -19,6 +19,10 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 skip() {
+  if [[ "${SCEP_NODE_E2E:-}" == required ]]; then
+    echo "node-deps: ${missing[*]} missing and not installed: $*; SCEP_NODE_E2E=required needs them" >&2
+    exit 1
+  fi
   echo "node-deps: ${missing[*]} missing and not installed: $*; the node end-to-end test will skip" >&2
   exit 0
 }

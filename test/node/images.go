@@ -48,7 +48,7 @@ func BuildImage(ctx context.Context, root string, img Image, out string) error {
 		return fmt.Errorf("image reference %q: %w", img.Ref, err)
 	}
 	bin := out + ".bin"
-	defer os.Remove(bin)
+	defer func() { _ = os.Remove(bin) }()
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, img.Package)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH, "GOWORK=off")

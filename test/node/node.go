@@ -672,15 +672,11 @@ func shimPIDs(socket string) []int {
 // kubepodsCgroups lists the cgroup directories kubelet creates for pods
 // (cgroupfs driver), so that Stop removes only those it created.
 func kubepodsCgroups() []string {
-	var out []string
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
 	if _, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil {
 		roots = append(roots, "/sys/fs/cgroup/kubepods")
 	}
-	for _, r := range roots {
-		out = append(out, r)
-	}
-	return out
+	return roots
 }
 
 // removeNewCgroups removes, deepest first, the (by then empty) kubepods

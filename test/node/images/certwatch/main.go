@@ -94,7 +94,7 @@ func serve(ln net.Listener) {
 			return
 		}
 		go func() {
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 			if tc, ok := conn.(*tls.Conn); ok && tc.Handshake() == nil {
 				_, _ = conn.Write([]byte("hello from certwatch\n"))
