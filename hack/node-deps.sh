@@ -32,11 +32,8 @@ command -v apt-get >/dev/null 2>&1 || skip "no apt-get (install containerd and r
 
 echo "node-deps: installing containerd and runc from Debian (missing: ${missing[*]})..."
 export DEBIAN_FRONTEND=noninteractive
-# Ask the package index only when it does not know containerd yet (a fresh
-# machine has an empty one).
-if ! apt-cache show containerd >/dev/null 2>&1; then
-  apt-get update -qq
-fi
+# A fresh machine's package index is empty or stale; this runs once per machine.
+apt-get update -qq
 apt-get install -y -qq --no-install-recommends containerd runc </dev/null
 for cmd in containerd ctr runc; do
   command -v "${cmd}" >/dev/null 2>&1 || { echo "node-deps: ${cmd} still missing after apt-get install" >&2; exit 1; }

@@ -7,7 +7,7 @@
 //
 // There is no scheduler and no network plugin: pods set spec.nodeName to
 // Name, use hostNetwork and imagePullPolicy Never, and do not mount a
-// ServiceAccount token (see Pod helpers in workload.go).
+// ServiceAccount token, as CertwatchPod does.
 //
 // One kubelet per machine: it binds 127.0.0.1:10250 and :10248 and writes a
 // few fixed paths, so Start holds LockPath for as long as the node runs.
@@ -209,7 +209,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	for _, tb := range tarballs {
-		if out, err := n.ctr(ctx, "images", "import", "--no-unpack=false", tb); err != nil {
+		if out, err := n.ctr(ctx, "images", "import", "--snapshotter", "native", tb); err != nil {
 			return nil, fmt.Errorf("importing %s into containerd: %v: %s", filepath.Base(tb), err, out)
 		}
 	}
