@@ -2,7 +2,8 @@
 #
 # `make test` is what CI runs (.ci/run) and what README.md tells a user to
 # run. It builds the real test peers it needs into bin/ once (kube-apiserver,
-# etcd and kubectl from the Go module proxy; step-ca), then runs every test.
+# etcd, kubectl and kubelet from the Go module proxy; step-ca), installs
+# containerd and runc from Debian when root and missing, then runs every test.
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -72,7 +73,7 @@ test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM 
 		$(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS)
 
 .PHONY: test-deps
-test-deps: envtest step-ca helm ## Build the real peers the tests run (cached in bin/).
+test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -92,7 +93,7 @@ bench: ## Run the Go benchmarks (figures go to docs/performance.md).
 DEMO_FLAGS ?=
 
 .PHONY: demo
-demo: envtest helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator (DEMO_FLAGS=-keep keeps it running).
+demo: envtest kubelet node-deps helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator, a pod mounting it where a node can run (DEMO_FLAGS=-keep keeps it running).
 	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: bench-memory
@@ -119,6 +120,14 @@ docker-build: ## Build the manager image (needs a Docker engine).
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy.
 	hack/envtest-binaries.sh $(BIN)
+
+.PHONY: kubelet
+kubelet: ## Build kubelet (same pinned release as kube-apiserver) for the node end-to-end test.
+	hack/envtest-binaries.sh $(BIN) kubelet
+
+.PHONY: node-deps
+node-deps: ## Install containerd and runc from Debian when missing (root only; otherwise says why it skipped).
+	hack/node-deps.sh
 
 .PHONY: step-ca
 step-ca: ## Build step-ca (a real SCEP server) from the Go module proxy.

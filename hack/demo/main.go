@@ -3,8 +3,10 @@
 // server with a challenge, and the operator with the Helm chart's RBAC. It
 // applies the samples (a SCEPProfile in Rebuild mode with a Static challenge,
 // and a Certificate), waits for the Certificate's Secret, prints the issued
-// certificate and where its files are, and tears everything down (or, with
-// -keep, keeps it running for kubectl).
+// certificate and where its files are, and, where this machine can run a
+// node (containerd and kubelet, see test/node), runs a pod that mounts the
+// Secret and prints what the pod read from its volume. Then it tears
+// everything down (or, with -keep, keeps it running for kubectl).
 //
 //	go run ./hack/demo [-keep] [-out DIR]
 package main
@@ -33,6 +35,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/micromdm"
+	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
 
@@ -67,8 +70,9 @@ func step(format string, args ...any) {
 
 func run(ctx context.Context, keep bool, out string, verbose bool) error {
 	opts := stack.Options{
-		HelmValues: []string{"rebuild.namespaces={" + namespace + "}"},
-		Progress:   step,
+		HelmValues:     []string{"rebuild.namespaces={" + namespace + "}"},
+		Progress:       step,
+		APIServerFlags: node.APIServerFlags,
 	}
 	if verbose {
 		opts.OperatorLog = os.Stderr
@@ -156,6 +160,11 @@ func run(ctx context.Context, keep bool, out string, verbose bool) error {
 	if err := describe(tlsSecret, out); err != nil {
 		return err
 	}
+	stopNode, err := runWorkload(ctx, st, tlsSecret.Name)
+	if err != nil {
+		return err
+	}
+	defer stopNode()
 
 	if keep {
 		step("the stack keeps running; in another shell:")
@@ -262,4 +271,63 @@ func wait(ctx context.Context, timeout time.Duration, cond func() (bool, string,
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// runWorkload starts a node and a pod that mounts secretName, and prints
+// what the pod read from its volume. On a machine that cannot run a node it
+// says why and does nothing. The returned function deletes the pod and stops
+// the node.
+func runWorkload(ctx context.Context, st *stack.Stack, secretName string) (func(), error) {
+	bin := node.BinDir(st.Root())
+	if err := node.Unavailable(bin); err != nil {
+		step("no workload pod on this machine: %v", err)
+		return func() {}, nil
+	}
+	step("starting a node on this machine: containerd and kubelet (images built from test/node/images)")
+	start := time.Now()
+	n, err := node.Start(ctx, node.Options{Root: st.Root(), Kubeconfig: st.Kubeconfig, BinDir: bin, Images: []node.Image{node.CertwatchImage}, Progress: step})
+	if err != nil {
+		return nil, fmt.Errorf("starting the node: %w", err)
+	}
+	stop := func() {
+		step("deleting the pod and stopping the node")
+		if err := n.DeletePods(context.Background(), 90*time.Second); err != nil {
+			fmt.Printf("  %v\n", err)
+		}
+		if err := n.Stop(); err != nil {
+			fmt.Printf("  %v\n", err)
+		}
+	}
+	fmt.Printf("  node %q ready in %s\n", node.Name, time.Since(start).Round(time.Millisecond))
+
+	pod := node.CertwatchPod(namespace, "certwatch", secretName, 0)
+	step("running pod %s/%s: it mounts Secret %s at %s and reports what it reads", namespace, pod.Name, secretName, node.CertwatchMountPath)
+	start = time.Now()
+	if err := st.Client().Create(ctx, pod); err != nil {
+		stop()
+		return nil, err
+	}
+	if _, err := n.WaitRunning(ctx, namespace, pod.Name, 2*time.Minute); err != nil {
+		fmt.Println(n.LogTail("kubelet.log", 20))
+		stop()
+		return nil, err
+	}
+	fmt.Printf("  Running %s after create\n", time.Since(start).Round(time.Millisecond))
+	var logs string
+	if err := wait(ctx, 60*time.Second, func() (bool, string, error) {
+		logs, err = n.Logs(ctx, namespace, pod.Name)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		reports, err := node.ParseReports(logs)
+		return err == nil && len(reports) > 0, "waiting for the pod's report", nil
+	}); err != nil {
+		stop()
+		return nil, fmt.Errorf("the pod did not report: %w", err)
+	}
+	step("what the pod read from its volume (kubectl logs -n %s %s)", namespace, pod.Name)
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		fmt.Printf("  %s\n", line)
+	}
+	return stop, nil
 }

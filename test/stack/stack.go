@@ -64,6 +64,9 @@ type Options struct {
 	// NoOperator leaves the operator out: the test runs it itself (for
 	// example as processes from StartManagerProcess).
 	NoOperator bool
+	// APIServerFlags are set on kube-apiserver (e.g. node.APIServerFlags,
+	// so that it reaches a kubelet on this machine).
+	APIServerFlags map[string]string
 }
 
 // Stack is the running product. Down stops everything.
@@ -135,7 +138,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}}); err != nil {
+	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags}); err != nil {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })

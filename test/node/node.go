@@ -1,0 +1,704 @@
+// Package node runs a real Kubernetes node on this machine for the
+// end-to-end test and the demo: containerd (from the system's packages, with
+// its own configuration and state under a temporary directory) and kubelet
+// (built by hack/envtest-binaries.sh into bin/), registered with an envtest
+// API server. Images are built from this module's Go programs and imported,
+// never pulled.
+//
+// There is no scheduler and no network plugin: pods set spec.nodeName to
+// Name, use hostNetwork and imagePullPolicy Never, and do not mount a
+// ServiceAccount token, as CertwatchPod does.
+//
+// One kubelet per machine: it binds 127.0.0.1:10250 and :10248 and writes a
+// few fixed paths, so Start holds LockPath for as long as the node runs.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const (
+	// Name is the node's name (kubelet's --hostname-override). The API
+	// server reaches the kubelet by it, so start the API server with
+	// APIServerFlags.
+	Name = "localhost"
+	// LockPath serializes nodes on one machine (test runs, the demo).
+	LockPath = "/tmp/scep-operator-node.lock"
+	// RequiredEnv, when set to "required", makes a machine that cannot run
+	// a node an error rather than a reason to skip (CI sets it).
+	RequiredEnv = "SCEP_NODE_E2E"
+
+	kubeletPort       = 10250
+	kubeletHealthPort = 10248
+)
+
+// APIServerFlags are the kube-apiserver flags the node needs: the API server
+// reaches the kubelet (for logs) at https://localhost:10250.
+var APIServerFlags = map[string]string{"kubelet-preferred-address-types": "Hostname"}
+
+// fixedPaths are written by kubelet or containerd whatever their flags;
+// Stop removes those that did not exist before Start.
+var fixedPaths = []string{"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/run/containerd"}
+
+// Options configure Start.
+type Options struct {
+	// Root is the repository root (images are built from its packages).
+	Root string
+	// Kubeconfig is an admin kubeconfig of the API server to register with.
+	Kubeconfig string
+	// BinDir holds kubelet; empty means KUBEBUILDER_ASSETS, else Root/bin.
+	BinDir string
+	// Images are built and imported besides PauseImage.
+	Images []Image
+	// LockTimeout bounds the wait for another node on this machine to
+	// stop (default 15 minutes).
+	LockTimeout time.Duration
+	// StartTimeout bounds containerd's and kubelet's start (default 2
+	// minutes; the machine may be busy).
+	StartTimeout time.Duration
+	// Progress, when set, receives a line for each step.
+	Progress func(format string, args ...any)
+}
+
+// Node is a running containerd and kubelet. Stop it with Stop.
+type Node struct {
+	// Dir holds the configuration, state and logs of this node.
+	Dir string
+	// Clientset reaches the API server with the admin kubeconfig.
+	Clientset kubernetes.Interface
+
+	opts       Options
+	socket     string
+	lock       *os.File
+	containerd *exec.Cmd
+	kubelet    *exec.Cmd
+	existed    map[string]bool
+	cgroups    []string
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// Unavailable says why this machine cannot run a node (nil when it can):
+// kubelet and containerd need Linux, root, cgroups, containerd, ctr and
+// runc on PATH, and kubelet in binDir.
+func Unavailable(binDir string) error {
+	switch {
+	case runtime.GOOS != "linux" || !haveNodeSupport:
+		return errors.New("a node needs Linux")
+	case os.Geteuid() != 0:
+		return errors.New("kubelet and containerd need root")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		if _, err := os.Stat("/sys/fs/cgroup/memory"); err != nil {
+			return errors.New("no cgroup file system at /sys/fs/cgroup (neither v2 nor v1's memory controller)")
+		}
+	}
+	for _, cmd := range []string{"containerd", "ctr", "runc"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return fmt.Errorf("%s is not installed: run hack/node-deps.sh as root (make test-deps does), or apt-get install containerd runc", cmd)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(binDir, "kubelet")); err != nil {
+		return fmt.Errorf("kubelet not found in %s: run `make kubelet` (hack/envtest-binaries.sh bin kubelet)", binDir)
+	}
+	return nil
+}
+
+// BinDir is where kubelet is looked for: KUBEBUILDER_ASSETS, else root/bin.
+func BinDir(root string) string {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d
+	}
+	return filepath.Join(root, "bin")
+}
+
+func (n *Node) progress(format string, args ...any) {
+	if n.opts.Progress != nil {
+		n.opts.Progress(format, args...)
+	}
+}
+
+// Start builds and imports the images, then starts containerd and kubelet
+// and waits until the node is registered and its kubelet healthy. On error
+// whatever was started is stopped and cleaned up.
+func Start(ctx context.Context, opts Options) (_ *Node, err error) {
+	if opts.BinDir == "" {
+		opts.BinDir = BinDir(opts.Root)
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = 15 * time.Minute
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 2 * time.Minute
+	}
+	if err := Unavailable(opts.BinDir); err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, existed: map[string]bool{}}
+	cfg, err := clientcmd.BuildConfigFromFlags("", opts.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", opts.Kubeconfig, err)
+	}
+	if n.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if n.Dir, err = os.MkdirTemp("", "scep-operator-node-"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if serr := n.Stop(); serr != nil {
+				err = fmt.Errorf("%w (and cleaning up: %v)", err, serr)
+			}
+		}
+	}()
+	n.socket = filepath.Join(n.Dir, "containerd", "containerd.sock")
+
+	step := time.Now()
+	images := append([]Image{PauseImage}, opts.Images...)
+	var tarballs []string
+	for _, img := range images {
+		out := filepath.Join(n.Dir, "images", img.binaryName()+".tar")
+		if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+			return nil, err
+		}
+		if err := BuildImage(ctx, opts.Root, img, out); err != nil {
+			return nil, err
+		}
+		tarballs = append(tarballs, out)
+	}
+	n.progress("  built %d images from Go packages (%s)", len(images), time.Since(step).Round(time.Millisecond))
+
+	if err := n.acquireLock(ctx); err != nil {
+		return nil, err
+	}
+	for _, port := range []int{kubeletPort, kubeletHealthPort} {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("port %d, which kubelet needs, is taken by a process outside %s's lock: %w", port, LockPath, err)
+		}
+		_ = l.Close()
+	}
+	for _, p := range fixedPaths {
+		_, statErr := os.Lstat(p)
+		n.existed[p] = statErr == nil
+	}
+	n.cgroups = kubepodsCgroups()
+
+	step = time.Now()
+	if err := n.startContainerd(ctx); err != nil {
+		return nil, err
+	}
+	for _, tb := range tarballs {
+		if out, err := n.ctr(ctx, "images", "import", "--snapshotter", "native", tb); err != nil {
+			return nil, fmt.Errorf("importing %s into containerd: %v: %s", filepath.Base(tb), err, out)
+		}
+	}
+	n.progress("  containerd running, images imported (%s)", time.Since(step).Round(time.Millisecond))
+
+	step = time.Now()
+	if err := n.startKubelet(ctx); err != nil {
+		return nil, err
+	}
+	n.progress("  kubelet registered node %q (%s)", Name, time.Since(step).Round(time.Millisecond))
+	return n, nil
+}
+
+func (n *Node) acquireLock(ctx context.Context) error {
+	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening the node lock %s: %w", LockPath, err)
+	}
+	deadline := time.Now().Add(n.opts.LockTimeout)
+	said := false
+	for {
+		ok, err := lockFile(f)
+		if err != nil {
+			_ = f.Close()
+			return fmt.Errorf("locking %s: %w", LockPath, err)
+		}
+		if ok {
+			n.lock = f
+			return nil
+		}
+		if !said {
+			n.progress("  waiting for another node on this machine to stop (%s is locked)", LockPath)
+			said = true
+		}
+		if time.Now().After(deadline) {
+			_ = f.Close()
+			return fmt.Errorf("another node on this machine held %s for %s", LockPath, n.opts.LockTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// containerdConfig keeps containerd's root, state, socket and plugin paths
+// under the node's directory; the CRI plugin uses the local pause image and
+// may not raise OOM scores (no CAP_SYS_RESOURCE on these machines).
+const containerdConfig = `version = 2
+root = "{{dir}}/containerd/root"
+state = "{{dir}}/containerd/state"
+[grpc]
+  address = "{{socket}}"
+[ttrpc]
+  address = "{{socket}}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{dir}}/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{{pause}}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{{dir}}/cni/bin"
+    conf_dir = "{{dir}}/cni/net.d"
+`
+
+func (n *Node) startContainerd(ctx context.Context) error {
+	cfg := strings.NewReplacer("{{dir}}", n.Dir, "{{socket}}", n.socket, "{{pause}}", PauseImage.Ref).Replace(containerdConfig)
+	for _, d := range []string{"containerd", "cni/bin", "cni/net.d"} {
+		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	path := filepath.Join(n.Dir, "containerd", "config.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	cmd, err := n.spawn("containerd", "containerd", "--config", path)
+	if err != nil {
+		return err
+	}
+	n.containerd = cmd
+	return n.waitFor(ctx, "containerd to serve "+n.socket, cmd, "containerd.log", func() (bool, string) {
+		out, err := n.ctr(ctx, "version")
+		if err != nil {
+			return false, strings.TrimSpace(string(out))
+		}
+		return true, ""
+	})
+}
+
+// kubeletConfig is what worked on these machines (see the notes in
+// shared/notes/kubelet.md): cgroup v1 allowed, cgroupfs (no systemd),
+// anonymous AlwaysAllow on loopback for the API server's log requests,
+// near-zero eviction and no image GC on small disks, and a 5 s sync so a
+// changed Secret reaches pods in seconds.
+const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: 10250
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+readOnlyPort: 0
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://{{socket}}
+resolvConf: ""
+syncFrequency: 5s
+podLogsDir: {{dir}}/pod-logs
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+`
+
+func (n *Node) startKubelet(ctx context.Context) error {
+	cfg := strings.NewReplacer("{{dir}}", n.Dir, "{{socket}}", n.socket).Replace(kubeletConfig)
+	dir := filepath.Join(n.Dir, "kubelet")
+	if err := os.MkdirAll(filepath.Join(n.Dir, "pod-logs"), 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	cmd, err := n.spawn("kubelet", filepath.Join(n.opts.BinDir, "kubelet"),
+		"--config", path,
+		"--kubeconfig", n.opts.Kubeconfig,
+		"--root-dir", filepath.Join(dir, "root"),
+		"--cert-dir", filepath.Join(dir, "pki"),
+		"--hostname-override", Name,
+		"--v", "1",
+	)
+	if err != nil {
+		return err
+	}
+	n.kubelet = cmd
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", kubeletHealthPort)
+	return n.waitFor(ctx, "kubelet to register node "+Name, cmd, "kubelet.log", func() (bool, string) {
+		resp, err := http.Get(healthz)
+		if err != nil {
+			return false, "healthz: " + err.Error()
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, "healthz: " + resp.Status
+		}
+		if _, err := n.Clientset.CoreV1().Nodes().Get(ctx, Name, metav1.GetOptions{}); err != nil {
+			return false, "node: " + err.Error()
+		}
+		return true, ""
+	})
+}
+
+// spawn starts a process of the node with its output in Dir/<name>.log; it
+// dies with the test process should that end without Stop.
+func (n *Node) spawn(name, path string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	setDeathSignal(cmd.SysProcAttr)
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+	}()
+	return cmd, nil
+}
+
+// waitFor polls cond until it holds, failing early when the process exits.
+func (n *Node) waitFor(ctx context.Context, what string, cmd *exec.Cmd, logName string, cond func() (bool, string)) error {
+	deadline := time.Now().Add(n.opts.StartTimeout)
+	last := ""
+	for {
+		ok, msg := cond()
+		if ok {
+			return nil
+		}
+		last = msg
+		if exited(cmd) {
+			return fmt.Errorf("%s exited while waiting for %s: %s\n%s", filepath.Base(cmd.Path), what, last, n.LogTail(logName, 30))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s: %s\n%s", n.opts.StartTimeout, what, last, n.LogTail(logName, 30))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func exited(cmd *exec.Cmd) bool {
+	return cmd.Process.Signal(syscall.Signal(0)) != nil
+}
+
+// ctr runs containerd's client against this node's containerd, in the CRI
+// plugin's namespace.
+func (n *Node) ctr(ctx context.Context, args ...string) ([]byte, error) {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return exec.CommandContext(cctx, "ctr", append([]string{"--address", n.socket, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+}
+
+// LogTail is the last lines of one of the node's logs ("kubelet.log",
+// "containerd.log"), for a failure message.
+func (n *Node) LogTail(name string, lines int) string {
+	b, err := os.ReadFile(filepath.Join(n.Dir, name))
+	if err != nil {
+		return fmt.Sprintf("(no %s: %v)", name, err)
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return "--- last lines of " + name + " ---\n" + strings.Join(all, "\n")
+}
+
+// DeletePods deletes every pod bound to the node and waits (up to timeout)
+// until kubelet has stopped their containers and the pods are gone.
+func (n *Node) DeletePods(ctx context.Context, timeout time.Duration) error {
+	pods, err := n.Clientset.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + Name})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		if err := n.Clientset.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pods, err := n.Clientset.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + Name})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d pods still on the node after %s (e.g. %s/%s)", len(pods.Items), timeout, pods.Items[0].Namespace, pods.Items[0].Name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// WaitRunning waits until a pod on the node is Running with every
+// container ready, and returns it. A container that cannot start
+// (e.g. ErrImageNeverPull) fails early with its reason.
+func (n *Node) WaitRunning(ctx context.Context, namespace, name string, timeout time.Duration) (*corev1.Pod, error) {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		pod, err := n.Clientset.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		ready := pod.Status.Phase == corev1.PodRunning && len(pod.Status.ContainerStatuses) > 0
+		last = "phase " + string(pod.Status.Phase)
+		for _, cs := range pod.Status.ContainerStatuses {
+			ready = ready && cs.Ready
+			if w := cs.State.Waiting; w != nil {
+				last += fmt.Sprintf(", %s waiting: %s %s", cs.Name, w.Reason, w.Message)
+				switch w.Reason {
+				case "ErrImageNeverPull", "CreateContainerConfigError", "InvalidImageName", "CreateContainerError":
+					return nil, fmt.Errorf("pod %s/%s cannot start: %s", namespace, name, last)
+				}
+			}
+			if t := cs.State.Terminated; t != nil {
+				last += fmt.Sprintf(", %s terminated: %s (exit %d) %s", cs.Name, t.Reason, t.ExitCode, t.Message)
+			}
+		}
+		if ready {
+			return pod, nil
+		}
+		if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+			return nil, fmt.Errorf("pod %s/%s ended: %s", namespace, name, last)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("timed out after %s waiting for pod %s/%s to run: %s", timeout, namespace, name, last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Logs is a pod's log as the API server returns it (from kubelet).
+func (n *Node) Logs(ctx context.Context, namespace, name string) (string, error) {
+	b, err := n.Clientset.CoreV1().Pods(namespace).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	return string(b), err
+}
+
+// Stop stops kubelet, every container, containerd and its shims (by PID),
+// unmounts what they mounted, removes what they wrote (the node's directory
+// and the fixed paths that did not exist before Start) and releases the
+// machine's node lock. Delete the node's pods first (DeletePods) for a
+// graceful end; Stop works without. It is safe to call more than once.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(func() { n.stopErr = n.stop() })
+	return n.stopErr
+}
+
+func (n *Node) stop() error {
+	var errs []error
+	terminate(n.kubelet, 20*time.Second)
+	if n.containerd != nil && !exited(n.containerd) {
+		// Containers kubelet left behind: kill and remove them while
+		// containerd still answers.
+		ctx := context.Background()
+		if out, err := n.ctr(ctx, "tasks", "ls", "-q"); err == nil {
+			for _, id := range strings.Fields(string(out)) {
+				_, _ = n.ctr(ctx, "tasks", "kill", "-a", "-s", "SIGKILL", id)
+				_, _ = n.ctr(ctx, "tasks", "rm", "-f", id)
+			}
+		}
+		if out, err := n.ctr(ctx, "containers", "ls", "-q"); err == nil {
+			for _, id := range strings.Fields(string(out)) {
+				_, _ = n.ctr(ctx, "containers", "rm", id)
+			}
+		}
+	}
+	terminate(n.containerd, 20*time.Second)
+	if n.socket != "" {
+		for _, pid := range shimPIDs(n.socket) {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill()
+			}
+		}
+	}
+
+	var dirs []string
+	if n.Dir != "" {
+		dirs = append(dirs, n.Dir)
+	}
+	for _, p := range fixedPaths {
+		if !n.existed[p] {
+			dirs = append(dirs, p)
+		}
+	}
+	if mounts, err := mountsUnder(dirs...); err != nil {
+		errs = append(errs, fmt.Errorf("listing mounts: %w", err))
+	} else {
+		for _, m := range mounts {
+			if err := unmount(m); err != nil {
+				errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
+			}
+		}
+	}
+	removeNewCgroups(n.cgroups)
+	for _, p := range fixedPaths {
+		if seen, ok := n.existed[p]; ok && !seen {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// kubelet creates these under /var/lib/kubelet even with --root-dir.
+	if n.existed["/var/lib/kubelet"] {
+		for _, p := range []string{"/var/lib/kubelet/device-plugins/kubelet.sock"} {
+			_ = os.Remove(p)
+		}
+	}
+	if n.Dir != "" {
+		if err := os.RemoveAll(n.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.lock != nil {
+		_ = unlockFile(n.lock)
+		_ = n.lock.Close()
+		n.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// terminate sends SIGTERM, then SIGKILL after grace, and waits for the exit.
+func terminate(cmd *exec.Cmd, grace time.Duration) {
+	if cmd == nil || cmd.Process == nil || exited(cmd) {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for !exited(cmd) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			deadline = time.Now().Add(grace)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shimPIDs finds the containerd shims serving this node's containerd: their
+// command line names its socket, which no other containerd uses.
+func shimPIDs(socket string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		for i, a := range args {
+			if a == "-address" && i+1 < len(args) && args[i+1] == socket {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// kubepodsCgroups lists the cgroup directories kubelet creates for pods
+// (cgroupfs driver), so that Stop removes only those it created.
+func kubepodsCgroups() []string {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	if _, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil {
+		roots = append(roots, "/sys/fs/cgroup/kubepods")
+	}
+	return roots
+}
+
+// removeNewCgroups removes, deepest first, the (by then empty) kubepods
+// cgroups that did not exist before Start.
+func removeNewCgroups(before []string) {
+	had := map[string]bool{}
+	for _, p := range before {
+		had[p] = true
+	}
+	for _, root := range kubepodsCgroups() {
+		if had[root] {
+			continue
+		}
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
+	}
+}
