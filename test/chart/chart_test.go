@@ -687,6 +687,9 @@ func TestDeployment(t *testing.T) {
 	if len(env) == 0 || env[0]["name"] != "POD_NAMESPACE" || str(env[0], "valueFrom", "fieldRef", "fieldPath") != "metadata.namespace" {
 		t.Errorf("env %v; want POD_NAMESPACE from metadata.namespace", env)
 	}
+	if len(env) < 2 || env[1]["name"] != "GOMEMLIMIT" || str(env[1], "valueFrom", "resourceFieldRef", "resource") != "limits.memory" {
+		t.Errorf("env %v; want GOMEMLIMIT from the container's limits.memory", env)
+	}
 	wantArgs := []string{
 		"--metrics-bind-address=:8080",
 		"--health-probe-bind-address=:8081",
@@ -785,7 +788,7 @@ func TestDeployment(t *testing.T) {
 	}
 	var env2 []map[string]any
 	into(t, c["env"], &env2)
-	if len(env2) != 2 || env2[1]["name"] != "HTTPS_PROXY" {
+	if len(env2) != 3 || env2[2]["name"] != "HTTPS_PROXY" {
 		t.Errorf("env %v lacks HTTPS_PROXY", env2)
 	}
 	// Helm merges maps with the defaults: the requests stay.
