@@ -23,6 +23,11 @@ TEST_TIMEOUT ?= 25m
 TEST_FLAGS ?=
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
+# Certificates per issuer in `make bench`'s throughput run, and flags for it
+# (e.g. BENCH_FLAGS='-issuers ca,passthrough -pprof-dir /tmp/pprof').
+BENCH_N ?= 500
+BENCH_FLAGS ?=
+BURST_N ?= 1000
 
 .PHONY: all
 all: build
@@ -85,8 +90,13 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	done
 
 .PHONY: bench
-bench: ## Run the Go benchmarks (figures go to docs/performance.md).
+bench: envtest ## Run the Go benchmarks, then issuance throughput against cert-manager's CA issuer (BENCH_N=500; docs/performance.md).
 	$(GO) test ./internal/... ./test/... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./hack/bench/throughput -n $(BENCH_N) $(BENCH_FLAGS)
+
+.PHONY: bench-burst
+bench-burst: envtest ## A burst of BURST_N (1,000) CertificateRequests to one profile with maxConcurrentRequests (docs/performance.md).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./hack/bench/throughput -burst -burst-n $(BURST_N) $(BENCH_FLAGS)
 
 ##@ Demo
 

@@ -294,6 +294,7 @@ func (r *ProfileReconciler) ensureSigner(ctx context.Context, p scepv1alpha1.Pro
 	}
 	p.GetStatus().SignerSecretName = s.Name
 	if event != "" {
+		r.Registry.ForgetSigner(profiles.KeyOf(p))
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, event, "Check", "Passthrough signer (RSA-2048, self-signed) stored in Secret %s/%s", s.Namespace, s.Name)
 	}
 	return nil

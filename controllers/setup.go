@@ -4,12 +4,17 @@ import (
 	"context"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/metrics"
@@ -101,6 +106,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
 			Clock: clock.RealClock{},
+			// The signer's own writes of transaction state need no reconcile.
+			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
+				b.WithEventFilter(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+					before, _ := e.ObjectOld.(*cmapi.CertificateRequest)
+					after, _ := e.ObjectNew.(*cmapi.CertificateRequest)
+					return !signer.OnlyStateChanged(before, after)
+				}})
+				return nil
+			},
 		},
 		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
 		SetCAOnCertificateRequest: true, //nolint:staticcheck // ca.crt is how workloads here learn the SCEP CA; trust-manager is optional

@@ -46,14 +46,15 @@ func defaultNamespace() string {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var (
-		metricsAddr, probeAddr, clusterNS, clusterDomain, leaderNS string
-		leaderElect                                                bool
-		checkInterval, maxRetry, requestTimeout                    time.Duration
-		leaseDuration, renewDeadline, retryPeriod                  time.Duration
-		workers                                                    int
+		metricsAddr, probeAddr, pprofAddr, clusterNS, clusterDomain, leaderNS string
+		leaderElect                                                           bool
+		checkInterval, maxRetry, requestTimeout                               time.Duration
+		leaseDuration, renewDeadline, retryPeriod                             time.Duration
+		workers                                                               int
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (empty disables them)")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (needed with more than one replica)")
 	fs.StringVar(&leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the cluster resource namespace)")
 	fs.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long followers wait before taking over a Lease that was not renewed")
@@ -90,6 +91,7 @@ func run(ctx context.Context, args []string) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "scep-operator.scep.certificates.dev",
 		LeaderElectionNamespace: leaderNS,

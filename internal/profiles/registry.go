@@ -70,6 +70,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	entries map[Key]*entry
+	signers map[Key]*signerEntry
 	dyn     dynamicState
 }
 
@@ -251,6 +252,7 @@ func (r *Registry) ServerInfo(ctx context.Context, p scepv1alpha1.Profile) (*sce
 func (r *Registry) Forget(key Key) {
 	r.mu.Lock()
 	delete(r.entries, key)
+	delete(r.signers, key)
 	r.mu.Unlock()
 }
 

@@ -45,7 +45,6 @@ import (
 // Event reasons on CertificateRequests, besides issuer-lib's own.
 const (
 	EventPolicyViolation = "PolicyViolation"
-	EventSent            = "SCEPRequestSent"
 	EventPending         = "SCEPPending"
 	EventRetrying        = "SCEPRetrying"
 	EventRejected        = "SCEPRejected"
@@ -173,6 +172,31 @@ func (s *Signer) acquire(key profiles.Key, limit int32) bool {
 	return true
 }
 
+// slotWait is how long Sign waits in its worker for one of the profile's
+// request slots before handing the request back to the queue. Handing it
+// back at once made every waiting request a reconcile, a status patch and a
+// Warning Event (issuer-lib writes both for each PendingError) every few
+// hundred milliseconds: in a burst, a storm of API writes that slowed the
+// enrollments themselves. Waiting here leaves the rest of a burst queued,
+// untouched; other profiles' requests still get a worker within slotWait.
+const slotWait = time.Second
+
+// acquireWithin is acquire, retried every few milliseconds for up to wait.
+func (s *Signer) acquireWithin(ctx context.Context, key profiles.Key, limit int32, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for !s.acquire(key, limit) {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Duration(5+rand.IntN(10)) * time.Millisecond):
+		}
+	}
+	return true
+}
+
 func (s *Signer) release(key profiles.Key) {
 	s.flightMu.Lock()
 	s.inFlight[key]--
@@ -235,8 +259,17 @@ func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, 
 		return signer.PEMBundle{}, signer.PermanentError{Err: fmt.Errorf("unexpected issuer type %T", issuer)}
 	}
 	cr := &cmapi.CertificateRequest{}
-	if err := s.APIReader.Get(ctx, client.ObjectKey{Namespace: cro.GetNamespace(), Name: cro.GetName()}, cr); err != nil {
-		return signer.PEMBundle{}, fmt.Errorf("reading the CertificateRequest: %w", err)
+	key := client.ObjectKey{Namespace: cro.GetNamespace(), Name: cro.GetName()}
+	// The cached copy is enough to start a transaction: persist writes its
+	// state under an optimistic lock before anything is sent, so a stale copy
+	// (one an earlier call already finished) fails with a conflict first. A
+	// request that carries a transaction or is finished is read fresh, since
+	// resuming sends without that write. This saves a quorum read of the API
+	// server per enrollment.
+	if err := s.Client.Get(ctx, key, cr); err != nil || needsFreshRead(cr) {
+		if err := s.APIReader.Get(ctx, key, cr); err != nil {
+			return signer.PEMBundle{}, fmt.Errorf("reading the CertificateRequest: %w", err)
+		}
 	}
 	// issuer-lib read the request from its cache, which may not show yet
 	// that an earlier call finished it; never enroll a finished request twice.
@@ -254,6 +287,17 @@ func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, 
 	bundle, err := e.run()
 	s.trackPending(cr, e.key, e.st.Phase == StatePending && err != nil && isPending(err))
 	return bundle, err
+}
+
+// needsFreshRead says whether a cached request must be read again from the
+// API server before Sign acts on it: it carries a transaction (resumed
+// without a guarding write) or it looks finished.
+func needsFreshRead(cr *cmapi.CertificateRequest) bool {
+	if cr.Annotations[AnnotationTransactionID] != "" {
+		return true
+	}
+	ready := readyCondition(cr)
+	return ready != nil && (ready.Status == cmmeta.ConditionTrue || ready.Reason == cmapi.CertificateRequestReasonFailed)
 }
 
 // failedPrefix is what issuer-lib puts before a permanent error's message.
@@ -310,6 +354,8 @@ type enrollment struct {
 	// polling: the pkiMessage to build is a CertPoll, which carries no CSR
 	// (so no challenge password is spent on it).
 	polling bool
+	// sent describes the PKCSReq this call sent, for the outcome's Event.
+	sent string
 }
 
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
@@ -366,7 +412,7 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if limit <= 0 {
 		limit = defaultMaxConcurrentRequests
 	}
-	if !e.acquire(e.key, limit) {
+	if !e.acquireWithin(e.ctx, e.key, limit, slotWait) {
 		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", limit)
 	}
 	defer e.release(e.key)
@@ -404,7 +450,10 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		if merr != nil {
 			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the PKCSReq: %w", merr))
 		}
-		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventSent, "Sign", "PKCSReq sent to %s (transaction %s, %s)", e.p.GetSpec().URL, e.st.TransactionID, info.Algorithms)
+		// What was sent goes into the outcome's Event (issued, pending,
+		// rejected, retrying) rather than an Event of its own: one Event
+		// write per enrollment fewer for the API server.
+		e.sent = fmt.Sprintf("PKCSReq sent to %s (transaction %s, %s)", e.p.GetSpec().URL, e.st.TransactionID, info.Algorithms)
 		e.recordSend(e.st.TransactionID, false)
 		rep, err = c.Send(e.ctx, info, msg)
 		e.recordSend(e.st.TransactionID, answered(err))
@@ -437,12 +486,20 @@ func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, c
 	return rep, true
 }
 
+// sentPrefix starts an outcome's Event with what this call sent, if anything.
+func (e *enrollment) sentPrefix() string {
+	if e.sent == "" {
+		return ""
+	}
+	return e.sent + ": "
+}
+
 // outcome turns the server's answer into issuer-lib's result.
 func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, error) {
 	var failure *scep.FailureError
 	switch {
 	case errors.As(err, &failure):
-		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%v (transaction %s)", failure, e.st.TransactionID)
+		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%s%v (transaction %s)", e.sentPrefix(), failure, e.st.TransactionID)
 		return signer.PEMBundle{}, e.fail(metrics.ResultRejected, fmt.Errorf("%s: %w", e.p.GetSpec().URL, err))
 	case err != nil:
 		var reply *scep.ReplyError
@@ -465,7 +522,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 			return signer.PEMBundle{}, err
 		}
 		if first {
-			e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventPending, "Sign", "the SCEP server answered PENDING (transaction %s); polling every %s for up to %s", e.st.TransactionID, e.cfg.retryInterval, e.cfg.pendingTimeout)
+			e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventPending, "Sign", "%sthe SCEP server answered PENDING (transaction %s); polling every %s for up to %s", e.sentPrefix(), e.st.TransactionID, e.cfg.retryInterval, e.cfg.pendingTimeout)
 		}
 		return signer.PEMBundle{}, e.pendingf(e.cfg.retryInterval, "the SCEP server answered PENDING (transaction %s, waiting for approval on the CA since %s)", e.st.TransactionID, e.st.PendingSince.UTC().Format(time.RFC3339))
 	}
@@ -476,7 +533,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	e.forgetSend(e.st.TransactionID)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
 	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "issued by %q, serial %s (transaction %s)", rep.Certificates[0].Issuer.String(), rep.Certificates[0].SerialNumber.Text(16), e.st.TransactionID)
+	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.Certificates[0].Issuer.String(), rep.Certificates[0].SerialNumber.Text(16), e.st.TransactionID)
 	e.log.Info("certificate issued", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.st.TransactionID), "serial", rep.Certificates[0].SerialNumber.Text(16))
 	return bundle, nil
 }
@@ -513,7 +570,7 @@ func (e *enrollment) failedAttempt(what string, err error) error {
 	if perr := e.persist(); perr != nil {
 		return perr
 	}
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRetrying, "Sign", "attempt %d/%d failed, next in %s: %s", e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), e.st.LastError)
+	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRetrying, "Sign", "%sattempt %d/%d failed, next in %s: %s", e.sentPrefix(), e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), e.st.LastError)
 	return e.pendingf(wait, "attempt %d/%d failed, retrying in %s: %v", e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), err)
 }
 
@@ -576,6 +633,11 @@ func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte
 // find the same key it started with.
 func (e *enrollment) profileSigner() (*scep.Signer, error) {
 	sg, err := e.Registry.LoadSigner(e.ctx, e.p)
+	if err == nil && e.st.SignerCert != nil && !sg.Key.PublicKey.Equal(e.st.SignerCert.PublicKey) {
+		// LoadSigner may have answered from its cache: look at the Secret.
+		e.Registry.ForgetSigner(e.key)
+		sg, err = e.Registry.LoadSigner(e.ctx, e.p)
+	}
 	if err != nil {
 		return nil, e.pendingf(e.cfg.retryInterval, "%v", err)
 	}

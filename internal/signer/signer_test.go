@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,6 +12,10 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/scep-operator/scep-operator/internal/profiles"
 )
 
 func TestBackoff(t *testing.T) {
@@ -92,5 +97,86 @@ func TestBundleOf(t *testing.T) {
 	}
 	if _, err := bundleOf(nil); err == nil {
 		t.Errorf("empty chain accepted")
+	}
+}
+
+// TestNeedsFreshRead: Sign may start a transaction from the cached request
+// (persist's optimistic lock guards it) but reads a request that carries a
+// transaction or looks finished from the API server.
+func TestNeedsFreshRead(t *testing.T) {
+	cond := func(status cmmeta.ConditionStatus, reason string) []cmapi.CertificateRequestCondition {
+		return []cmapi.CertificateRequestCondition{{Type: cmapi.CertificateRequestConditionReady, Status: status, Reason: reason}}
+	}
+	for _, tc := range []struct {
+		name  string
+		cr    cmapi.CertificateRequest
+		fresh bool
+	}{
+		{"new request", cmapi.CertificateRequest{}, false},
+		{"issuer-lib initialising", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonPending)}}, false},
+		{"transaction in flight", cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationTransactionID: "abc"}}}, true},
+		{"issued", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionTrue, cmapi.CertificateRequestReasonIssued)}}, true},
+		{"failed", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonFailed)}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := needsFreshRead(&tc.cr); got != tc.fresh {
+				t.Errorf("needsFreshRead = %v, want %v", got, tc.fresh)
+			}
+		})
+	}
+}
+
+// TestAcquireWithin: a full profile makes the caller wait for a slot, up to
+// the limit it was given, instead of failing at once.
+func TestAcquireWithin(t *testing.T) {
+	s := &Signer{}
+	key := profiles.Key{Kind: "SCEPProfile", Namespace: "ns", Name: "p"}
+	if !s.acquire(key, 1) {
+		t.Fatal("first slot refused")
+	}
+	if s.acquireWithin(context.Background(), key, 1, 20*time.Millisecond) {
+		t.Fatal("a second slot was granted over the limit")
+	}
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		s.release(key)
+	}()
+	if !s.acquireWithin(context.Background(), key, 1, 5*time.Second) {
+		t.Fatal("the slot released meanwhile was not granted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s.acquireWithin(ctx, key, 1, 5*time.Second) {
+		t.Fatal("granted a slot over the limit with a cancelled context")
+	}
+}
+
+// TestOnlyStateChanged: an update that only writes the transaction state
+// needs no reconcile; any other change does.
+func TestOnlyStateChanged(t *testing.T) {
+	base := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Name: "r", ResourceVersion: "1", Annotations: map[string]string{"cert-manager.io/certificate-name": "c"}}}
+	withState := base.DeepCopy()
+	withState.ResourceVersion = "2"
+	(state{TransactionID: "abc", Phase: StateSending}).write(withState)
+	userChange := withState.DeepCopy()
+	userChange.Annotations["scep.certificates.dev/email"] = "a@example.com"
+	statusChange := withState.DeepCopy()
+	statusChange.Status.Conditions = []cmapi.CertificateRequestCondition{{Type: cmapi.CertificateRequestConditionReady, Status: cmmeta.ConditionTrue}}
+	for _, tc := range []struct {
+		name          string
+		before, after *cmapi.CertificateRequest
+		want          bool
+	}{
+		{"state written", base, withState, true},
+		{"no annotation change", base, base, false},
+		{"a user's annotation too", base, userChange, false},
+		{"status changed too", base, statusChange, false},
+		{"nil", nil, withState, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := OnlyStateChanged(tc.before, tc.after); got != tc.want {
+				t.Errorf("OnlyStateChanged = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

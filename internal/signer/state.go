@@ -1,12 +1,14 @@
 package signer
 
 import (
+	"crypto/x509"
 	"encoding/base64"
+	"maps"
 	"strconv"
 	"time"
 
-	"crypto/x509"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
@@ -96,4 +98,34 @@ func formatTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// OnlyStateChanged reports whether the only difference between two versions
+// of a CertificateRequest is the transaction state this package writes (its
+// annotations), resourceVersion and managedFields aside. Sign writes that
+// state itself and asks for its own requeue, so such an update needs no
+// reconcile; without this filter, issuer-lib reconciled it (its predicate
+// fires on any annotation change) and, the request being issued meanwhile,
+// set it Issued a second time: a fresh read, a status patch and an Event
+// more per enrollment.
+func OnlyStateChanged(before, after *cmapi.CertificateRequest) bool {
+	if before == nil || after == nil || maps.Equal(before.Annotations, after.Annotations) {
+		return false
+	}
+	a, b := before.DeepCopy(), after.DeepCopy()
+	for _, cr := range []*cmapi.CertificateRequest{a, b} {
+		cr.ResourceVersion, cr.ManagedFields = "", nil
+		maps.DeleteFunc(cr.Annotations, func(k, _ string) bool { return stateAnnotations[k] })
+		if len(cr.Annotations) == 0 {
+			cr.Annotations = nil
+		}
+	}
+	return equality.Semantic.DeepEqual(a, b)
+}
+
+// stateAnnotations are the annotations of the transaction state (not, for
+// instance, scep.certificates.dev/email, which a user sets).
+var stateAnnotations = map[string]bool{
+	AnnotationTransactionID: true, AnnotationSignerCertificate: true, AnnotationState: true,
+	AnnotationFailedAttempts: true, AnnotationNextAttempt: true, AnnotationPendingSince: true, AnnotationLastError: true,
 }

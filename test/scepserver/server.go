@@ -252,6 +252,7 @@ type Server struct {
 	issued       []*x509.Certificate
 	revoked      []x509.RevocationListEntry
 	crlNumber    int64
+	srv          *httptest.Server
 }
 
 // raCerts are the NDES-style RA certificates, made on first use because most
@@ -265,9 +266,21 @@ type raCerts struct {
 // listener with the given initial behaviour, and closes it when the test ends.
 func Start(t testing.TB, b Behavior) *Server {
 	t.Helper()
+	s, err := New(b)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New is Start for programs (benchmarks, demos) that have no testing.TB:
+// it creates a fresh CA and starts the server on a loopback listener with the
+// given initial behaviour. Close stops it.
+func New(b Behavior) (*Server, error) {
 	ca, key, err := newCA(1, "scepserver test CA")
 	if err != nil {
-		t.Fatalf("scepserver: %v", err)
+		return nil, fmt.Errorf("scepserver: %w", err)
 	}
 	s := &Server{
 		CA:       ca,
@@ -277,10 +290,9 @@ func Start(t testing.TB, b Behavior) *Server {
 		messages: map[string]int{},
 		txns:     map[string]*transaction{},
 	}
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
-	s.URL = srv.URL + "/scep"
-	return s
+	s.srv = httptest.NewServer(s)
+	s.URL = s.srv.URL + "/scep"
+	return s, nil
 }
 
 // newCA makes a self-signed RSA-2048 CA valid for ten years.
@@ -326,6 +338,9 @@ func (s *Server) RolloverCA() (*x509.Certificate, error) {
 	s.CA, s.CAKey, s.ra = ca, key, nil
 	return ca, nil
 }
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
 
 // Set changes the behaviour for the requests that follow, and restarts the
 // FaultTimes count.
