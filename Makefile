@@ -22,6 +22,9 @@ GOLANGCI_LINT ?= $(BIN)/golangci-lint
 TEST_TIMEOUT ?= 25m
 TEST_FLAGS ?=
 FUZZTIME ?= 30s
+# FUZZPARALLEL, when set, is passed as -parallel (fuzzing workers; Go's
+# default is GOMAXPROCS). On a shared machine: nice -n 19 make fuzz FUZZPARALLEL=1.
+FUZZPARALLEL ?=
 BENCHTIME ?= 2s
 # Certificates per issuer in `make bench`'s throughput run, and flags for it
 # (e.g. BENCH_FLAGS='-issuers ca,passthrough -pprof-dir /tmp/pprof').
@@ -81,13 +84,15 @@ test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM 
 test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 
 .PHONY: fuzz
-fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
-	@for pkg in $$($(GO) list ./...); do \
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).
+	@failed=; for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-			echo "== $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s || exit 1; \
+			echo "== $$pkg $$f (FUZZTIME=$(FUZZTIME) FUZZPARALLEL=$(FUZZPARALLEL))"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) \
+				|| failed="$$failed $$pkg.$$f"; \
 		done; \
-	done
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in the packages' testdata/fuzz/)"; exit 1; fi
 
 .PHONY: bench
 bench: envtest ## Run the Go benchmarks, then issuance throughput against cert-manager's CA issuer (BENCH_N=500; docs/performance.md).

@@ -145,6 +145,10 @@ func TestExtractPassword(t *testing.T) {
 		{name: "text before the bold", page: "The enrollment challenge password is: see <B>" + pw + "</B>", wantErr: isPageError, errOmits: pw, wantEmpty: true},
 		{name: "empty bold", page: "The enrollment challenge password is: <B>  </B>", wantErr: isPageError, wantEmpty: true},
 		{name: "unclosed bold", page: "The enrollment challenge password is: <B>" + pw, wantErr: isPageError, errOmits: pw, wantEmpty: true},
+		// Found by FuzzPage (testdata/fuzz/FuzzPage/bc7ab5eec078ecc3): a
+		// stray '<' survived the tag stripper and was returned as the password.
+		{name: "markup left in the bold", page: "The enrollment challenge password is:<B><</B>", wantErr: isPageError, wantEmpty: true},
+		{name: "unclosed tag in the bold", page: "The enrollment challenge password is: <B>" + pw + "<I</B>", wantErr: isPageError, errOmits: pw, wantEmpty: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ExtractPassword(tc.page)

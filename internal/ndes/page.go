@@ -186,8 +186,12 @@ func boldAfter(s string) (string, bool) {
 	return strings.TrimSpace(html.UnescapeString(stripTags(s[:closing]))), true
 }
 
+// validPassword accepts what can be a challenge password: printable, no
+// white space, and no '<' or '>', which only markup the tag stripper could
+// not make sense of (an unclosed "<" inside the <B>) leaves there; NDES
+// makes hex digits.
 func validPassword(pw string) bool {
-	if pw == "" || len(pw) > maxPasswordLen {
+	if pw == "" || len(pw) > maxPasswordLen || strings.ContainsAny(pw, "<>") {
 		return false
 	}
 	for _, r := range pw {

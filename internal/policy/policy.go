@@ -153,7 +153,10 @@ func namesMatch(want, got pkix.Name) bool {
 	for _, wa := range w {
 		found := false
 		for i, ga := range g {
-			if !used[i] && wa.oid == ga.oid && glob(wa.value, false).MatchString(ga.value) {
+			if used[i] || wa.oid != ga.oid {
+				continue
+			}
+			if re, err := glob(wa.value, false); err == nil && re.MatchString(ga.value) {
 				used[i], found = true, true
 				break
 			}
@@ -189,13 +192,14 @@ func attributeValue(v any) string {
 }
 
 // glob turns a template value into an anchored pattern where "*" matches
-// any run of characters.
-func glob(pattern string, foldCase bool) *regexp.Regexp {
+// any run of characters. It fails on a value that is not valid UTF-8
+// (regexp refuses it), which the API never stores but a caller might pass.
+func glob(pattern string, foldCase bool) (*regexp.Regexp, error) {
 	quoted := strings.ReplaceAll(regexp.QuoteMeta(pattern), `\*`, `.*`)
 	if foldCase {
 		quoted = "(?i)" + quoted
 	}
-	return regexp.MustCompile("^" + quoted + "$")
+	return regexp.Compile("^" + quoted + "$")
 }
 
 func checkSANs(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest, vars Variables) error {
@@ -209,7 +213,11 @@ func checkSANs(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest,
 			return violation(fmt.Sprintf("spec.subjectAltNames[%d]", i), "%v", err)
 		}
 		fold := san.Type == scepv1alpha1.SANTypeDNSName || san.Type == scepv1alpha1.SANTypeRFC822Name
-		allowed[san.Type] = append(allowed[san.Type], glob(v, fold))
+		re, err := glob(v, fold)
+		if err != nil {
+			return violation(fmt.Sprintf("spec.subjectAltNames[%d]", i), "the value expands to %q, which cannot be matched: %v", v, err)
+		}
+		allowed[san.Type] = append(allowed[san.Type], re)
 	}
 	upns, err := scep.UPNs(csr.Extensions)
 	if err != nil {

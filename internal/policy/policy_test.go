@@ -154,3 +154,18 @@ func TestCheck(t *testing.T) {
 		}
 	})
 }
+
+// A template value that is not valid UTF-8 (found by FuzzCheck, corpus
+// testdata/fuzz/FuzzCheck/5c5b61bffb09362c) is refused, not a panic in
+// regexp.MustCompile.
+func TestInvalidUTF8Template(t *testing.T) {
+	csr := csrOf(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: "\u00e9"}, DNSNames: []string{"web.shop"}}, rsaKey)
+	spec := v1.SCEPProfileSpec{SubjectAltNames: []v1.SubjectAltName{{Type: v1.SANTypeDNSName, Value: "\xe9"}}}
+	err := Check(&spec, csr, nil)
+	if v, ok := err.(*Violation); !ok || v.Field != "spec.subjectAltNames[0]" {
+		t.Fatalf("err = %v, want a violation of spec.subjectAltNames[0]", err)
+	}
+	if namesMatch(pkix.Name{CommonName: "\xe9"}, csr.Subject) {
+		t.Fatal("a subject value that is not UTF-8 matched")
+	}
+}
