@@ -24,8 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -142,7 +140,8 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })
-	if s.Kubeconfig, err = writeKubeconfig(s.Env.Config, filepath.Join(s.WorkDir, "kubeconfig")); err != nil {
+	s.Kubeconfig = filepath.Join(s.WorkDir, "kubeconfig")
+	if err = envtest.WriteKubeconfig(s.Env.Config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
 	s.progress("  API server at %s (%s)", s.Env.Config.Host, time.Since(step).Round(time.Millisecond))
@@ -352,20 +351,6 @@ func (s *Stack) startOperator(ctx context.Context) error {
 		}
 	})
 	return nil
-}
-
-// writeKubeconfig writes an admin kubeconfig for cfg (client certificates
-// inline) to path.
-func writeKubeconfig(cfg *rest.Config, path string) (string, error) {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		return "", err
-	}
-	return path, nil
 }
 
 // IsReady reports whether a Certificate's Ready condition is True.

@@ -34,9 +34,6 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"go.uber.org/zap/zapcore"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -120,16 +117,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// writeKubeconfig writes an admin kubeconfig for cfg to path.
-func writeKubeconfig(cfg *rest.Config, path string) error {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	return clientcmd.WriteToFile(*kc, path)
-}
-
 func heapMiB() float64 {
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -167,7 +154,7 @@ func run(n int, transform, process bool) error {
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/manager: %v: %s", err, out)
 		}
-		if err := writeKubeconfig(env.Config, kubeconfig); err != nil {
+		if err := envtest.WriteKubeconfig(env.Config, kubeconfig); err != nil {
 			return err
 		}
 		if emptyRSS, emptyPeak, err = managerProcess(ctx, bin, kubeconfig, 5*time.Second); err != nil {

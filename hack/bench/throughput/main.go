@@ -38,8 +38,6 @@ import (
 	flowcontrolapi "k8s.io/api/flowcontrol/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -162,7 +160,8 @@ func run(o options) (err error) {
 	if b.c, err = client.NewWithWatch(b.env.Config, client.Options{Scheme: b.env.Scheme}); err != nil {
 		return err
 	}
-	if b.kubeconfig, err = writeKubeconfig(b.env.Config, filepath.Join(b.work, "kubeconfig")); err != nil {
+	b.kubeconfig = filepath.Join(b.work, "kubeconfig")
+	if err = envtest.WriteKubeconfig(b.env.Config, b.kubeconfig); err != nil {
 		return err
 	}
 	pids := func(name string) (int, error) {
@@ -273,16 +272,6 @@ func apiDelta(before, after map[string]int, per int) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-// writeKubeconfig writes an admin kubeconfig for cfg to path.
-func writeKubeconfig(cfg *rest.Config, path string) (string, error) {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	return path, clientcmd.WriteToFile(*kc, path)
 }
 
 // apfEnabled asks the API server whether API Priority and Fairness is on,
