@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"crypto"
 	"crypto/x509/pkix"
 	"fmt"
 	"net/http"
@@ -294,4 +295,46 @@ func waitFinished(t *testing.T, c client.Client, cr *cmapi.CertificateRequest, t
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, fmt.Sprintf("timed out after %s: %s", timeout, msg)
+}
+
+// TestCARolloverRechecksProfile: when a reply is signed by a CA the cached
+// GetCACert did not have, the operator forgets the cached answer and asks
+// the profile controller to check the profile again at once, so its status
+// shows the rolled-over CA now, not at the next periodic check (an hour
+// here).
+func TestCARolloverRechecksProfile(t *testing.T) {
+	ns := namespace(t)
+	srv := scepserver.Start(t, scepserver.Behavior{})
+	startManager(t, func(o *controllers.Options) { o.CheckInterval = time.Hour })
+	c := apiServer(t).Client
+	p := &scepv1alpha1.SCEPProfile{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rollover"},
+		Spec:       scepv1alpha1.SCEPProfileSpec{URL: srv.URL, RetryInterval: duration(time.Second)},
+	}
+	if err := c.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
+	newCA, err := srv.RolloverCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := request(t, ns, "after-rollover", refTo(p), csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: "after-rollover"}}, rsaKey(2048, 0)), nil)
+	setApproval(t, cr, true)
+	issued(t, waitRequest(t, cr, 60*time.Second), newCA)
+
+	want := scep.FingerprintOf(newCA, crypto.SHA256).Hex()
+	eventually(t, 30*time.Second, "the profile's status to show the new CA", func() (bool, string) {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
+			return false, err.Error()
+		}
+		var got []string
+		for _, ca := range p.Status.CACertificates {
+			if ca.SHA256Fingerprint == want {
+				return true, ""
+			}
+			got = append(got, ca.Subject)
+		}
+		return false, "status shows " + strings.Join(got, ", ")
+	})
 }

@@ -44,6 +44,23 @@ func (r *Registry) Notifications(kind string) <-chan event.GenericEvent {
 	return ch
 }
 
+// Recheck asks p's profile controller to check p again now (its SCEP
+// server's answers were forgotten, e.g. a reply signed by a CA the cached
+// GetCACert did not have: perhaps the CA rolled over), so its status shows
+// what the server serves today rather than at the last periodic check.
+func (r *Registry) Recheck(p scepv1alpha1.Profile) {
+	r.dyn.mu.Lock()
+	ch := r.dyn.notify[KeyOf(p).Kind]
+	r.dyn.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- event.GenericEvent{Object: p}:
+	default: // a check is already queued
+	}
+}
+
 // credentials reads the Dynamic challenge's Secret: username, password and
 // the Secret's resourceVersion.
 func (r *Registry) credentials(ctx context.Context, p scepv1alpha1.Profile) (user, pass, version string, err error) {

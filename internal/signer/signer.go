@@ -504,8 +504,10 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	case err != nil:
 		var reply *scep.ReplyError
 		if errors.As(err, &reply) && reply.Reason == "BadSignature" {
-			// Perhaps the CA rolled over: ask GetCACert again next time.
+			// Perhaps the CA rolled over: ask GetCACert again next time,
+			// and have the profile's status show what the server serves.
 			e.Registry.Forget(e.key)
+			e.Registry.Recheck(e.p)
 		}
 		return signer.PEMBundle{}, e.failedAttempt("enrolling", err)
 	case rep.Status == scep.StatusPending:
