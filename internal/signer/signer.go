@@ -594,7 +594,9 @@ func (e *enrollment) persist() error {
 	return nil
 }
 
-// prepare returns who signs the pkiMessage and the CSR to send.
+// prepare returns who signs the pkiMessage and the CSR to send (none for
+// a CertPoll: no CSR is rebuilt and no challenge, perhaps a one-time
+// password, is spent on it).
 func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte, error) {
 	spec := e.p.GetSpec()
 	if spec.CSRMode != scepv1alpha1.CSRModeRebuild {
@@ -604,16 +606,6 @@ func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte
 	key, err := e.workloadKey(csr)
 	if err != nil {
 		return nil, nil, err
-	}
-	challenge, err := e.challenge()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := scep.TemplateFromCSR(csr)
-	tmpl.ChallengePassword = challenge
-	der, err := scep.NewCSR(tmpl, key)
-	if err != nil {
-		return nil, nil, e.fail(metrics.ResultFailed, fmt.Errorf("rebuilding the CSR: %w", err))
 	}
 	var sg *scep.Signer
 	if rk, ok := key.(*rsa.PrivateKey); ok {
@@ -628,7 +620,27 @@ func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte
 		// An ECDSA key cannot receive the enveloped reply.
 		return nil, nil, err
 	}
+	if e.buildsCertPoll() {
+		return sg, nil, nil // a CertPoll carries no CSR
+	}
+	challenge, err := e.challenge()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := scep.TemplateFromCSR(csr)
+	tmpl.ChallengePassword = challenge
+	der, err := scep.NewCSR(tmpl, key)
+	if err != nil {
+		return nil, nil, e.fail(metrics.ResultFailed, fmt.Errorf("rebuilding the CSR: %w", err))
+	}
 	return sg, der, nil
+}
+
+// buildsCertPoll says whether the pkiMessage this call builds is a
+// CertPoll (the transaction is PENDING, or resume asks about it), which
+// needs the signer but no CSR and no challenge.
+func (e *enrollment) buildsCertPoll() bool {
+	return e.st.Phase == StatePending || e.polling
 }
 
 // profileSigner loads the profile's RSA signer; a resumed transaction must
@@ -696,9 +708,6 @@ func (e *enrollment) workloadKey(csr *x509.CertificateRequest) (crypto.Signer, e
 // challenge returns the challenge password for Rebuild mode. It is never
 // logged, put in an Event, a status or an error.
 func (e *enrollment) challenge() (string, error) {
-	if e.st.Phase == StatePending || e.polling {
-		return "", nil // a CertPoll carries no CSR: spend no (one-time) password on it
-	}
 	ch := e.p.GetSpec().Challenge
 	switch ch.Type {
 	case scepv1alpha1.ChallengeStatic:
