@@ -116,21 +116,31 @@ func startManager(t *testing.T, name string, extra ...string) *stack.ManagerProc
 }
 
 // holdFront passes requests to a SCEP server. The hold-th PKCSReq is served
-// (the server issues) but its answer is kept back until release is closed:
-// an operator killed meanwhile never sees it.
+// (the server issues) but its answer is kept back until Release: an
+// operator killed meanwhile never sees it.
 type holdFront struct {
-	next    http.Handler
+	next    *scepserver.Server
 	hold    int
 	held    chan struct{} // closed when the hold-th PKCSReq was served and kept back
 	release chan struct{}
+	once    sync.Once
 
 	mu       sync.Mutex
 	pkcsReqs int
 }
 
-func newHoldFront(next http.Handler, hold int) *holdFront {
-	return &holdFront{next: next, hold: hold, held: make(chan struct{}), release: make(chan struct{})}
+// startHoldFront serves a holdFront for next on a loopback listener and
+// returns it with its SCEP URL; the test's end releases and stops it.
+func startHoldFront(t *testing.T, next *scepserver.Server, hold int) (*holdFront, string) {
+	f := &holdFront{next: next, hold: hold, held: make(chan struct{}), release: make(chan struct{})}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	t.Cleanup(f.Release) // runs first: a held answer must not block Close
+	return f, srv.URL + "/scep"
 }
+
+// Release lets the held answer go (to whoever still waits for it).
+func (f *holdFront) Release() { f.once.Do(func() { close(f.release) }) }
 
 func (f *holdFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("operation") != scepserver.OpPKIOperation || r.Method != http.MethodPost {
@@ -140,7 +150,7 @@ func (f *holdFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := httptest.NewRecorder()
 	f.next.ServeHTTP(rec, r)
 	// Which message it was: the server's log says (CertPolls pass through).
-	last, _ := serverOf(f.next).LastPKIRequest()
+	last, _ := f.next.LastPKIRequest()
 	hold := false
 	if last.MessageType == "PKCSReq" {
 		f.mu.Lock()
@@ -158,8 +168,6 @@ func (f *holdFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
 }
-
-func serverOf(h http.Handler) *scepserver.Server { return h.(*scepserver.Server) }
 
 // profile creates a ClusterSCEPProfile (Passthrough: its signer Secret lives
 // in the release namespace, where the chart lets the operator write).
@@ -284,18 +292,9 @@ func issuedSerials(srv *scepserver.Server) map[string]bool {
 func TestKillDuringEnrollment(t *testing.T) {
 	pendingSrv := scepserver.Start(t, scepserver.Behavior{PendingForever: true})
 	lostSrv := scepserver.Start(t, scepserver.Behavior{})
-	front := newHoldFront(lostSrv, 1)
-	frontSrv := httptest.NewServer(front)
-	t.Cleanup(frontSrv.Close)
-	t.Cleanup(func() {
-		select {
-		case <-front.release:
-		default:
-			close(front.release)
-		}
-	})
+	front, frontURL := startHoldFront(t, lostSrv, 1)
 	profile(t, "kill-pending", pendingSrv.URL)
-	profile(t, "kill-lost", frontSrv.URL+"/scep")
+	profile(t, "kill-lost", frontURL)
 
 	first := startManager(t, "manager-1")
 	pending := []string{"pending-a", "pending-b", "pending-c"}
@@ -322,7 +321,7 @@ func TestKillDuringEnrollment(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s killed with SIGKILL while 3 requests were PENDING and one answer was in flight", first.Name)
-	close(front.release) // the answer goes to a dead connection
+	front.Release() // the answer goes to a dead connection
 	for _, tx := range pendingSrv.PendingTransactions() {
 		if err := pendingSrv.Approve(tx); err != nil {
 			t.Fatal(err)
@@ -395,17 +394,8 @@ func leaderOf(t *testing.T, procs ...*stack.ManagerProcess) (leader *stack.Manag
 // issued certificates as requests.
 func TestLeaderHandover(t *testing.T) {
 	srv := scepserver.Start(t, scepserver.Behavior{})
-	front := newHoldFront(srv, 4) // the 4th PKCSReq's answer is kept back
-	frontSrv := httptest.NewServer(front)
-	t.Cleanup(frontSrv.Close)
-	t.Cleanup(func() {
-		select {
-		case <-front.release:
-		default:
-			close(front.release)
-		}
-	})
-	profile(t, "ha", frontSrv.URL+"/scep")
+	front, frontURL := startHoldFront(t, srv, 4) // the 4th PKCSReq's answer is kept back
+	profile(t, "ha", frontURL)
 
 	a := startManager(t, "replica-a")
 	b := startManager(t, "replica-b")
@@ -427,7 +417,7 @@ func TestLeaderHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	killedAt := time.Now()
-	close(front.release)
+	front.Release()
 	t.Logf("%s killed with SIGKILL with a PKCSReq's answer in flight", leader.Name)
 
 	next, _ := leaderOf(t, standby...)
