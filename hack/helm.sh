@@ -5,28 +5,9 @@
 # The binary is rebuilt only when BIN_DIR/.helm-version does not match the pin.
 # Usage: hack/helm.sh [BIN_DIR]
 set -euo pipefail
-
-script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo_root="$(cd "${script_dir}/.." && pwd)"
-tools_dir="${script_dir}/tools/helm"
-
-bin_dir="${1:-${repo_root}/bin}"
-mkdir -p "${bin_dir}"
-bin_dir="$(cd "${bin_dir}" && pwd)"
-
-bin="${bin_dir}/helm"
-stamp="${bin_dir}/.helm-version"
-
-go_bin="${GO:-go}"
-if ! command -v "${go_bin}" >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-	go_bin=/usr/local/go/bin/go
-fi
-
-# mod_version MODULE prints MODULE's version as pinned in the scratch go.mod
-# (either "require M v" on one line or "M v" inside a require block).
-mod_version() {
-	awk -v m="$1" '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' "${tools_dir}/go.mod" | head -n1
-}
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tool_init helm helm "${1:-}"
 
 # The version is read from the scratch module's go.mod, so bumping the pin there
 # invalidates the stamp. go.sum is folded in too.
@@ -47,32 +28,15 @@ fi
 k8s_major=1
 # Bump recipe when the build command below changes, to force a rebuild.
 recipe=1
-want="helm.sh/helm/v3 ${version} kube=${k8s_major}.${k8s_minor} gosum=$(cksum <"${tools_dir}/go.sum" | awk '{print $1}') recipe=${recipe}"
-
-if [ -x "${bin}" ] && [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${want}" ]; then
-	echo "helm ${version} already built: ${bin}"
-	exit 0
-fi
+want="$(tool_stamp "helm.sh/helm/v3 ${version} kube=${k8s_major}.${k8s_minor}") recipe=${recipe}"
+tool_up_to_date "${want}" "${version}"
 
 echo "building helm ${version} into ${bin} (first build takes about 80s)..."
-start="$(date +%s)"
-tmp="${bin}.tmp.$$"
-trap 'rm -f "${tmp}"' EXIT
 ldflags="-s -w"
 ldflags+=" -X helm.sh/helm/v3/internal/version.version=${version}"
 ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
 	ldflags+=" -X ${pkg}.k8sVersionMajor=${k8s_major} -X ${pkg}.k8sVersionMinor=${k8s_minor}"
 done
-(
-	cd "${tools_dir}"
-	# Building from the scratch module's directory with GOWORK=off uses its
-	# go.mod, never the root module's; -mod=readonly never rewrites go.mod/go.sum.
-	GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=readonly" CGO_ENABLED=0 \
-		"${go_bin}" build -trimpath -ldflags "${ldflags}" \
-		-o "${tmp}" helm.sh/helm/v3/cmd/helm
-)
-mv -f "${tmp}" "${bin}"
-printf '%s\n' "${want}" >"${stamp}"
-echo "built ${bin} in $(( $(date +%s) - start ))s"
+tool_build "${want}" "${ldflags}" helm.sh/helm/v3/cmd/helm
 "${bin}" version --short 2>/dev/null || true
