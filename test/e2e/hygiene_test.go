@@ -1,34 +1,16 @@
 package e2e
 
 import (
-	"sync"
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/scep-operator/scep-operator/test/hygiene"
+	"github.com/scep-operator/scep-operator/test/stack"
 )
 
 // operatorLogs keeps what the operator logged during the e2e.
-var operatorLogs syncBuffer
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
-}
+var operatorLogs stack.LogBuffer
 
 // sweepSecrets fails the test if any secret value of the cluster (the
 // challenge, the signer and workload private keys) appears in the

@@ -74,7 +74,7 @@ type ManagerProcess struct {
 	Name string
 
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -94,7 +94,7 @@ func (s *Stack) StartManagerProcess(ctx context.Context, bin, name string, extra
 	// No fixed ports: several managers run on one machine.
 	args = append(args, "--metrics-bind-address=0", "--health-probe-bind-address=0")
 	args = append(args, extra...)
-	p := &ManagerProcess{Name: name, logs: &lockedBuffer{}, done: make(chan struct{})}
+	p := &ManagerProcess{Name: name, logs: &LogBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
 	p.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -138,19 +138,22 @@ func (p *ManagerProcess) Exited() (bool, error) {
 // Logs returns what the process wrote so far (stdout and stderr).
 func (p *ManagerProcess) Logs() string { return p.logs.String() }
 
-// lockedBuffer is a bytes.Buffer safe for the writer and readers.
-type lockedBuffer struct {
+// LogBuffer keeps what a process or logger writes, safe for one writer and
+// concurrent readers.
+type LogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
