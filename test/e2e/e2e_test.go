@@ -252,8 +252,29 @@ func waitReady(t *testing.T, c client.Client, crt *cmapi.Certificate, timeout ti
 }
 
 // renew does what `cmctl renew` does: it sets the Issuing condition.
+//
+// It first waits for the last issuance to have finished. cert-manager's
+// readiness controller marks the Certificate Ready as soon as the Secret
+// holds the new certificate, before its issuing controller records the
+// revision and removes the Issuing condition; a trigger set in between is
+// consumed by that issuing controller's retry, which issues the old request
+// again, and no renewal happens.
 func renew(t *testing.T, c client.Client, crt *cmapi.Certificate) {
 	t.Helper()
+	eventually(t, 30*time.Second, "Certificate "+crt.Name+" issued (Ready, revision recorded, no Issuing condition)", func() (bool, string) {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(crt), crt); err != nil {
+			return false, err.Error()
+		}
+		for _, cond := range crt.Status.Conditions {
+			if cond.Type == cmapi.CertificateConditionIssuing {
+				return false, "Issuing " + string(cond.Status) + " " + cond.Reason
+			}
+		}
+		if crt.Status.Revision == nil {
+			return false, "no revision"
+		}
+		return stack.IsReady(crt), stack.ReadyMessage(crt)
+	})
 	// cert-manager may still be writing the Certificate's status.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(crt), crt); err != nil {
