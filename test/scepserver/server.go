@@ -172,7 +172,8 @@ type Behavior struct {
 	// login portal in front of the server would, without processing.
 	HTMLStatus200 bool
 	// Garbage processes the request (a certificate may be issued) but
-	// replaces the reply body with random bytes, keeping the content type.
+	// replaces the reply body with random bytes that do not start like DER,
+	// keeping the content type.
 	Garbage bool
 	// TruncatedDER processes the request but cuts the DER reply
 	// (GetCACert, PKIOperation) in half.
@@ -554,6 +555,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault && b.Garbage && rep.status == http.StatusOK {
 		rep.body = make([]byte, 64+len(rep.body)/2)
 		rand.Read(rep.body)
+		// Garbage is never DER: one body in 256 would otherwise start
+		// with a SEQUENCE tag and fail later, in the PKCS#7 parser, with
+		// a different error (TruncatedDER is that case).
+		if rep.body[0] == 0x30 {
+			rep.body[0] = 0
+		}
 	}
 	if fault && b.TruncatedDER && binary {
 		rep.body = rep.body[:len(rep.body)/2]
