@@ -161,7 +161,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if n.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	if n.Dir, err = os.MkdirTemp("", "scep-operator-node-"); err != nil {
+	if n.Dir, err = os.MkdirTemp("", dirPrefix); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -190,6 +190,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 	if err := n.acquireLock(ctx); err != nil {
 		return nil, err
+	}
+	for _, dir := range sweepLeftovers(os.TempDir(), n.Dir) {
+		n.progress("  removed what an earlier node left behind (its test was killed before Stop): %s", dir)
 	}
 	for _, port := range []int{kubeletPort, kubeletHealthPort} {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -624,6 +627,70 @@ func (n *Node) stop() error {
 		n.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// dirPrefix names every node's directory under the temporary directory.
+const dirPrefix = "scep-operator-node-"
+
+// sweepLeftovers removes what nodes that were never stopped left under tmp
+// (their test process was killed: kubelet and containerd die with it, the
+// shims do not) and returns the directories it removed. It must be called
+// with the node lock held: then no other node is running, and a directory
+// with a containerd subdirectory belongs to a dead one. keep (this node's
+// directory) and directories without containerd (a node still waiting for
+// the lock) are left alone.
+func sweepLeftovers(tmp, keep string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
+	var removed []string
+	for _, dir := range dirs {
+		if dir == keep {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "containerd")); err != nil || !fi.IsDir() {
+			continue
+		}
+		pids := shimPIDs(filepath.Join(dir, "containerd", "containerd.sock"))
+		for _, pid := range pids {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill()
+			}
+		}
+		waitGone(pids, 10*time.Second)
+		if mounts, err := mountsUnder(dir); err == nil {
+			for _, m := range mounts {
+				_ = unmount(m)
+			}
+		}
+		if os.RemoveAll(dir) == nil {
+			removed = append(removed, dir)
+		}
+	}
+	return removed
+}
+
+// waitGone waits up to timeout for the processes to exit (their /proc
+// entries to vanish, or to be zombies a parent will reap).
+func waitGone(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+			if err != nil || processState(b) == 'Z' {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// processState is the state letter of a /proc/<pid>/stat line (after the
+// command name, which may itself hold spaces and parentheses).
+func processState(stat []byte) byte {
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 || i+2 >= len(stat) {
+		return 0
+	}
+	return stat[i+2]
 }
 
 // terminate sends SIGTERM, then SIGKILL after grace, and waits for the exit.
