@@ -652,7 +652,12 @@ func TestPasswordNTLMHandshakeBrokenIsNotARefusal(t *testing.T) {
 
 func TestPasswordContextCancelledWhileWaiting(t *testing.T) {
 	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
 		<-release
 		fmt.Fprint(w, adminPage("AAAA"))
 	}))
@@ -660,7 +665,11 @@ func TestPasswordContextCancelledWhileWaiting(t *testing.T) {
 	defer close(release)
 	c := basicClient(t, srv, testPassword, &logSink{})
 	go c.Password(context.Background()) // holds the turn
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-arrived: // the first call has the turn: its request is at the server
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first Password call never reached the server")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := c.Password(ctx); !errors.Is(err, context.DeadlineExceeded) {
