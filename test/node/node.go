@@ -206,6 +206,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		n.existed[p] = statErr == nil
 	}
 	n.cgroups = kubepodsCgroups()
+	if err := n.recordCreations(); err != nil {
+		return nil, err
+	}
 
 	step = time.Now()
 	if err := n.startContainerd(ctx); err != nil {
@@ -632,13 +635,15 @@ func (n *Node) stop() error {
 // dirPrefix names every node's directory under the temporary directory.
 const dirPrefix = "scep-operator-node-"
 
-// sweepLeftovers removes what nodes that were never stopped left under tmp
+// sweepLeftovers removes what nodes that were never stopped left behind
 // (their test process was killed: kubelet and containerd die with it, the
-// shims do not) and returns the directories it removed. It must be called
-// with the node lock held: then no other node is running, and a directory
-// with a containerd subdirectory belongs to a dead one. keep (this node's
-// directory) and directories without containerd (a node still waiting for
-// the lock) are left alone.
+// shims do not) and returns the node directories it removed. It must be
+// called with the node lock held: then no other node is running, and a
+// directory under tmp with a containerd subdirectory belongs to a dead one.
+// keep (this node's directory) and directories without containerd (a node
+// still waiting for the lock) are left alone. Besides the directory, it
+// kills the dead node's shims and removes what that node recorded it would
+// create elsewhere (recordCreations).
 func sweepLeftovers(tmp, keep string) []string {
 	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
 	var removed []string
@@ -649,23 +654,74 @@ func sweepLeftovers(tmp, keep string) []string {
 		if fi, err := os.Stat(filepath.Join(dir, "containerd")); err != nil || !fi.IsDir() {
 			continue
 		}
+		created, _ := os.ReadFile(filepath.Join(dir, creationsFile))
+		var paths, cgroups []string
+		for _, line := range strings.Split(string(created), "\n") {
+			switch kind, path, _ := strings.Cut(line, " "); kind {
+			case "path":
+				paths = append(paths, path)
+			case "cgroup":
+				cgroups = append(cgroups, path)
+			}
+		}
+		// The shims, then the pods' processes: a killed shim's containers
+		// live on, reparented, in the cgroups the dead node created.
 		pids := shimPIDs(filepath.Join(dir, "containerd", "containerd.sock"))
+		for _, cg := range cgroups {
+			pids = append(pids, cgroupPIDs(cg)...)
+		}
 		for _, pid := range pids {
 			if p, err := os.FindProcess(pid); err == nil {
 				_ = p.Kill()
 			}
 		}
 		waitGone(pids, 10*time.Second)
-		if mounts, err := mountsUnder(dir); err == nil {
+		// A killed process leaves its cgroup a moment after it is gone
+		// from /proc; until then rmdir says busy.
+		for _, cg := range cgroups {
+			deadline := time.Now().Add(10 * time.Second)
+			for !removeCgroupTree(cg) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if mounts, err := mountsUnder(append(paths, dir)...); err == nil {
 			for _, m := range mounts {
 				_ = unmount(m)
 			}
+		}
+		for _, p := range paths {
+			_ = os.RemoveAll(p)
 		}
 		if os.RemoveAll(dir) == nil {
 			removed = append(removed, dir)
 		}
 	}
 	return removed
+}
+
+// creationsFile, in a node's directory, lists what the node may create
+// outside it: the fixed paths and kubepods cgroups that did not exist when
+// it started ("path P" and "cgroup P" lines), for sweepLeftovers.
+const creationsFile = "creations"
+
+// recordCreations writes creationsFile from what Start found missing.
+func (n *Node) recordCreations() error {
+	var b strings.Builder
+	for _, p := range fixedPaths {
+		if !n.existed[p] {
+			fmt.Fprintf(&b, "path %s\n", p)
+		}
+	}
+	had := map[string]bool{}
+	for _, p := range n.cgroups {
+		had[p] = true
+	}
+	for _, p := range kubepodsCandidates() {
+		if !had[p] {
+			fmt.Fprintf(&b, "cgroup %s\n", p)
+		}
+	}
+	return os.WriteFile(filepath.Join(n.Dir, creationsFile), []byte(b.String()), 0o600)
 }
 
 // waitGone waits up to timeout for the processes to exit (their /proc
@@ -736,36 +792,82 @@ func shimPIDs(socket string) []int {
 	return pids
 }
 
-// kubepodsCgroups lists the cgroup directories kubelet creates for pods
-// (cgroupfs driver), so that Stop removes only those it created.
-func kubepodsCgroups() []string {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
-	if _, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil {
-		roots = append(roots, "/sys/fs/cgroup/kubepods")
+// kubepodsCandidates are where kubelet (cgroupfs driver) may create its
+// kubepods cgroup: at the root of a cgroup v2 hierarchy, or under each v1
+// controller's hierarchy.
+func kubepodsCandidates() []string {
+	const root = "/sys/fs/cgroup"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return []string{filepath.Join(root, "kubepods")}
 	}
-	return roots
+	var out []string
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if e.IsDir() { // not the cpu -> cpu,cpuacct symlinks
+			out = append(out, filepath.Join(root, e.Name(), "kubepods"))
+		}
+	}
+	return out
 }
 
-// removeNewCgroups removes, deepest first, the (by then empty) kubepods
-// cgroups that did not exist before Start.
+// kubepodsCgroups lists the kubepods cgroups that exist, so that Stop
+// removes only those it created.
+func kubepodsCgroups() []string {
+	var out []string
+	for _, p := range kubepodsCandidates() {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// removeNewCgroups removes the (by then empty) kubepods cgroups that did
+// not exist before Start.
 func removeNewCgroups(before []string) {
 	had := map[string]bool{}
 	for _, p := range before {
 		had[p] = true
 	}
 	for _, root := range kubepodsCgroups() {
-		if had[root] {
-			continue
-		}
-		var dirs []string
-		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = syscall.Rmdir(dirs[i])
+		if !had[root] {
+			removeCgroupTree(root)
 		}
 	}
+}
+
+// cgroupPIDs lists the processes in a cgroup and its children.
+func cgroupPIDs(root string) []int {
+	var pids []int
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
+
+// removeCgroupTree removes a cgroup and its children, deepest first; a
+// cgroup that still has processes stays (rmdir refuses it). It reports
+// whether root is gone.
+func removeCgroupTree(root string) bool {
+	var dirs []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = syscall.Rmdir(dirs[i])
+	}
+	_, err := os.Lstat(root)
+	return errors.Is(err, os.ErrNotExist)
 }

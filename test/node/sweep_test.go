@@ -45,10 +45,13 @@ func startFakeShim(t *testing.T, socket string) *exec.Cmd {
 	return cmd
 }
 
-// TestSweepLeftovers: a node whose test was killed left its directory and
-// a shim; the next node removes both, and leaves alone its own directory,
-// a node still waiting for the lock, and shims that are not the dead
-// node's.
+// TestSweepLeftovers: a node whose test was killed left its directory, a
+// shim and a directory it recorded creating elsewhere; the next node
+// removes them, and leaves alone its own directory, a node still waiting
+// for the lock, and shims that are not the dead node's. (The pods'
+// processes and kubepods cgroups a dead node leaves are swept the same way;
+// that was checked by killing TestNode's process, not here: it needs
+// real cgroups.)
 func TestSweepLeftovers(t *testing.T) {
 	tmp := t.TempDir()
 	mk := func(name string, sub string) string {
@@ -59,6 +62,15 @@ func TestSweepLeftovers(t *testing.T) {
 		return dir
 	}
 	dead := mk("dead", "containerd")
+	// What the dead node recorded it would create outside its directory
+	// (kubelet's /var/lib/kubelet, say), and did.
+	outside := filepath.Join(tmp, "var-lib-kubelet")
+	if err := os.MkdirAll(filepath.Join(outside, "device-plugins"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dead, creationsFile), []byte("path "+outside+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	waiting := mk("waiting", "images")
 	self := mk("self", "containerd")
 	other := filepath.Join(tmp, "other", "containerd.sock")
@@ -87,8 +99,10 @@ func TestSweepLeftovers(t *testing.T) {
 			t.Errorf("%s: %v (it must be kept)", dir, err)
 		}
 	}
-	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s still there: %v", dead, err)
+	for _, gone := range []string{dead, outside} {
+		if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there: %v", gone, err)
+		}
 	}
 
 	err := deadShim.Wait()
