@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var (
 		metricsAddr, probeAddr, pprofAddr, clusterNS, clusterDomain, leaderNS string
-		leaderElect                                                           bool
+		leaderElect, apiCompression                                           bool
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers                                                               int
@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&checkInterval, "profile-check-interval", 10*time.Minute, "how often each profile's SCEP server is checked (jittered ±10%)")
 	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, the value of %domainname%")
 	fs.DurationVar(&maxRetry, "max-retry-duration", 24*time.Hour, "how long issuer-lib retries errors that are not SCEP errors (those count against maxAttempts)")
+	fs.BoolVar(&apiCompression, "kube-api-compression", false, "ask the Kubernetes API server to gzip its responses and watch streams (off: on a cluster's network gzip costs CPU on both sides and adds latency, which is why Kubernetes' own control-plane components turn it off)")
 	fs.IntVar(&workers, "max-concurrent-reconciles", 10, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -87,6 +88,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.DisableCompression = !apiCompression
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},

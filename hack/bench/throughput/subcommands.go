@@ -150,6 +150,8 @@ func runCeiling(ctx context.Context, args []string) error {
 	// As controller-runtime's GetConfig does for the operator: no client-side
 	// rate limit, API Priority and Fairness instead.
 	cfg.QPS = -1
+	// As the operator's default (--kube-api-compression=false): no gzip.
+	cfg.DisableCompression = true
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, cmapi.AddToScheme, addLocalIssuer} {
 		if err := add(scheme); err != nil {
