@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,10 +92,11 @@ type Node struct {
 	lock       *os.File
 	containerd *exec.Cmd
 	kubelet    *exec.Cmd
-	existed    map[string]bool
-	cgroups    []string
-	stopOnce   sync.Once
-	stopErr    error
+	// created is what this node may create outside Dir, known once it
+	// holds the lock; nil before.
+	created  *creations
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Unavailable says why this machine cannot run a node (nil when it can):
@@ -153,7 +155,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := Unavailable(opts.BinDir); err != nil {
 		return nil, err
 	}
-	n := &Node{opts: opts, existed: map[string]bool{}}
+	n := &Node{opts: opts}
 	cfg, err := clientcmd.BuildConfigFromFlags("", opts.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", opts.Kubeconfig, err)
@@ -171,7 +173,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 			}
 		}
 	}()
-	n.socket = filepath.Join(n.Dir, "containerd", "containerd.sock")
+	n.socket = socketIn(n.Dir)
 
 	step := time.Now()
 	images := append([]Image{PauseImage}, opts.Images...)
@@ -201,12 +203,8 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 		_ = l.Close()
 	}
-	for _, p := range fixedPaths {
-		_, statErr := os.Lstat(p)
-		n.existed[p] = statErr == nil
-	}
-	n.cgroups = kubepodsCgroups()
-	if err := n.recordCreations(); err != nil {
+	n.created = missingNow()
+	if err := n.created.write(n.Dir); err != nil {
 		return nil, err
 	}
 
@@ -579,50 +577,15 @@ func (n *Node) stop() error {
 		}
 	}
 	terminate(n.containerd, 20*time.Second)
-	if n.socket != "" {
-		for _, pid := range shimPIDs(n.socket) {
-			if p, err := os.FindProcess(pid); err == nil {
-				_ = p.Kill()
-			}
-		}
-	}
-
-	var dirs []string
 	if n.Dir != "" {
-		dirs = append(dirs, n.Dir)
-	}
-	for _, p := range fixedPaths {
-		if !n.existed[p] {
-			dirs = append(dirs, p)
-		}
-	}
-	if mounts, err := mountsUnder(dirs...); err != nil {
-		errs = append(errs, fmt.Errorf("listing mounts: %w", err))
-	} else {
-		for _, m := range mounts {
-			if err := unmount(m); err != nil {
-				errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
-			}
-		}
-	}
-	removeNewCgroups(n.cgroups)
-	for _, p := range fixedPaths {
-		if seen, ok := n.existed[p]; ok && !seen {
-			if err := os.RemoveAll(p); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	// kubelet creates these under /var/lib/kubelet even with --root-dir.
-	if n.existed["/var/lib/kubelet"] {
-		for _, p := range []string{"/var/lib/kubelet/device-plugins/kubelet.sock"} {
-			_ = os.Remove(p)
-		}
-	}
-	if n.Dir != "" {
-		if err := os.RemoveAll(n.Dir); err != nil {
+		if err := removeNode(n.Dir, n.created); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// kubelet creates this under /var/lib/kubelet even with --root-dir;
+	// when that directory was there before, it stays, the socket goes.
+	if n.created != nil && !slices.Contains(n.created.paths, "/var/lib/kubelet") {
+		_ = os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock")
 	}
 	if n.lock != nil {
 		_ = unlockFile(n.lock)
@@ -632,18 +595,19 @@ func (n *Node) stop() error {
 	return errors.Join(errs...)
 }
 
+// socketIn is the containerd socket of the node whose directory is dir.
+func socketIn(dir string) string { return filepath.Join(dir, "containerd", "containerd.sock") }
+
 // dirPrefix names every node's directory under the temporary directory.
 const dirPrefix = "scep-operator-node-"
 
 // sweepLeftovers removes what nodes that were never stopped left behind
 // (their test process was killed: kubelet and containerd die with it, the
-// shims do not) and returns the node directories it removed. It must be
-// called with the node lock held: then no other node is running, and a
-// directory under tmp with a containerd subdirectory belongs to a dead one.
-// keep (this node's directory) and directories without containerd (a node
-// still waiting for the lock) are left alone. Besides the directory, it
-// kills the dead node's shims and removes what that node recorded it would
-// create elsewhere (recordCreations).
+// shims and the pods do not) and returns the node directories it removed.
+// It must be called with the node lock held: then no other node is
+// running, and a directory under tmp with a containerd subdirectory belongs
+// to a dead one. keep (this node's directory) and directories without
+// containerd (a node still waiting for the lock) are left alone.
 func sweepLeftovers(tmp, keep string) []string {
 	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
 	var removed []string
@@ -654,74 +618,107 @@ func sweepLeftovers(tmp, keep string) []string {
 		if fi, err := os.Stat(filepath.Join(dir, "containerd")); err != nil || !fi.IsDir() {
 			continue
 		}
-		created, _ := os.ReadFile(filepath.Join(dir, creationsFile))
-		var paths, cgroups []string
-		for _, line := range strings.Split(string(created), "\n") {
-			switch kind, path, _ := strings.Cut(line, " "); kind {
-			case "path":
-				paths = append(paths, path)
-			case "cgroup":
-				cgroups = append(cgroups, path)
-			}
-		}
-		// The shims, then the pods' processes: a killed shim's containers
-		// live on, reparented, in the cgroups the dead node created.
-		pids := shimPIDs(filepath.Join(dir, "containerd", "containerd.sock"))
-		for _, cg := range cgroups {
-			pids = append(pids, cgroupPIDs(cg)...)
-		}
-		for _, pid := range pids {
-			if p, err := os.FindProcess(pid); err == nil {
-				_ = p.Kill()
-			}
-		}
-		waitGone(pids, 10*time.Second)
-		// A killed process leaves its cgroup a moment after it is gone
-		// from /proc; until then rmdir says busy.
-		for _, cg := range cgroups {
-			deadline := time.Now().Add(10 * time.Second)
-			for !removeCgroupTree(cg) && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-		if mounts, err := mountsUnder(append(paths, dir)...); err == nil {
-			for _, m := range mounts {
-				_ = unmount(m)
-			}
-		}
-		for _, p := range paths {
-			_ = os.RemoveAll(p)
-		}
-		if os.RemoveAll(dir) == nil {
+		if removeNode(dir, readCreations(dir)) == nil {
 			removed = append(removed, dir)
 		}
 	}
 	return removed
 }
 
-// creationsFile, in a node's directory, lists what the node may create
-// outside it: the fixed paths and kubepods cgroups that did not exist when
-// it started ("path P" and "cgroup P" lines), for sweepLeftovers.
+// removeNode removes a node whose kubelet and containerd have stopped: it
+// kills its shims and whatever still runs in the cgroups it created (a
+// killed shim's containers live on, reparented), removes those cgroups,
+// unmounts and removes its directory and the paths it created. created
+// may be nil (the node never got the lock: nothing outside dir is its).
+func removeNode(dir string, created *creations) error {
+	if created == nil {
+		created = &creations{}
+	}
+	pids := shimPIDs(socketIn(dir))
+	for _, cg := range created.cgroups {
+		pids = append(pids, cgroupPIDs(cg)...)
+	}
+	for _, pid := range pids {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+	waitGone(pids, 10*time.Second)
+	// A killed process leaves its cgroup a moment after it is gone from
+	// /proc; until then rmdir says busy.
+	for _, cg := range created.cgroups {
+		deadline := time.Now().Add(10 * time.Second)
+		for !removeCgroupTree(cg) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var errs []error
+	if mounts, err := mountsUnder(append([]string{dir}, created.paths...)...); err != nil {
+		errs = append(errs, fmt.Errorf("listing mounts: %w", err))
+	} else {
+		for _, m := range mounts {
+			if err := unmount(m); err != nil {
+				errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
+			}
+		}
+	}
+	for _, p := range append(created.paths, dir) {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// creations is what a node may create outside its directory: the fixed
+// paths and kubepods cgroups that did not exist when it started.
+type creations struct{ paths, cgroups []string }
+
+// creationsFile, in a node's directory, keeps its creations ("path P" and
+// "cgroup P" lines), so that a later node can sweep them if this one is
+// never stopped.
 const creationsFile = "creations"
 
-// recordCreations writes creationsFile from what Start found missing.
-func (n *Node) recordCreations() error {
-	var b strings.Builder
+// missingNow lists the fixed paths and kubepods cgroups that do not exist.
+func missingNow() *creations {
+	c := &creations{}
 	for _, p := range fixedPaths {
-		if !n.existed[p] {
-			fmt.Fprintf(&b, "path %s\n", p)
+		if _, err := os.Lstat(p); err != nil {
+			c.paths = append(c.paths, p)
 		}
-	}
-	had := map[string]bool{}
-	for _, p := range n.cgroups {
-		had[p] = true
 	}
 	for _, p := range kubepodsCandidates() {
-		if !had[p] {
-			fmt.Fprintf(&b, "cgroup %s\n", p)
+		if _, err := os.Lstat(p); err != nil {
+			c.cgroups = append(c.cgroups, p)
 		}
 	}
-	return os.WriteFile(filepath.Join(n.Dir, creationsFile), []byte(b.String()), 0o600)
+	return c
+}
+
+func (c *creations) write(dir string) error {
+	var b strings.Builder
+	for _, p := range c.paths {
+		fmt.Fprintf(&b, "path %s\n", p)
+	}
+	for _, p := range c.cgroups {
+		fmt.Fprintf(&b, "cgroup %s\n", p)
+	}
+	return os.WriteFile(filepath.Join(dir, creationsFile), []byte(b.String()), 0o600)
+}
+
+// readCreations reads what write wrote; a missing file means nothing.
+func readCreations(dir string) *creations {
+	b, _ := os.ReadFile(filepath.Join(dir, creationsFile))
+	c := &creations{}
+	for _, line := range strings.Split(string(b), "\n") {
+		switch kind, path, _ := strings.Cut(line, " "); kind {
+		case "path":
+			c.paths = append(c.paths, path)
+		case "cgroup":
+			c.cgroups = append(c.cgroups, path)
+		}
+	}
+	return c
 }
 
 // waitGone waits up to timeout for the processes to exit (their /proc
@@ -808,32 +805,6 @@ func kubepodsCandidates() []string {
 		}
 	}
 	return out
-}
-
-// kubepodsCgroups lists the kubepods cgroups that exist, so that Stop
-// removes only those it created.
-func kubepodsCgroups() []string {
-	var out []string
-	for _, p := range kubepodsCandidates() {
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// removeNewCgroups removes the (by then empty) kubepods cgroups that did
-// not exist before Start.
-func removeNewCgroups(before []string) {
-	had := map[string]bool{}
-	for _, p := range before {
-		had[p] = true
-	}
-	for _, root := range kubepodsCgroups() {
-		if !had[root] {
-			removeCgroupTree(root)
-		}
-	}
 }
 
 // cgroupPIDs lists the processes in a cgroup and its children.

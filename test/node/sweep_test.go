@@ -75,12 +75,12 @@ func TestSweepLeftovers(t *testing.T) {
 	self := mk("self", "containerd")
 	other := filepath.Join(tmp, "other", "containerd.sock")
 
-	deadShim := startFakeShim(t, filepath.Join(dead, "containerd", "containerd.sock"))
-	selfShim := startFakeShim(t, filepath.Join(self, "containerd", "containerd.sock"))
+	deadShim := startFakeShim(t, socketIn(dead))
+	selfShim := startFakeShim(t, socketIn(self))
 	otherShim := startFakeShim(t, other)
 	// Wait until each fake shim runs as itself (its command line in /proc)
 	// before sweeping.
-	for _, socket := range []string{filepath.Join(dead, "containerd", "containerd.sock"), filepath.Join(self, "containerd", "containerd.sock"), other} {
+	for _, socket := range []string{socketIn(dead), socketIn(self), other} {
 		deadline := time.Now().Add(30 * time.Second)
 		for len(shimPIDs(socket)) == 0 {
 			if time.Now().After(deadline) {
