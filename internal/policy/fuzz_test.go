@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -75,7 +74,6 @@ func FuzzCheck(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	spiffe, _ := url.Parse("spiffe://cluster.local/ns/shop/sa/web")
 	csr := func(tmpl scep.CSRTemplate, key crypto.Signer) []byte {
 		der, err := scep.NewCSR(tmpl, key)
 		if err != nil {
@@ -83,14 +81,7 @@ func FuzzCheck(f *testing.F) {
 		}
 		return der
 	}
-	tmpl := scep.CSRTemplate{
-		Subject:        pkix.Name{CommonName: "web.shop", Organization: []string{"Corp"}},
-		DNSNames:       []string{"web.shop.svc.cluster.local", "Shop.Apps.Corp.Example"},
-		URIs:           []*url.URL{spiffe},
-		UPNs:           []string{"web@corp.example"},
-		EmailAddresses: []string{"web@corp.example"},
-		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-	}
+	tmpl := webShopTemplate()
 	// One RSA request; the rest use P-256 (flag 0x40 allows it), whose
 	// requests are half the size, so that mutations and minimization spend
 	// less time in key and signature bytes that Check never reads.

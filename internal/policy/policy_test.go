@@ -54,7 +54,6 @@ func TestVariablesFor(t *testing.T) {
 func TestCheck(t *testing.T) {
 	vars := Variables{"namespace": "shop", "certificatename": "web", "domainname": "cluster.local", "email": ""}
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spiffe, _ := url.Parse("spiffe://cluster.local/ns/shop/sa/web")
 	spec := v1.SCEPProfileSpec{
 		KeySize: 2048,
 		Subject: "CN=%certificatename%.%namespace%,O=Corp",
@@ -67,14 +66,7 @@ func TestCheck(t *testing.T) {
 		},
 		KeyUsage: []v1.KeyUsage{v1.KeyUsageDigitalSignature, v1.KeyUsageKeyEncipherment},
 	}
-	good := scep.CSRTemplate{
-		Subject:        pkix.Name{CommonName: "web.shop", Organization: []string{"Corp"}},
-		DNSNames:       []string{"web.shop.svc.cluster.local", "Shop.Apps.Corp.Example"},
-		URIs:           []*url.URL{spiffe},
-		UPNs:           []string{"web@corp.example"},
-		EmailAddresses: []string{"web@corp.example"},
-		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-	}
+	good := webShopTemplate()
 	if err := Check(&spec, csrOf(t, good, rsaKey), vars); err != nil {
 		t.Fatalf("a fitting request was refused: %v", err)
 	}
@@ -167,5 +159,19 @@ func TestInvalidUTF8Template(t *testing.T) {
 	}
 	if namesMatch(pkix.Name{CommonName: "\xe9"}, csr.Subject) {
 		t.Fatal("a subject value that is not UTF-8 matched")
+	}
+}
+
+// webShopTemplate is a request that fits TestCheck's profile: the start of
+// its cases and of FuzzCheck's seeds.
+func webShopTemplate() scep.CSRTemplate {
+	spiffe, _ := url.Parse("spiffe://cluster.local/ns/shop/sa/web")
+	return scep.CSRTemplate{
+		Subject:        pkix.Name{CommonName: "web.shop", Organization: []string{"Corp"}},
+		DNSNames:       []string{"web.shop.svc.cluster.local", "Shop.Apps.Corp.Example"},
+		URIs:           []*url.URL{spiffe},
+		UPNs:           []string{"web@corp.example"},
+		EmailAddresses: []string{"web@corp.example"},
+		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
 }
