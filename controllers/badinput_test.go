@@ -61,20 +61,20 @@ func TestBadInput(t *testing.T) {
 	secret("good-challenge", map[string]string{"password": password})
 
 	static := func(name, key string) scepv1alpha1.Challenge {
-		return scepv1alpha1.Challenge{Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: name, Key: key}}
+		return scepv1alpha1.Challenge{AllowUnpinnedHTTP: true, Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: name, Key: key}}
 	}
 	rebuild := func(ch scepv1alpha1.Challenge) scepv1alpha1.SCEPProfileSpec {
-		return scepv1alpha1.SCEPProfileSpec{URL: srv.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: ch}
+		return scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: ch}
 	}
 	dynamic := func(credentials string) scepv1alpha1.SCEPProfileSpec {
-		return scepv1alpha1.SCEPProfileSpec{URL: srv.URL + "/certsrv/mscep/mscep.dll", CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: scepv1alpha1.Challenge{
+		return scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL + "/certsrv/mscep/mscep.dll", CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: scepv1alpha1.Challenge{AllowUnpinnedHTTP: true,
 			Type: scepv1alpha1.ChallengeDynamic,
-			Dynamic: &scepv1alpha1.DynamicChallenge{URL: srv.URL + "/certsrv/mscep_admin/", Auth: "NTLM",
+			Dynamic: &scepv1alpha1.DynamicChallenge{AllowPlainHTTP: true, URL: srv.URL + "/certsrv/mscep_admin/", Auth: "NTLM",
 				CredentialsSecretRef: scepv1alpha1.LocalObjectReference{Name: credentials}},
 		}}
 	}
 	withBundle := func(name, key string) scepv1alpha1.SCEPProfileSpec {
-		return scepv1alpha1.SCEPProfileSpec{URL: "https://127.0.0.1:1/scep", TLS: &scepv1alpha1.TLSConfig{CABundleSecretRef: &scepv1alpha1.SecretKeySelector{Name: name, Key: key}}}
+		return scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: "https://127.0.0.1:1/scep", TLS: &scepv1alpha1.TLSConfig{CABundleSecretRef: &scepv1alpha1.SecretKeySelector{Name: name, Key: key}}}
 	}
 
 	profileCases := []struct {
@@ -93,7 +93,7 @@ func TestBadInput(t *testing.T) {
 		{"ndes-credentials-missing", dynamic("no-such-credentials"), controllers.ReasonSecretNotFound, []string{"Secret " + ns + "/no-such-credentials not found"}},
 		{"ndes-credentials-no-password", dynamic("ndes-no-password"), controllers.ReasonSecretNotFound, []string{`no key "password"`, "it has username"}},
 		// A URL that answers, but not SCEP (a web server's 404).
-		{"not-a-scep-server", scepv1alpha1.SCEPProfileSpec{URL: notSCEP.URL + "/scep"}, controllers.ReasonServerError, []string{"404", "nothing serves SCEP at this URL"}},
+		{"not-a-scep-server", scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: notSCEP.URL + "/scep"}, controllers.ReasonServerError, []string{"404", "nothing serves SCEP at this URL"}},
 	}
 
 	profiles := make([]*scepv1alpha1.SCEPProfile, len(profileCases))
@@ -105,7 +105,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// Requests: one profile that takes RSA-2048 only, one in Rebuild mode.
-	strict := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "strict"}, Spec: scepv1alpha1.SCEPProfileSpec{URL: srv.URL, KeySize: 2048}}
+	strict := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "strict"}, Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, KeySize: 2048}}
 	rebuilding := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rebuilding"}, Spec: rebuild(static("good-challenge", ""))}
 	for _, p := range []*scepv1alpha1.SCEPProfile{strict, rebuilding} {
 		if err := c.Create(t.Context(), p); err != nil {

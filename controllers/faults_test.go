@@ -180,7 +180,7 @@ func TestFaultMatrix(t *testing.T) {
 		t.Cleanup(fc.frontSrv.Close)
 		fc.p = &scepv1alpha1.SCEPProfile{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ToLower(fc.name)},
-			Spec: scepv1alpha1.SCEPProfileSpec{
+			Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 				URL: fc.frontSrv.URL + "/scep", MaxAttempts: maxAttempts,
 				RetryInterval: duration(time.Second), MaxRetryInterval: duration(2 * time.Second),
 			},
@@ -309,7 +309,7 @@ func TestCARolloverRechecksProfile(t *testing.T) {
 	c := apiServer(t).Client
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rollover"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: srv.URL, RetryInterval: duration(time.Second)},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, RetryInterval: duration(time.Second)},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func TestMaxConcurrentRequests(t *testing.T) {
 	c := apiServer(t).Client
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "burst"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: front.URL + "/scep", MaxConcurrentRequests: 2},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: front.URL + "/scep", MaxConcurrentRequests: 2},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)

@@ -43,14 +43,14 @@ func ndesCredentials(t *testing.T, ns, name, user, password string) *corev1.Secr
 // challenge from its admin page, pinned by the thumbprint the admin page
 // prints.
 func ndesDynamicSpec(srv *ndes.Server, auth, secret string) scepv1alpha1.SCEPProfileSpec {
-	return scepv1alpha1.SCEPProfileSpec{
+	return scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 		URL:           srv.URL,
 		CAFingerprint: srv.Thumbprint,
 		CSRMode:       scepv1alpha1.CSRModeRebuild,
 		RetryInterval: duration(time.Second),
 		Challenge: scepv1alpha1.Challenge{
 			Type: scepv1alpha1.ChallengeDynamic,
-			Dynamic: &scepv1alpha1.DynamicChallenge{
+			Dynamic: &scepv1alpha1.DynamicChallenge{AllowPlainHTTP: true,
 				URL:                  srv.AdminURL,
 				Auth:                 auth,
 				CredentialsSecretRef: scepv1alpha1.LocalObjectReference{Name: secret},
@@ -217,7 +217,7 @@ func TestNDESReusedPasswordSurfaced(t *testing.T) {
 	if err := c.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ndes-password"}, Data: map[string][]byte{"password": []byte(pw)}}); err != nil {
 		t.Fatal(err)
 	}
-	p := ndesProfile(t, ns, "ndes-static", scepv1alpha1.SCEPProfileSpec{
+	p := ndesProfile(t, ns, "ndes-static", scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 		URL:           srv.URL,
 		CAFingerprint: srv.Thumbprint,
 		CSRMode:       scepv1alpha1.CSRModeRebuild,

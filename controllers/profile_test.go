@@ -59,7 +59,7 @@ func TestProfileReadyReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	static := func(secret string) scepv1alpha1.Challenge {
-		return scepv1alpha1.Challenge{Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: secret}}
+		return scepv1alpha1.Challenge{AllowUnpinnedHTTP: true, Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: secret}}
 	}
 	mdmSHA256 := scep.FingerprintOf(mdm.CA, crypto.SHA256).Hex()
 	wantFP, err := scep.ParseFingerprint(wrongFingerprint)
@@ -76,39 +76,39 @@ func TestProfileReadyReasons(t *testing.T) {
 	}{
 		{
 			name:    "secret-not-found",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: mdm.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("no-such-secret")},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: mdm.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("no-such-secret")},
 			reason:  controllers.ReasonSecretNotFound,
 			message: []string{"Secret " + ns + "/no-such-secret", "not found"},
 		},
 		{
 			name:    "unreachable",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: "http://127.0.0.1:1/scep"},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: "http://127.0.0.1:1/scep"},
 			reason:  controllers.ReasonUnreachable,
 			message: []string{"127.0.0.1:1", "connection refused"},
 		},
 		{
 			// https to a server whose certificate the system roots do not trust.
 			name:    "untrusted-tls",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: untrusted.URL + "/scep"},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: untrusted.URL + "/scep"},
 			reason:  controllers.ReasonUnreachable,
 			message: []string{"certificate signed by unknown authority"},
 		},
 		{
 			name:    "bad-ca-bundle",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: "https://127.0.0.1:1/scep", TLS: &scepv1alpha1.TLSConfig{CABundle: "not a pem"}},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: "https://127.0.0.1:1/scep", TLS: &scepv1alpha1.TLSConfig{CABundle: "not a pem"}},
 			reason:  controllers.ReasonInvalidSpec,
 			message: []string{"spec.tls.caBundle", "no PEM certificate"},
 		},
 		{
 			// The challenge Secret exists and is read before the server is asked.
 			name:    "wrong-pin",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: mdm.URL, CAFingerprint: wrongFingerprint, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("challenge")},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: mdm.URL, CAFingerprint: wrongFingerprint, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("challenge")},
 			reason:  controllers.ReasonFingerprintMismatch,
 			message: []string{wantFP.Hex(), mdmSHA256},
 		},
 		{
 			name:    "html-portal",
-			spec:    scepv1alpha1.SCEPProfileSpec{URL: html.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("challenge")},
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: html.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("challenge")},
 			reason:  controllers.ReasonServerError,
 			message: []string{"GetCACert", "text/html"},
 		},
@@ -190,7 +190,7 @@ func TestFingerprintMismatchThenFixed(t *testing.T) {
 
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pinned"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: srv.URL, CAFingerprint: wrongFingerprint},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, CAFingerprint: wrongFingerprint},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
@@ -258,7 +258,7 @@ func TestClusterProfileRebuildStepCA(t *testing.T) {
 	t.Cleanup(func() { _ = c.Delete(context.Background(), secret) }) // t.Context() is done by then
 	p := &scepv1alpha1.ClusterSCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Name: ns + "-step"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL:       srv.URL,
 			TLS:       &scepv1alpha1.TLSConfig{CABundle: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Root.Raw}))},
 			CSRMode:   scepv1alpha1.CSRModeRebuild,
@@ -349,7 +349,7 @@ func TestServerFailureIsPermanent(t *testing.T) {
 	c := apiServer(t).Client
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "refuses"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: srv.URL, CAFingerprint: scep.FingerprintOf(srv.CA, crypto.SHA256).Hex(), RetryInterval: duration(time.Second)},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, CAFingerprint: scep.FingerprintOf(srv.CA, crypto.SHA256).Hex(), RetryInterval: duration(time.Second)},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)

@@ -68,10 +68,10 @@ func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
 	}
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mdm"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL:       srv.URL,
 			CSRMode:   scepv1alpha1.CSRModeRebuild,
-			Challenge: scepv1alpha1.Challenge{Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: "scep-challenge"}},
+			Challenge: scepv1alpha1.Challenge{AllowUnpinnedHTTP: true, Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: "scep-challenge"}},
 		},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
@@ -137,7 +137,7 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	c := apiServer(t).Client
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ca"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: srv.URL, RetryInterval: duration(time.Second)},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL, RetryInterval: duration(time.Second)},
 	}
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func TestServerDownBacksOff(t *testing.T) {
 	c := apiServer(t).Client
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "down"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL: front.URL + "/scep", MaxAttempts: 3,
 			RetryInterval: duration(time.Second), MaxRetryInterval: duration(10 * time.Second),
 		},

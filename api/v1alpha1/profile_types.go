@@ -28,6 +28,9 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.keySize) || self.keySize != 1024 || (has(self.allowInsecureKeySize) && self.allowInsecureKeySize)",message="keySize 1024 is refused unless allowInsecureKeySize is true: 1024-bit RSA keys are breakable"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="tls is only used with an https:// url"
 // +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || !self.retryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || !self.maxRetryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
+// +kubebuilder:validation:XValidation:rule="(has(self.subject) && self.subject != ”) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
+// +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && self.caFingerprint != ”) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
 	// (NDES), https://ca.example/scep/provisioner (step-ca) or
@@ -61,26 +64,69 @@ type SCEPProfileSpec struct {
 	TLS *TLSConfig `json:"tls,omitempty"`
 
 	// Subject is the subject the request's CSR must have, as a DN template,
-	// e.g. "CN=%certificatename%.%namespace%,O=Corp". Empty allows any
-	// subject. Variables are listed in the Variables section of the docs.
+	// e.g. "CN=%certificatename%.%namespace%,O=Corp". A "*" in an attribute
+	// value matches any run of characters; a variable's value is always
+	// matched literally. Variables are listed in the Variables section of
+	// the docs. Either subject or allowAnySubject must be set.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:XValidation:rule="!self.replace('%namespace%', '').replace('%certificatename%', '').replace('%requestname%', '').replace('%username%', '').replace('%email%', '').replace('%domainname%', '').replace('%devicename%', '').contains('%')",message="unknown %variable%: the known ones are %namespace%, %certificatename%, %requestname%, %username%, %email%, %domainname% and %devicename%"
 	Subject string `json:"subject,omitempty"`
 
+	// AllowAnySubject accepts any subject. It must be set explicitly when
+	// subject is empty (the profile's status then shows a PolicyWarning).
+	// +optional
+	AllowAnySubject bool `json:"allowAnySubject,omitempty"`
+
 	// SubjectAltNames are the alternative names a request may carry: each
 	// of the CSR's names must match one entry of its type. An empty list
-	// allows any names.
+	// allows no alternative names, unless allowAnySubjectAltNames is true.
+	// Other name types (IP addresses, directoryName, registeredID, otherNames
+	// other than UPN) are always refused.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+
+	// AllowAnySubjectAltNames accepts any RFC822Name, DNSName, URI and UPN
+	// names (the profile's status then shows a PolicyWarning).
+	// +optional
+	AllowAnySubjectAltNames bool `json:"allowAnySubjectAltNames,omitempty"`
+
+	// Variables constrains the values of variables a tenant chooses freely
+	// (today %email%, from an annotation of the Certificate).
+	// +optional
+	Variables *VariableConstraints `json:"variables,omitempty"`
 
 	// KeyUsage lists the key usages a request may ask for. Empty allows any.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=2
 	KeyUsage []KeyUsage `json:"keyUsage,omitempty"`
+
+	// ExtendedKeyUsages lists the extended key usages a request may ask
+	// for: names (ServerAuth, ClientAuth, CodeSigning, EmailProtection,
+	// IPSECEndSystem, IPSECTunnel, IPSECUser, TimeStamping, OCSPSigning,
+	// SmartcardLogon) or dotted OIDs. Empty means the request may carry no
+	// extendedKeyUsage extension. anyExtendedKeyUsage is always refused.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^(ServerAuth|ClientAuth|CodeSigning|EmailProtection|IPSECEndSystem|IPSECTunnel|IPSECUser|TimeStamping|OCSPSigning|SmartcardLogon|[0-2](\.(0|[1-9][0-9]*))+)$`
+	ExtendedKeyUsages []string `json:"extendedKeyUsages,omitempty"`
+
+	// AllowedExtensions lists, as dotted OIDs, further CSR extensions a
+	// request may carry besides those the profile's fields govern
+	// (subjectAltName, keyUsage, extendedKeyUsage, basicConstraints without
+	// CA, subjectKeyIdentifier). A request with any other extension, or
+	// with basicConstraints CA:true, is refused.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^[0-2](\.(0|[1-9][0-9]*))+$`
+	AllowedExtensions []string `json:"allowedExtensions,omitempty"`
 
 	// KeySize is the RSA key size the request's key must have.
 	// +optional
@@ -167,6 +213,28 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=256
 	MaxConcurrentRequests int32 `json:"maxConcurrentRequests,omitempty"`
+
+	// NamespaceSelector says which namespaces may use a ClusterSCEPProfile
+	// (a SCEPProfile serves only its own namespace and refuses the field).
+	// Unset, every namespace may (the status then shows a PolicyWarning);
+	// {} says so explicitly. A request from another namespace fails with
+	// reason NamespaceNotAllowed and nothing is sent.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+}
+
+// VariableConstraints limits the variables a tenant picks freely.
+type VariableConstraints struct {
+	// Email lists the values %email% may take, as templates where "*"
+	// matches any run of characters and %namespace%, %certificatename% and
+	// %domainname% expand (matched literally), e.g. "*@corp.example" or
+	// "%namespace%-*@corp.example". Unset, %email% may take any value.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:XValidation:rule="!self.replace('%namespace%', '').replace('%certificatename%', '').replace('%domainname%', '').contains('%')",message="an email constraint may use %namespace%, %certificatename% and %domainname% only"
+	Email []string `json:"email,omitempty"`
 }
 
 // TLSConfig is the trust for an https SCEP URL.
@@ -260,6 +328,13 @@ type Challenge struct {
 	// Dynamic configures the NDES one-time password.
 	// +optional
 	Dynamic *DynamicChallenge `json:"dynamic,omitempty"`
+
+	// AllowUnpinnedHTTP lets a Static or Dynamic challenge travel over an
+	// http:// url without caFingerprint. The password is then encrypted to
+	// whichever certificate answers GetCACert, which a network attacker can
+	// replace: only for test servers.
+	// +optional
+	AllowUnpinnedHTTP bool `json:"allowUnpinnedHTTP,omitempty"`
 }
 
 // ChallengeType is the kind of challenge password.
@@ -274,6 +349,8 @@ const (
 )
 
 // DynamicChallenge is where and how to fetch NDES's one-time passwords.
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || (has(self.allowPlainHTTP) && self.allowPlainHTTP)",message="the NDES admin page over http:// exposes its credentials (NTLM can be relayed to AD CS, Basic is plain text): use an https:// url (with tls for its trust), or set allowPlainHTTP: true to accept that risk"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="dynamic.tls is only used with an https:// admin url"
 type DynamicChallenge struct {
 	// URL is NDES's admin page, e.g. http://ndes.corp.example/certsrv/mscep_admin/.
 	// +kubebuilder:validation:MaxLength=2048
@@ -289,6 +366,17 @@ type DynamicChallenge struct {
 	// CredentialsSecretRef names a Secret with keys "username" (DOMAIN\user
 	// or user@domain) and "password".
 	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+
+	// TLS configures trust for an https admin URL, independently of the
+	// SCEP url's (without it, the system roots).
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// AllowPlainHTTP allows an http:// admin URL: the credentials then cross
+	// the network unprotected (NTLM relayable to AD CS web enrollment, Basic
+	// in clear text). Only for test servers.
+	// +optional
+	AllowPlainHTTP bool `json:"allowPlainHTTP,omitempty"`
 }
 
 // SecretKeySelector names one key of a Secret.

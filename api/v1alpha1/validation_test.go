@@ -42,7 +42,7 @@ import (
 // Example values the cases share.
 const (
 	ndesURL      = "http://ndes.corp.example/certsrv/mscep/mscep.dll"
-	ndesAdminURL = "http://ndes.corp.example/certsrv/mscep_admin/"
+	ndesAdminURL = "https://ndes.corp.example/certsrv/mscep_admin/"
 	stepCAURL    = "https://ca.example/scep/provisioner"
 
 	// ndesSHA1 is a SHA-1 thumbprint as NDES prints it: groups of eight.
@@ -72,7 +72,7 @@ type profileCase struct {
 	// cluster creates a ClusterSCEPProfile instead of a SCEPProfile; both
 	// kinds share the spec schema, and the cases alternate to prove it.
 	cluster bool
-	// spec edits a minimal valid spec ({url: ndesURL}) into the case, so
+	// spec edits a minimal valid spec (minimalSpec) into the case, so
 	// that each case breaks exactly one thing.
 	spec func(*v1.SCEPProfileSpec)
 	// raw edits the spec as JSON before it is sent, for what the Go types
@@ -458,6 +458,83 @@ func invalidProfiles() []profileCase {
 			},
 			want: []string{"spec.tls", "give caBundle or caBundleSecretRef, not both"},
 		},
+
+		// explicit constraints and the tenant boundary
+		{
+			name: "neither subject nor allowAnySubject",
+			spec: func(s *v1.SCEPProfileSpec) { s.Subject = "" },
+			want: []string{"spec:", "set subject", "or allowAnySubject: true", "an unconstrained subject must be explicit"},
+		},
+		{
+			name:    "both subject and allowAnySubject",
+			cluster: true,
+			spec:    func(s *v1.SCEPProfileSpec) { s.AllowAnySubject = true },
+			want:    []string{"spec:", "not both"},
+		},
+		{
+			name: "allowAnySubjectAltNames beside subjectAltNames templates",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.AllowAnySubjectAltNames = true
+				s.SubjectAltNames = []v1.SubjectAltName{{Type: v1.SANTypeDNSName, Value: "%devicename%.svc"}}
+			},
+			want: []string{"spec:", "allowAnySubjectAltNames: true accepts any alternative name"},
+		},
+		{
+			name: "Static challenge over http without a pin",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CAFingerprint = ""
+				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "ndes-password"}}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+			want: []string{"spec:", "a challenge over an http:// url needs caFingerprint", "challenge.allowUnpinnedHTTP"},
+		},
+		{
+			name:    "NDES admin page over http without allowPlainHTTP",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				d := ndesDynamic()
+				d.URL = "http://ndes.corp.example/certsrv/mscep_admin/"
+				s.Challenge = v1.Challenge{Type: v1.ChallengeDynamic, Dynamic: d}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+			want: []string{"spec.challenge.dynamic", "exposes its credentials", "allowPlainHTTP: true"},
+		},
+		{
+			name: "dynamic.tls with an http admin url",
+			spec: func(s *v1.SCEPProfileSpec) {
+				d := ndesDynamic()
+				d.URL, d.AllowPlainHTTP = "http://ndes.corp.example/certsrv/mscep_admin/", true
+				d.TLS = &v1.TLSConfig{CABundle: caPEM}
+				s.Challenge = v1.Challenge{Type: v1.ChallengeDynamic, Dynamic: d}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+			want: []string{"spec.challenge.dynamic", "dynamic.tls is only used with an https:// admin url"},
+		},
+		{
+			name: "namespaceSelector on a namespaced SCEPProfile",
+			spec: func(s *v1.SCEPProfileSpec) { s.NamespaceSelector = &metav1.LabelSelector{} },
+			want: []string{"spec.namespaceSelector is for ClusterSCEPProfile"},
+		},
+		{
+			name: "extended key usage that is neither a name nor an OID",
+			spec: func(s *v1.SCEPProfileSpec) { s.ExtendedKeyUsages = []string{"ServerAuth", "AnyPurpose"} },
+			want: []string{"spec.extendedKeyUsages[1]", "should match"},
+		},
+		{
+			name:    "allowed extension that is not an OID",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2", "subjectDirectoryAttributes"}
+			},
+			want: []string{"spec.allowedExtensions[1]", "should match"},
+		},
+		{
+			name: "email constraint using %email% itself",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.Variables = &v1.VariableConstraints{Email: []string{"%email%"}}
+			},
+			want: []string{"spec.variables.email[0]", "may use %namespace%, %certificatename% and %domainname% only"},
+		},
 	}
 }
 
@@ -596,12 +673,63 @@ func validProfiles() []profileCase {
 			name: "maxAttempts 1",
 			spec: func(s *v1.SCEPProfileSpec) { s.MaxAttempts = 1 },
 		},
+		{
+			name: "allowAnySubject and allowAnySubjectAltNames, said explicitly",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.Subject, s.AllowAnySubject, s.AllowAnySubjectAltNames = "", true, true
+			},
+		},
+		{
+			name:    "Static challenge over http without a pin, the risk accepted",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CAFingerprint = ""
+				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}, AllowUnpinnedHTTP: true}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name: "NDES admin page over http, the risk accepted",
+			spec: func(s *v1.SCEPProfileSpec) {
+				d := ndesDynamic()
+				d.URL, d.AllowPlainHTTP = "http://ndes.corp.example/certsrv/mscep_admin/", true
+				s.Challenge = v1.Challenge{Type: v1.ChallengeDynamic, Dynamic: d}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name:    "NDES admin page over https with its own trust",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				d := ndesDynamic()
+				d.TLS = &v1.TLSConfig{CABundleSecretRef: &v1.SecretKeySelector{Name: "corp-root"}}
+				s.Challenge = v1.Challenge{Type: v1.ChallengeDynamic, Dynamic: d}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name:    "ClusterSCEPProfile limited to labelled namespaces",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"scep": "corp"}}
+			},
+		},
+		{
+			name: "extended key usages, allowed extensions and an email constraint",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.ExtendedKeyUsages = []string{"ServerAuth", "ClientAuth", "1.3.6.1.5.5.7.3.17"}
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2"}
+				s.Variables = &v1.VariableConstraints{Email: []string{"%namespace%-*@corp.example"}}
+			},
+		},
 	}
 }
 
-// minimalSpec is the smallest profile the API server accepts.
+// minimalSpec is the smallest profile the API server accepts: a URL, a
+// subject template (an unconstrained subject must be explicit), and a pin
+// (a challenge over http needs one).
 func minimalSpec() v1.SCEPProfileSpec {
-	return v1.SCEPProfileSpec{URL: ndesURL}
+	return v1.SCEPProfileSpec{URL: ndesURL, CAFingerprint: ndesSHA1, Subject: "CN=%devicename%"}
 }
 
 // ndesDynamic is a complete NDES one-time password configuration.

@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 	// Passthrough: a ClusterSCEPProfile for the server without a challenge.
 	pass := &scepv1alpha1.ClusterSCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Name: "open"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true,
 			URL:           open.URL,
 			CAFingerprint: scep.FingerprintOf(open.CA, crypto.SHA256).Hex(),
 			SubjectAltNames: []scepv1alpha1.SubjectAltName{
@@ -136,7 +136,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	rebuild := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: workloads, Name: "guarded"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubjectAltNames: true,
 			URL:           guarded.URL,
 			CAFingerprint: "sha1:" + scep.FingerprintOf(guarded.CA, crypto.SHA1).Hex(),
 			Subject:       "CN=%certificatename%.%namespace%",
@@ -185,7 +185,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("a Certificate for a profile that is not Ready waits, then issues once it is fixed", func(t *testing.T) {
 		broken := &scepv1alpha1.ClusterSCEPProfile{
 			ObjectMeta: metav1.ObjectMeta{Name: "broken"},
-			Spec:       scepv1alpha1.SCEPProfileSpec{URL: open.URL, CAFingerprint: strings.Repeat("00", 32)},
+			Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: open.URL, CAFingerprint: strings.Repeat("00", 32)},
 		}
 		if err := c.Create(ctx, broken); err != nil {
 			t.Fatal(err)

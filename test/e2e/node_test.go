@@ -97,7 +97,7 @@ func TestNode(t *testing.T) {
 	}
 	profile := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scep"},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL:           srv.URL,
 			CAFingerprint: scep.FingerprintOf(srv.CA, crypto.SHA256).Hex(),
 		},

@@ -175,7 +175,7 @@ func profile(t *testing.T, name, url string) *scepv1alpha1.ClusterSCEPProfile {
 	t.Helper()
 	p := &scepv1alpha1.ClusterSCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: scepv1alpha1.SCEPProfileSpec{
+		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL:           url,
 			RetryInterval: &metav1.Duration{Duration: time.Second},
 		},

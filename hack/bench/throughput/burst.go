@@ -72,7 +72,7 @@ func (b *bench) runBurst(ctx context.Context) error {
 	defer op.stop()
 	p := &scepv1alpha1.SCEPProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "burst"},
-		Spec:       scepv1alpha1.SCEPProfileSpec{URL: front.URL + "/scep", MaxConcurrentRequests: int32(o.limit)},
+		Spec:       scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: front.URL + "/scep", MaxConcurrentRequests: int32(o.limit)},
 	}
 	if err := b.c.Create(ctx, p); err != nil {
 		return err

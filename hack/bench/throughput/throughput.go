@@ -217,14 +217,14 @@ func (b *bench) setup(ctx context.Context, name, ns string) (*issuerSetup, error
 		return s, err
 	}
 	s.procs["operator"], s.pprof, s.operator = op.child, op.pprof, op
-	p := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "micromdm"}, Spec: scepv1alpha1.SCEPProfileSpec{URL: url}}
+	p := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "micromdm"}, Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: url}}
 	if rebuild {
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "challenge"}, StringData: map[string]string{"password": benchChallenge}}
 		if err := b.c.Create(ctx, sec); err != nil {
 			return s, err
 		}
 		p.Spec.CSRMode = scepv1alpha1.CSRModeRebuild
-		p.Spec.Challenge = scepv1alpha1.Challenge{Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: sec.Name, Key: "password"}}
+		p.Spec.Challenge = scepv1alpha1.Challenge{AllowUnpinnedHTTP: true, Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: sec.Name, Key: "password"}}
 	}
 	if err := b.c.Create(ctx, p); err != nil {
 		return s, err
