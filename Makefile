@@ -69,7 +69,7 @@ generate: controller-gen ## Generate DeepCopy methods for the API types.
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC into config/.
 	@if [ -d api ] && ls api/*/*.go >/dev/null 2>&1; then \
-		$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases; \
+		$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/..." paths="./cmd/..." output:crd:artifacts:config=config/crd/bases; \
 		hack/sync-chart-crds.sh; \
 	else echo "no API types yet"; fi
 
