@@ -72,8 +72,9 @@ func TestPassthroughMicroMDM(t *testing.T) {
 	if leaf.Subject.CommonName != "web."+ns {
 		t.Errorf("subject = %v", leaf.Subject)
 	}
-	if web.Annotations[signer.AnnotationTransactionID] == "" {
-		t.Errorf("no transaction recorded on the request")
+	// Nothing is written on the request before or after a steady enrollment.
+	if web.Annotations[signer.AnnotationState] != "" {
+		t.Errorf("state written on a request issued at the first attempt: %q", web.Annotations[signer.AnnotationState])
 	}
 	if srv.PKIMessages("PKCSReq") != 1 {
 		t.Errorf("server saw %d PKCSReq, want 1 (only the approved request)", srv.PKIMessages("PKCSReq"))
@@ -85,8 +86,8 @@ func TestPassthroughMicroMDM(t *testing.T) {
 		if ready := crCondition(cr, cmapi.CertificateRequestConditionReady); ready != nil && ready.Status == "True" {
 			t.Errorf("%s was issued", cr.Name)
 		}
-		if cr.Annotations[signer.AnnotationTransactionID] != "" {
-			t.Errorf("%s has a transaction", cr.Name)
+		if cr.Annotations[signer.AnnotationState] != "" {
+			t.Errorf("%s has transaction state", cr.Name)
 		}
 	}
 	// The steady state costs one round trip: caps and CA certificates come

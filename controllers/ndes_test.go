@@ -287,8 +287,8 @@ func TestNDESPasswordCacheFull(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "an attempt counted against the full cache", func() (bool, string) {
 		got := notFailed()
-		n, _ := strconv.Atoi(got.Annotations[signer.AnnotationFailedAttempts])
-		return n >= 1 && srv.Counters().CacheFullPages >= 1, "failed attempts " + got.Annotations[signer.AnnotationFailedAttempts]
+		n := stateOf(got).FailedAttempts
+		return n >= 1 && srv.Counters().CacheFullPages >= 1, "failed attempts " + strconv.Itoa(n)
 	})
 	// While it waits, the request says why: SCEPChallenge=False/PasswordCacheFull
 	// (checked over several retry intervals, as a person running kubectl
@@ -319,8 +319,8 @@ func TestNDESPasswordCacheFull(t *testing.T) {
 	})
 	got := waitRequest(t, cr, 30*time.Second)
 	issued(t, got, srv.CA)
-	if n, _ := strconv.Atoi(got.Annotations[signer.AnnotationFailedAttempts]); n < 1 {
-		t.Errorf("failed-attempts annotation = %q, want ≥1 (a full cache counts an attempt)", got.Annotations[signer.AnnotationFailedAttempts])
+	if n := stateOf(got).FailedAttempts; n < 1 {
+		t.Errorf("failed attempts recorded = %d, want ≥1 (a full cache counts an attempt)", n)
 	}
 	if cnt := srv.Counters(); cnt.PKCSReq != 1 || cnt.PasswordsConsumed != 1 {
 		t.Errorf("PKCSReq %d, consumed %d; want 1, 1", cnt.PKCSReq, cnt.PasswordsConsumed)
@@ -433,9 +433,9 @@ func TestNDESPendingApproval(t *testing.T) {
 			if ready != nil && ready.Reason == cmapi.CertificateRequestReasonFailed {
 				t.Fatalf("request %s failed while PENDING: %s", cr.Name, desc)
 			}
-			tx = got.Annotations[signer.AnnotationTransactionID]
+			tx = txOf(t, got)
 			ok := ready != nil && ready.Reason == cmapi.CertificateRequestReasonPending && strings.Contains(ready.Message, "answered PENDING") &&
-				got.Annotations[signer.AnnotationState] == signer.StatePending && srv.Counters().CertPoll >= polls
+				stateOf(got).Pending && srv.Counters().CertPoll >= polls
 			return ok, desc + "; CertPolls " + strconv.Itoa(srv.Counters().CertPoll)
 		})
 		return tx
@@ -510,7 +510,7 @@ func TestNDESSubjectRefused(t *testing.T) {
 	if cnt := srv.Counters(); cnt.AdminRequests != 0 || cnt.PasswordsIssued != 0 || cnt.PKCSReq != 0 {
 		t.Errorf("admin requests %d, passwords issued %d, PKCSReq %d; want 0 (nothing sent)", cnt.AdminRequests, cnt.PasswordsIssued, cnt.PKCSReq)
 	}
-	if got.Annotations[signer.AnnotationTransactionID] != "" {
-		t.Errorf("a transaction was started for a refused subject")
+	if got.Annotations[signer.AnnotationState] != "" {
+		t.Errorf("transaction state written for a refused subject")
 	}
 }

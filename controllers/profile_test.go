@@ -288,17 +288,14 @@ func TestClusterProfileRebuildStepCA(t *testing.T) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: srv.RootPool, Intermediates: poolOf(srv.Intermediate), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		t.Errorf("the certificate does not chain to step-ca's root through its intermediate: %v", err)
 	}
-	if got.Annotations[signer.AnnotationTransactionID] == "" {
-		t.Errorf("no transaction recorded on the issued request")
-	}
 	// step-ca has no counters; its access log has a line per request.
 	eventually(t, 10*time.Second, "step-ca to log the PKIOperation", func() (bool, string) {
 		n := stepCAPKIOperations(srv)
 		return n == 1, fmt.Sprintf("%d PKIOperation requests logged, want 1", n)
 	})
 
-	// A CSR made with another key than the pending one: refused, no
-	// transaction started (the ID is recorded before anything is sent).
+	// A CSR made with another key than the pending one: refused, nothing
+	// sent.
 	bad := request(t, ns, "app-2", refTo(p), csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: "app"}, DNSNames: []string{"app.example"}}, rsaKey(2048, 6)), ann)
 	setApproval(t, bad, true)
 	bad = waitRequest(t, bad, 30*time.Second)
@@ -306,8 +303,8 @@ func TestClusterProfileRebuildStepCA(t *testing.T) {
 	if ready.Reason != cmapi.CertificateRequestReasonFailed || !strings.Contains(ready.Message, "does not match") || !strings.Contains(ready.Message, ns+"/app-next") {
 		t.Errorf("Ready = %s %s: %s", ready.Status, ready.Reason, ready.Message)
 	}
-	if id := bad.Annotations[signer.AnnotationTransactionID]; id != "" {
-		t.Errorf("a transaction %q was started for a CSR whose key is not the pending key", id)
+	if st := bad.Annotations[signer.AnnotationState]; st != "" {
+		t.Errorf("transaction state %q written for a CSR whose key is not the pending key", st)
 	}
 	if n := stepCAPKIOperations(srv); n != 1 {
 		t.Errorf("step-ca logged %d PKIOperation requests, want 1 (none for the refused request)", n)
@@ -370,7 +367,7 @@ func TestServerFailureIsPermanent(t *testing.T) {
 	if n := srv.PKIMessages("PKCSReq"); n != 1 {
 		t.Errorf("the server saw %d PKCSReq, want exactly 1 (a FAILURE is not retried)", n)
 	}
-	if got.Annotations[signer.AnnotationFailedAttempts] != "" {
-		t.Errorf("a FAILURE was counted as a failed attempt: %q", got.Annotations[signer.AnnotationFailedAttempts])
+	if n := stateOf(got).FailedAttempts; n != 0 {
+		t.Errorf("a FAILURE was counted as a failed attempt: %d", n)
 	}
 }

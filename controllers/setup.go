@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -34,6 +35,7 @@ import (
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // FieldOwner is the operator's server-side-apply field manager.
 const FieldOwner = "scep-operator"
@@ -59,7 +61,14 @@ type Options struct {
 	// RequestTimeout bounds each HTTP round trip to a SCEP server; zero
 	// means 30 seconds. A request that times out counts as a failed attempt.
 	RequestTimeout time.Duration
+	// StateKeySecretName names the Secret, in ClusterResourceNamespace,
+	// whose key seals the state the signer keeps on requests; created when
+	// missing. Empty means DefaultStateKeySecretName.
+	StateKeySecretName string
 }
+
+// DefaultStateKeySecretName is the state-key Secret's name unless configured.
+const DefaultStateKeySecretName = "scep-operator-request-state"
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
 // CertificateRequest controller with the signer, and returns the signer.
@@ -83,12 +92,26 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			return nil, err
 		}
 	}
+	stateSecret := opts.StateKeySecretName
+	if stateSecret == "" {
+		stateSecret = DefaultStateKeySecretName
+	}
+	stateKey, err := signer.LoadStateKey(ctx, mgr.GetAPIReader(), mgr.GetClient(), opts.ClusterResourceNamespace, stateSecret)
+	if err != nil {
+		return nil, err
+	}
 	sg := &signer.Signer{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Registry:      registry,
 		ClusterDomain: opts.ClusterDomain,
 		Recorder:      recorder,
+		StateKey:      stateKey,
+	}
+	// Runs once this process leads (or at start without leader election):
+	// requests created before then are asked about before being sent.
+	if err := mgr.Add(leadingSince(sg)); err != nil {
+		return nil, err
 	}
 	workers := opts.MaxConcurrentReconciles
 	if workers <= 0 {
@@ -124,4 +147,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		return nil, err
 	}
 	return sg, nil
+}
+
+// leadingSince tells the signer when this process started to lead. A
+// manager.RunnableFunc needs leader election, so it runs exactly then.
+func leadingSince(sg *signer.Signer) manager.RunnableFunc {
+	return func(ctx context.Context) error {
+		sg.StartLeading(time.Now())
+		<-ctx.Done()
+		return nil
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +31,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/internal/signer"
 	"github.com/scep-operator/scep-operator/test/envtest"
 	"github.com/scep-operator/scep-operator/test/hygiene"
 	"github.com/scep-operator/scep-operator/test/ndes"
@@ -265,10 +267,13 @@ func csrPEM(t *testing.T, tmpl scep.CSRTemplate, key crypto.Signer) []byte {
 }
 
 // request creates a CertificateRequest for issuer ref with the given CSR.
+// Annotated with cert-manager.io/certificate-name, it is made as
+// cert-manager makes one: controller-owned by that Certificate (its UID
+// when it exists; a made-up one otherwise, as no garbage collector runs).
 func request(t *testing.T, ns, name string, ref cmmeta.IssuerReference, csr []byte, annotations map[string]string) *cmapi.CertificateRequest {
 	t.Helper()
 	cr := &cmapi.CertificateRequest{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations, OwnerReferences: ownedBy(t, ns, annotations[cmapi.CertificateNameKey])},
 		Spec: cmapi.CertificateRequestSpec{
 			IssuerRef: ref,
 			Request:   csr,
@@ -415,3 +420,34 @@ func refTo(p scepv1alpha1.Profile) cmmeta.IssuerReference {
 }
 
 func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+// ownedBy is the controller ownerReference cert-manager puts on a request
+// of Certificate ns/name (none for an empty name).
+func ownedBy(t *testing.T, ns, name string) []metav1.OwnerReference {
+	t.Helper()
+	if name == "" {
+		return nil
+	}
+	uid := types.UID("no-such-certificate-" + name)
+	var cert cmapi.Certificate
+	if err := apiServer(t).Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &cert); err == nil {
+		uid = cert.UID
+	}
+	return []metav1.OwnerReference{*metav1.NewControllerRef(&metav1.ObjectMeta{Name: name, UID: uid}, cmapi.SchemeGroupVersion.WithKind("Certificate"))}
+}
+
+// txOf is the transactionID the signer uses for cr.
+func txOf(t *testing.T, cr *cmapi.CertificateRequest) string {
+	t.Helper()
+	tx, err := signer.TransactionIDOf(cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(tx)
+}
+
+// stateOf is the signer's state on cr, as a person would read it.
+func stateOf(cr *cmapi.CertificateRequest) signer.State {
+	st, _ := signer.StateOf(cr)
+	return st
+}

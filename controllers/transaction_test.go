@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,8 +43,11 @@ func pendingKeyFor(t *testing.T, ns, certName string, ref scepv1alpha1.Profile, 
 		t.Fatal(err)
 	}
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: certName + "-next", Labels: map[string]string{"cert-manager.io/next-private-key": "true"}},
-		Data:       map[string][]byte{corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: certName + "-next", Labels: map[string]string{"cert-manager.io/next-private-key": "true"},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(cert, cmapi.SchemeGroupVersion.WithKind("Certificate"))},
+		},
+		Data: map[string][]byte{corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})},
 	}
 	if err := c.Create(t.Context(), secret); err != nil {
 		t.Fatal(err)
@@ -96,7 +100,7 @@ func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
 	if msg := crCondition(bad, cmapi.CertificateRequestConditionReady).Message; !strings.Contains(msg, "does not match") {
 		t.Errorf("message = %q", msg)
 	}
-	if srv.Requests("PKIOperation") != before || bad.Annotations[signer.AnnotationTransactionID] != "" {
+	if srv.Requests("PKIOperation") != before || bad.Annotations[signer.AnnotationState] != "" {
 		t.Errorf("a request with a foreign key was sent")
 	}
 
@@ -152,10 +156,10 @@ func TestPendingSurvivesRestart(t *testing.T) {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(cr), got); err != nil {
 			return false, err.Error()
 		}
-		txID = got.Annotations[signer.AnnotationTransactionID]
+		txID = txOf(t, got)
 		ready := crCondition(got, cmapi.CertificateRequestConditionReady)
-		return got.Annotations[signer.AnnotationState] == signer.StatePending && srv.PKIMessages("CertPoll") >= 1 && ready != nil && ready.Reason == cmapi.CertificateRequestReasonPending,
-			"state " + got.Annotations[signer.AnnotationState]
+		return stateOf(got).Pending && srv.PKIMessages("CertPoll") >= 1 && ready != nil && ready.Reason == cmapi.CertificateRequestReasonPending,
+			fmt.Sprintf("state %+v", stateOf(got))
 	})
 	m.stop()
 	polls := srv.PKIMessages("CertPoll")
@@ -238,7 +242,7 @@ func TestServerDownBacksOff(t *testing.T) {
 			t.Errorf("attempt %d came %s after the previous one, want at least %s", i+2, gap, want*9/10)
 		}
 	}
-	if got.Annotations[signer.AnnotationFailedAttempts] != "2" {
-		t.Errorf("failed-attempts annotation = %q (the third failure fails the request)", got.Annotations[signer.AnnotationFailedAttempts])
+	if n := stateOf(got).FailedAttempts; n != 2 {
+		t.Errorf("failed attempts recorded = %d (the third failure fails the request)", n)
 	}
 }

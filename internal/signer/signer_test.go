@@ -6,16 +6,21 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/scep-operator/scep-operator/internal/profiles"
+	"github.com/scep-operator/scep-operator/internal/scep"
 )
 
 func TestBackoff(t *testing.T) {
@@ -53,24 +58,97 @@ func selfSigned(t *testing.T, cn string, parent *x509.Certificate, parentKey *rs
 	return c, key
 }
 
-func TestStateRoundTrip(t *testing.T) {
-	cert, _ := selfSigned(t, "signer", nil, nil)
+// TestStateSeal: the state the signer writes reads back for the same
+// request, and nothing else does: a forged, edited, truncated or copied
+// value is refused, so that no annotation a tenant writes decides what the
+// signer does.
+func TestStateSeal(t *testing.T) {
+	s := &Signer{StateKey: []byte("0123456789abcdef0123456789abcdef")}
 	now := time.Date(2026, 11, 25, 5, 0, 0, 123, time.UTC)
-	st := state{TransactionID: "abc", SignerCert: cert, Phase: StatePending, FailedAttempts: 2, NextAttempt: now, PendingSince: now.Add(-time.Hour), LastError: "HTTP 503"}
-	cr := &cmapi.CertificateRequest{}
-	st.write(cr)
-	got := readState(cr)
-	if got.TransactionID != st.TransactionID || !got.SignerCert.Equal(cert) || got.Phase != st.Phase || got.FailedAttempts != 2 ||
-		!got.NextAttempt.Equal(now) || !got.PendingSince.Equal(st.PendingSince) || got.LastError != st.LastError {
-		t.Errorf("round trip: %+v", got)
+	st := State{Pending: true, FailedAttempts: 2, NextAttempt: now, PendingSince: now.Add(-time.Hour), LastError: "HTTP 503", TransactionID: "AB"}
+	cr := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{UID: "uid-1"}}
+	s.write(cr, st)
+	got, err := s.open(cr)
+	if err != nil || got.Pending != st.Pending || got.FailedAttempts != 2 || !got.NextAttempt.Equal(now) ||
+		!got.PendingSince.Equal(st.PendingSince) || got.LastError != st.LastError {
+		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	// Cleared fields leave no annotation behind.
-	st.FailedAttempts, st.LastError, st.NextAttempt = 0, "", time.Time{}
-	st.write(cr)
-	for _, k := range []string{AnnotationFailedAttempts, AnnotationLastError, AnnotationNextAttempt} {
-		if _, ok := cr.Annotations[k]; ok {
-			t.Errorf("annotation %s left behind", k)
-		}
+	if seen, ok := StateOf(cr); !ok || seen.FailedAttempts != 2 {
+		t.Errorf("StateOf = %+v, %v", seen, ok)
+	}
+	sealed := cr.Annotations[AnnotationState]
+	payload, mac, _ := strings.Cut(sealed, ".")
+	forge := func(p State) string {
+		b, _ := json.Marshal(p)
+		return base64.RawURLEncoding.EncodeToString(b) + "." + mac
+	}
+	other := &Signer{StateKey: []byte("another key, another operator!!!")}
+	for _, tc := range []struct {
+		name, value string
+		uid         string
+	}{
+		{"another request's state (copied)", sealed, "uid-2"},
+		{"attempts reset, old MAC", forge(State{FailedAttempts: 0}), "uid-1"},
+		{"pending forged, old MAC", forge(State{Pending: true}), "uid-1"},
+		{"no MAC", payload, "uid-1"},
+		{"empty MAC", payload + ".", "uid-1"},
+		{"sealed by another key", other.seal("uid-1", State{Pending: true}), "uid-1"},
+		{"not base64", "%%%.%%%", "uid-1"},
+		{"too long", strings.Repeat("A", maxStateLength+1) + "." + mac, "uid-1"},
+		{"negative attempts, properly sealed", s.seal("uid-1", State{FailedAttempts: -5}), "uid-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cr := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{UID: types.UID(tc.uid), Annotations: map[string]string{AnnotationState: tc.value}}}
+			if got, err := s.open(cr); err == nil {
+				t.Errorf("accepted %+v", got)
+			}
+		})
+	}
+	// The legacy annotations of earlier versions are not state.
+	legacy := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{UID: "uid-1", Annotations: map[string]string{
+		"scep.certificates.dev/transaction-id": "victim", "scep.certificates.dev/failed-attempts": "-100"}}}
+	if got, err := s.open(legacy); err != nil || got != (State{}) {
+		t.Errorf("legacy annotations read as %+v, %v", got, err)
+	}
+}
+
+// TestDerivedTransaction: the transactionID and the Rebuild signer
+// certificate follow from the request alone (so a restart finds them
+// without storage) and differ between requests (so no request can poll
+// another's transaction).
+func TestDerivedTransaction(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "app"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(uid string) *cmapi.CertificateRequest {
+		return &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{UID: types.UID(uid)}, Spec: cmapi.CertificateRequestSpec{Request: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})}}
+	}
+	a1, _ := TransactionIDOf(mk("a"))
+	a2, _ := TransactionIDOf(mk("a"))
+	b, _ := TransactionIDOf(mk("b"))
+	if a1 == "" || a1 != a2 || a1 == b || len(a1) != 64 {
+		t.Errorf("transactionIDs: %q %q %q", a1, a2, b)
+	}
+	created := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	sg1, err := scep.NewDeterministicSigner(key, nil, scep.SignerCertificateOptions{TransactionID: a1, NotBefore: created})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg2, _ := scep.NewDeterministicSigner(key, nil, scep.SignerCertificateOptions{TransactionID: a1, NotBefore: created})
+	sg3, _ := scep.NewDeterministicSigner(key, nil, scep.SignerCertificateOptions{TransactionID: b, NotBefore: created})
+	if !sg1.Certificate.Equal(sg2.Certificate) {
+		t.Errorf("the same transaction gave two signer certificates")
+	}
+	if sg1.Certificate.Equal(sg3.Certificate) {
+		t.Errorf("two transactions gave the same signer certificate")
+	}
+	if !sg1.Certificate.NotAfter.After(created.Add(300 * 24 * time.Hour)) {
+		t.Errorf("signer certificate valid only until %s", sg1.Certificate.NotAfter)
 	}
 }
 
@@ -101,8 +179,8 @@ func TestBundleOf(t *testing.T) {
 }
 
 // TestNeedsFreshRead: Sign may start a transaction from the cached request
-// (persist's optimistic lock guards it) but reads a request that carries a
-// transaction or looks finished from the API server.
+// but reads a request that carries state, that this process acted on, or
+// that looks finished from the API server.
 func TestNeedsFreshRead(t *testing.T) {
 	cond := func(status cmmeta.ConditionStatus, reason string) []cmapi.CertificateRequestCondition {
 		return []cmapi.CertificateRequestCondition{{Type: cmapi.CertificateRequestConditionReady, Status: status, Reason: reason}}
@@ -114,12 +192,15 @@ func TestNeedsFreshRead(t *testing.T) {
 	}{
 		{"new request", cmapi.CertificateRequest{}, false},
 		{"issuer-lib initialising", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonPending)}}, false},
-		{"transaction in flight", cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationTransactionID: "abc"}}}, true},
+		{"state written", cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationState: "x.y"}}}, true},
+		{"acted on by this process", cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{UID: "touched"}}, true},
 		{"issued", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionTrue, cmapi.CertificateRequestReasonIssued)}}, true},
 		{"failed", cmapi.CertificateRequest{Status: cmapi.CertificateRequestStatus{Conditions: cond(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonFailed)}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := needsFreshRead(&tc.cr); got != tc.fresh {
+			s := &Signer{}
+			s.touch("touched")
+			if got := s.needsFreshRead(&tc.cr); got != tc.fresh {
 				t.Errorf("needsFreshRead = %v, want %v", got, tc.fresh)
 			}
 		})
@@ -157,7 +238,7 @@ func TestOnlyStateChanged(t *testing.T) {
 	base := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Name: "r", ResourceVersion: "1", Annotations: map[string]string{"cert-manager.io/certificate-name": "c"}}}
 	withState := base.DeepCopy()
 	withState.ResourceVersion = "2"
-	(state{TransactionID: "abc", Phase: StateSending}).write(withState)
+	(&Signer{}).write(withState, State{FailedAttempts: 1})
 	userChange := withState.DeepCopy()
 	userChange.Annotations["scep.certificates.dev/email"] = "a@example.com"
 	statusChange := withState.DeepCopy()

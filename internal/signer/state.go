@@ -1,113 +1,121 @@
 package signer
 
 import (
-	"crypto/x509"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"maps"
-	"strconv"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-
-	"github.com/scep-operator/scep-operator/internal/scep"
+	"k8s.io/apimachinery/pkg/types"
 )
 
-// The transaction state is kept in annotations of the CertificateRequest, so
-// an operator restart resumes a transaction instead of enrolling twice. It is
-// written before the first PKIOperation. Nothing secret is stored: the signer
-// certificate is public and its key stays where it was (the profile's signer
-// Secret or the workload's pending key Secret).
-const (
-	// AnnotationTransactionID is the SCEP transactionID.
-	AnnotationTransactionID = "scep.certificates.dev/transaction-id"
-	// AnnotationSignerCertificate is the base64 DER of the certificate that
-	// signed the PKCSReq; CertPoll must use the same signer.
-	AnnotationSignerCertificate = "scep.certificates.dev/signer-certificate"
-	// AnnotationState is Sending (PKCSReq built, reply not seen) or Pending
-	// (the server answered PENDING; poll with CertPoll).
-	AnnotationState = "scep.certificates.dev/state"
-	// AnnotationFailedAttempts counts failed attempts toward maxAttempts.
-	AnnotationFailedAttempts = "scep.certificates.dev/failed-attempts"
-	// AnnotationNextAttempt is when the next attempt or poll may happen (RFC 3339).
-	AnnotationNextAttempt = "scep.certificates.dev/next-attempt"
-	// AnnotationPendingSince is when the server first answered PENDING (RFC 3339).
-	AnnotationPendingSince = "scep.certificates.dev/pending-since"
-	// AnnotationLastError is the last failed attempt's error, shortened.
-	AnnotationLastError = "scep.certificates.dev/last-error"
-)
+// AnnotationState holds what the signer must remember of a request between
+// calls: a PENDING answer being polled, failed attempts and when to try
+// again. It is written only when such a thing happens (never before a
+// PKCSReq: the transactionID and the signer certificate are derived from
+// the request, so a restart needs nothing stored to resume).
+//
+// Tenants can write annotations (on the request, or on the Certificate that
+// cert-manager copies them from), so the value is sealed: base64url(JSON)
+// "." base64url(HMAC-SHA256), the MAC over the request's UID and the JSON,
+// keyed by a Secret in the operator's namespace. A value that does not
+// verify for this very request is ignored. Replaying an older value of the
+// same request gains nothing a new request would not: attempts are per
+// request.
+const AnnotationState = "scep.certificates.dev/state"
 
-// The values of AnnotationState.
-const (
-	StateSending = "Sending"
-	StatePending = "Pending"
-)
-
-// state is the transaction as persisted on the request.
-type state struct {
-	TransactionID  scep.TransactionID
-	SignerCert     *x509.Certificate
-	Phase          string
-	FailedAttempts int
-	NextAttempt    time.Time
-	PendingSince   time.Time
-	LastError      string
+// State is the transaction state as sealed on the request.
+type State struct {
+	// Pending: the server answered PENDING; poll with CertPoll.
+	Pending bool `json:"p,omitempty"`
+	// FailedAttempts counts failed attempts toward maxAttempts.
+	FailedAttempts int `json:"a,omitempty"`
+	// NextAttempt is when the next attempt or poll may happen.
+	NextAttempt time.Time `json:"n,omitzero"`
+	// PendingSince is when the server first answered PENDING.
+	PendingSince time.Time `json:"s,omitzero"`
+	// LastError is the last failed attempt's error, shortened.
+	LastError string `json:"e,omitempty"`
+	// TransactionID is informational, for a person reading the request;
+	// the signer derives the transactionID and never reads this one.
+	TransactionID string `json:"t,omitempty"`
 }
 
-func readState(cr *cmapi.CertificateRequest) state {
-	a := cr.Annotations
-	st := state{TransactionID: scep.TransactionID(a[AnnotationTransactionID]), Phase: a[AnnotationState], LastError: a[AnnotationLastError]}
-	if der, err := base64.StdEncoding.DecodeString(a[AnnotationSignerCertificate]); err == nil && len(der) > 0 {
-		st.SignerCert, _ = x509.ParseCertificate(der)
+// stateMACContext separates these MACs from any other use of the key.
+const stateMACContext = "scep-operator request state v1\x00"
+
+func (s *Signer) stateMAC(uid types.UID, payload []byte) []byte {
+	m := hmac.New(sha256.New, s.stateKey())
+	m.Write([]byte(stateMACContext))
+	m.Write([]byte(uid))
+	m.Write([]byte{0})
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// seal returns the annotation value of st for the request uid.
+func (s *Signer) seal(uid types.UID, st State) string {
+	payload, _ := json.Marshal(st) // a struct of plain fields always encodes
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString(payload) + "." + enc.EncodeToString(s.stateMAC(uid, payload))
+}
+
+// errStateForged: the annotation was not written by this operator for this
+// request.
+var errStateForged = errors.New("the state annotation was not written by the operator for this request")
+
+// open reads the state sealed on cr; no annotation is the zero state.
+func (s *Signer) open(cr *cmapi.CertificateRequest) (State, error) {
+	v := cr.Annotations[AnnotationState]
+	if v == "" {
+		return State{}, nil
 	}
-	st.FailedAttempts, _ = strconv.Atoi(a[AnnotationFailedAttempts])
-	st.NextAttempt, _ = time.Parse(time.RFC3339Nano, a[AnnotationNextAttempt])
-	st.PendingSince, _ = time.Parse(time.RFC3339Nano, a[AnnotationPendingSince])
-	return st
+	if len(v) > maxStateLength {
+		return State{}, errStateForged
+	}
+	p, m, ok := strings.Cut(v, ".")
+	if !ok {
+		return State{}, errStateForged
+	}
+	enc := base64.RawURLEncoding
+	payload, err1 := enc.DecodeString(p)
+	mac, err2 := enc.DecodeString(m)
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.stateMAC(cr.UID, payload)) {
+		return State{}, errStateForged
+	}
+	var st State
+	if err := json.Unmarshal(payload, &st); err != nil || st.FailedAttempts < 0 {
+		return State{}, errStateForged
+	}
+	return st, nil
 }
 
-// write puts st into annotations (a nil map is allocated).
-func (st state) write(cr *cmapi.CertificateRequest) {
+// maxStateLength bounds what open reads: the signer writes far less.
+const maxStateLength = 4096
+
+// write puts st, sealed, into cr's annotations (a nil map is allocated).
+func (s *Signer) write(cr *cmapi.CertificateRequest, st State) {
 	if cr.Annotations == nil {
 		cr.Annotations = map[string]string{}
 	}
-	set := func(k, v string) {
-		if v == "" {
-			delete(cr.Annotations, k)
-		} else {
-			cr.Annotations[k] = v
-		}
-	}
-	set(AnnotationTransactionID, string(st.TransactionID))
-	if st.SignerCert != nil {
-		set(AnnotationSignerCertificate, base64.StdEncoding.EncodeToString(st.SignerCert.Raw))
-	}
-	set(AnnotationState, st.Phase)
-	if st.FailedAttempts > 0 {
-		set(AnnotationFailedAttempts, strconv.Itoa(st.FailedAttempts))
-	} else {
-		set(AnnotationFailedAttempts, "")
-	}
-	set(AnnotationNextAttempt, formatTime(st.NextAttempt))
-	set(AnnotationPendingSince, formatTime(st.PendingSince))
-	set(AnnotationLastError, st.LastError)
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
+	cr.Annotations[AnnotationState] = s.seal(cr.UID, st)
 }
 
 // OnlyStateChanged reports whether the only difference between two versions
-// of a CertificateRequest is the transaction state this package writes (its
-// annotations), resourceVersion and managedFields aside. Sign writes that
-// state itself and asks for its own requeue, so such an update needs no
-// reconcile; without this filter, issuer-lib reconciled it (its predicate
-// fires on any annotation change) and, the request being issued meanwhile,
-// set it Issued a second time: a fresh read, a status patch and an Event
-// more per enrollment.
+// of a CertificateRequest is the state annotation this package writes,
+// resourceVersion and managedFields aside. Sign writes that state itself
+// and asks for its own requeue, so such an update needs no reconcile;
+// without this filter, issuer-lib reconciled it (its predicate fires on any
+// annotation change) and, the request being issued meanwhile, set it Issued
+// a second time: a fresh read, a status patch and an Event more per
+// enrollment. A tenant changing the annotation gains nothing from the
+// filter: the next reconcile reads it and ignores it unless sealed.
 func OnlyStateChanged(before, after *cmapi.CertificateRequest) bool {
 	if before == nil || after == nil || maps.Equal(before.Annotations, after.Annotations) {
 		return false
@@ -115,17 +123,10 @@ func OnlyStateChanged(before, after *cmapi.CertificateRequest) bool {
 	a, b := before.DeepCopy(), after.DeepCopy()
 	for _, cr := range []*cmapi.CertificateRequest{a, b} {
 		cr.ResourceVersion, cr.ManagedFields = "", nil
-		maps.DeleteFunc(cr.Annotations, func(k, _ string) bool { return stateAnnotations[k] })
+		delete(cr.Annotations, AnnotationState)
 		if len(cr.Annotations) == 0 {
 			cr.Annotations = nil
 		}
 	}
 	return equality.Semantic.DeepEqual(a, b)
-}
-
-// stateAnnotations are the annotations of the transaction state (not, for
-// instance, scep.certificates.dev/email, which a user sets).
-var stateAnnotations = map[string]bool{
-	AnnotationTransactionID: true, AnnotationSignerCertificate: true, AnnotationState: true,
-	AnnotationFailedAttempts: true, AnnotationNextAttempt: true, AnnotationPendingSince: true, AnnotationLastError: true,
 }

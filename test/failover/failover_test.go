@@ -306,7 +306,7 @@ func TestKillDuringEnrollment(t *testing.T) {
 	eventually(t, 90*time.Second, "three PENDING transactions and a PKCSReq served without its answer", func() (bool, string) {
 		n := 0
 		for _, cr := range requestsOf(t, pending...) {
-			if cr.Annotations[signer.AnnotationState] == signer.StatePending {
+			if st, _ := signer.StateOf(&cr); st.Pending {
 				n++
 			}
 		}

@@ -242,7 +242,7 @@ func (b *bench) runBurst(ctx context.Context) error {
 		}
 	}
 	for _, cr := range list.Items {
-		if id := cr.Annotations[signer.AnnotationTransactionID]; txns[id] != 1 {
+		if id, _ := signer.TransactionIDOf(&cr); txns[string(id)] != 1 {
 			mismatched++
 		}
 	}

@@ -1,0 +1,189 @@
+package signer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/issuer-lib/controllers/signer"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/metrics"
+	"github.com/scep-operator/scep-operator/internal/profiles"
+	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/internal/scepclient"
+)
+
+// enrollment is one call of Sign.
+type enrollment struct {
+	*Signer
+	ctx context.Context
+	log interface {
+		Info(msg string, kv ...any)
+	}
+	p   scepv1alpha1.Profile
+	key profiles.Key
+	cr  *cmapi.CertificateRequest
+	cfg settings
+	// st is the request's sealed state (zero when none or not authentic).
+	st State
+	// tx is the transactionID, derived from the request's UID and key.
+	tx scep.TransactionID
+	// polling: the pkiMessage to build is a CertPoll, which carries no CSR
+	// (so no challenge password is spent on it).
+	polling bool
+	// sent describes the PKCSReq this call sent, for the outcome's Event.
+	sent string
+}
+
+func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
+	return signer.PendingError{Err: fmt.Errorf(format, args...), RequeueAfter: after}
+}
+
+func (e *enrollment) fail(result string, err error) error {
+	e.forgetSend(e.cr.UID, e.tx)
+	metrics.Enrollments.WithLabelValues(e.key.String(), result).Inc()
+	return signer.PermanentError{Err: err}
+}
+
+func (e *enrollment) run() (signer.PEMBundle, error) {
+	csr, err := e.parseCSR()
+	if err != nil {
+		return signer.PEMBundle{}, err
+	}
+	if err := e.admit(csr); err != nil {
+		return signer.PEMBundle{}, err
+	}
+	e.tx = scep.DeriveTransactionID(string(e.cr.UID), csr.RawSubjectPublicKeyInfo)
+	if e.st, err = e.open(e.cr); err != nil {
+		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventStateIgnored, "Sign", "ignored annotation %s: %v; starting from no state", AnnotationState, err)
+	}
+
+	if wait := e.st.NextAttempt.Sub(e.now()); wait > 0 {
+		what := "the next attempt"
+		if e.st.Pending {
+			what = "the next CertPoll"
+		}
+		msg := fmt.Sprintf("waiting %s for %s", wait.Round(time.Second), what)
+		if e.st.LastError != "" && !e.st.Pending {
+			msg += fmt.Sprintf(" (attempt %d/%d failed: %s)", e.st.FailedAttempts, e.cfg.maxAttempts, e.st.LastError)
+		}
+		if strings.HasPrefix(e.st.LastError, cacheFullPrefix) {
+			return signer.PEMBundle{}, cacheFullCondition(e.pendingf(wait, "%s", msg))
+		}
+		return signer.PEMBundle{}, e.pendingf(wait, "%s", msg)
+	}
+
+	// Bound what this profile has in flight at the server; the rest wait
+	// (PendingError spends no attempt) and come back after a short pause.
+	limit := e.p.GetSpec().MaxConcurrentRequests
+	if limit <= 0 {
+		limit = defaultMaxConcurrentRequests
+	}
+	if !e.acquireWithin(e.ctx, e.key, limit, slotWait) {
+		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", limit)
+	}
+	defer e.release(e.key)
+
+	c, info, err := e.Registry.ServerInfo(e.ctx, e.p)
+	if err != nil {
+		return signer.PEMBundle{}, e.failedAttempt("asking the SCEP server for its capabilities and certificates", err)
+	}
+	if !e.st.Pending && e.mayHaveBeenSent() {
+		if rep, ok := e.resume(c, info, csr); ok {
+			return e.outcome(rep, nil)
+		}
+	}
+	sg, csrDER, err := e.prepare(csr)
+	if err != nil {
+		return signer.PEMBundle{}, err
+	}
+
+	var rep *scep.CertRep
+	if e.st.Pending {
+		rep, err = c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
+	} else {
+		msg, merr := scep.NewPKCSReq(csrDER, info.MessageOptions(sg, e.tx))
+		if merr != nil {
+			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the PKCSReq: %w", merr))
+		}
+		// What was sent goes into the outcome's Event (issued, pending,
+		// rejected, retrying) rather than an Event of its own: one Event
+		// write per enrollment fewer for the API server.
+		e.sent = fmt.Sprintf("PKCSReq sent to %s (transaction %s, %s)", e.p.GetSpec().URL, e.tx, info.Algorithms)
+		e.recordSend(e.cr.UID, e.tx, false)
+		rep, err = c.Send(e.ctx, info, msg)
+		e.recordSend(e.cr.UID, e.tx, answered(err))
+	}
+	return e.outcome(rep, err)
+}
+
+// sentPrefix starts an outcome's Event with what this call sent, if anything.
+func (e *enrollment) sentPrefix() string {
+	if e.sent == "" {
+		return ""
+	}
+	return e.sent + ": "
+}
+
+// failedAttempt counts a failed attempt and schedules the next one, or
+// fails the request once maxAttempts is reached. Permanent errors (a query
+// too long for GET, a CA pin mismatch found while enrolling) are handled too.
+func (e *enrollment) failedAttempt(what string, err error) error {
+	var mismatch *scep.FingerprintMismatchError
+	var secret *profiles.SecretError
+	var spec *profiles.SpecError
+	switch {
+	case errors.As(err, &mismatch), errors.As(err, &secret), errors.As(err, &spec):
+		// The profile is wrong, not the request: wait for the profile to be
+		// fixed (its controller reports it), spending no attempt.
+		e.Registry.Forget(e.key)
+		return e.pendingf(e.cfg.retryInterval, "%s: %v", what, err)
+	case errors.Is(err, context.Canceled):
+		return err
+	case !scepclient.IsTransient(err):
+		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s: %w", what, e.p.GetSpec().URL, err))
+	}
+	e.st.FailedAttempts++
+	e.st.LastError = shorten(err.Error(), 300)
+	if e.st.FailedAttempts >= e.cfg.maxAttempts {
+		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s failed %d times (maxAttempts); last error: %w", what, e.p.GetSpec().URL, e.st.FailedAttempts, err))
+	}
+	wait := Backoff(e.cfg.retryInterval, e.cfg.maxRetryInterval, e.st.FailedAttempts, rand.Float64)
+	var httpErr *scepclient.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RetryAfter > wait && httpErr.RetryAfter <= e.cfg.maxRetryInterval {
+		wait = httpErr.RetryAfter
+	}
+	e.st.NextAttempt = e.now().Add(wait)
+	if perr := e.persist(); perr != nil {
+		return perr
+	}
+	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRetrying, "Sign", "%sattempt %d/%d failed, next in %s: %s", e.sentPrefix(), e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), e.st.LastError)
+	return e.pendingf(wait, "attempt %d/%d failed, retrying in %s: %v", e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), err)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// persist seals the state onto the request, refusing to overwrite a
+// concurrent change (optimistic lock on resourceVersion).
+func (e *enrollment) persist() error {
+	orig := e.cr.DeepCopy()
+	e.st.TransactionID = string(e.tx)
+	e.write(e.cr, e.st)
+	e.touch(e.cr.UID)
+	if err := e.Client.Patch(e.ctx, e.cr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("recording the SCEP transaction state on the CertificateRequest: %w", err)
+	}
+	return nil
+}
