@@ -130,6 +130,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	prev := meta.FindStatusCondition(before.Conditions, "Ready")
 	meta.SetStatusCondition(&status.Conditions, cond)
+	r.setPolicyWarning(p)
 	if err := r.Client.Status().Update(ctx, p); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -152,6 +153,9 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // check does the work of one check and returns the Ready reason of a failure.
 func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
 	spec := p.GetSpec()
+	if err := checkPolicySpec(p); err != nil {
+		return ReasonInvalidSpec, err
+	}
 	if _, err := profiles.Pin(spec); err != nil {
 		return ReasonInvalidSpec, err
 	}
