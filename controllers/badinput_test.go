@@ -143,7 +143,7 @@ func TestBadInput(t *testing.T) {
 		{"not-pem", strict, []byte("this is not a CSR"), nil, []string{"spec.request holds no PEM certificate request"}},
 		{"a-certificate-not-a-csr", strict, certPEM, nil, []string{`spec.request holds a PEM "CERTIFICATE" block, not a CERTIFICATE REQUEST`}},
 		{"csr-signature-broken", strict, tampered(), nil, []string{"spec.request is not signed by its own key"}},
-		{"rebuild-without-certificate", rebuilding, good("bare"), nil, []string{"csrMode Rebuild needs a request made by a Certificate", cmapi.CertificateNameKey}},
+		{"rebuild-without-certificate", rebuilding, good("bare"), nil, []string{"csrMode Rebuild needs a request made by a Certificate", "controller ownerReference"}},
 		{"rebuild-certificate-missing", rebuilding, good("orphan"), map[string]string{cmapi.CertificateNameKey: "gone"}, []string{"Certificate " + ns + "/gone does not exist"}},
 	}
 	requests := make([]*cmapi.CertificateRequest, len(requestCases))
