@@ -254,8 +254,23 @@ func TestMetricsOptions(t *testing.T) {
 // TestHelp: -h prints the flags (with controller-runtime's --kubeconfig) and
 // is no error for main, which exits 0.
 func TestHelp(t *testing.T) {
-	if err := run(t.Context(), []string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+	// The flag set prints its usage to os.Stderr.
+	usage, err := os.Create(filepath.Join(t.TempDir(), "usage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = usage
+	err = run(t.Context(), []string{"-h"})
+	os.Stderr = stderr
+	if !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("run(-h) = %v; want flag.ErrHelp (main exits 0)", err)
+	}
+	b, _ := os.ReadFile(usage.Name())
+	for _, f := range []string{"-kubeconfig", "-zap-log-level", "-metrics-secure", "-metrics-cert-path"} {
+		if !strings.Contains(string(b), "\n  "+f+" ") && !strings.Contains(string(b), "\n  "+f+"\n") {
+			t.Errorf("-h does not list %s:\n%s", f, b)
+		}
 	}
 	if err := run(t.Context(), []string{"--kubeconfig=" + filepath.Join(t.TempDir(), "missing"), "--metrics-bind-address=0", "--health-probe-bind-address=0"}); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("run with a missing --kubeconfig = %v; want an error naming it", err)
