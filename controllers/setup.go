@@ -34,7 +34,7 @@ import (
 // and the ClusterSCEPProfiles' Secrets live there. The Secrets of SCEPProfiles
 // in other namespaces and the workload keys that csrMode Rebuild reads are
 // granted namespace by namespace: the chart's rbac.secretNamespaces and
-// rebuild.namespaces, config/samples/rebuild-namespace for kustomize.
+// rebuild.namespaces, config/overlays/ for kustomize.
 // Namespaces are read for ClusterSCEPProfile's namespaceSelector.
 //
 // +kubebuilder:rbac:groups=scep.certificates.dev,resources=scepprofiles;clusterscepprofiles,verbs=get;list;watch
@@ -43,7 +43,6 @@ import (
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;create;patch
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
