@@ -23,17 +23,26 @@ import (
 	"github.com/scep-operator/scep-operator/internal/signer"
 )
 
-// The operator's permissions, from which config/rbac is generated. Secrets
-// and Certificates are read uncached (get only, no list or watch), so the
-// operator neither holds every Secret of the cluster in memory nor needs the
-// right to list them.
+// The operator's permissions, from which config/rbac/role.yaml is generated:
+// a ClusterRole, and a Role for Secrets. Secrets and Certificates are read
+// uncached (get only, no list or watch), so the operator neither holds every
+// Secret of the cluster in memory nor needs the right to list them.
+//
+// Secrets are never granted cluster-wide. namespace=system is kustomize's
+// placeholder for the operator's own namespace (config/default sets it), which
+// is the default cluster resource namespace: the Passthrough signer Secrets
+// and the ClusterSCEPProfiles' Secrets live there. The Secrets of SCEPProfiles
+// in other namespaces and the workload keys that csrMode Rebuild reads are
+// granted namespace by namespace: the chart's rbac.secretNamespaces and
+// rebuild.namespaces, config/overlays/ for kustomize.
+// Namespaces are read for ClusterSCEPProfile's namespaceSelector.
 //
 // +kubebuilder:rbac:groups=scep.certificates.dev,resources=scepprofiles;clusterscepprofiles,verbs=get;list;watch
 // +kubebuilder:rbac:groups=scep.certificates.dev,resources=scepprofiles/status;clusterscepprofiles/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;patch
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 

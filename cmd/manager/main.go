@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -15,16 +16,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 )
 
 func main() {
-	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
@@ -47,12 +48,15 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var (
 		metricsAddr, probeAddr, pprofAddr, clusterNS, clusterDomain, leaderNS string
-		leaderElect, apiCompression                                           bool
+		metricsCertPath                                                       string
+		leaderElect, apiCompression, metricsSecure                            bool
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers                                                               int
 	)
-	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
+	fs.StringVar(&metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (default :8443, or :8080 with --metrics-secure=false; 0 disables it)")
+	fs.BoolVar(&metricsSecure, "metrics-secure", true, "serve /metrics over HTTPS to clients whose bearer token may get /metrics (a TokenReview and a SubjectAccessReview per client); false serves plain HTTP to anyone")
+	fs.StringVar(&metricsCertPath, "metrics-cert-path", "", "directory holding the metrics endpoint's tls.crt and tls.key (e.g. a mounted kubernetes.io/tls Secret, reloaded on change); empty: a self-signed certificate made at start")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (empty disables them)")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (needed with more than one replica)")
@@ -69,7 +73,12 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&workers, "max-concurrent-reconciles", 10, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
+	config.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	metricsOpts, err := metricsOptions(metricsAddr, metricsSecure, metricsCertPath)
+	if err != nil {
 		return err
 	}
 	logger := zap.New(zap.UseFlagOptions(&zapOpts))
@@ -91,7 +100,7 @@ func run(ctx context.Context, args []string) error {
 	cfg.DisableCompression = !apiCompression
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,

@@ -2,9 +2,11 @@
 // helm binary (bin/helm, built by hack/helm.sh; or $HELM_BIN): helm lint, and
 // helm template with several value sets whose output is parsed and checked,
 // above all for what the operator may do with Secrets. It also checks that the
-// chart's CRDs are copies of config/crd/bases and that the chart's RBAC
-// covers config/rbac/role.yaml, which controller-gen generates from the
-// +kubebuilder:rbac markers.
+// chart's CRDs are copies of config/crd/bases, that the chart's RBAC equals
+// config/rbac/role.yaml, which controller-gen generates from the
+// +kubebuilder:rbac markers, and that the kustomize install (config/default
+// and config/overlays, built by kubectl kustomize: $KUBEBUILDER_ASSETS/kubectl
+// or bin/kubectl) grants exactly what the chart grants.
 package chart_test
 
 import (
@@ -40,9 +42,10 @@ const (
 )
 
 var (
-	repo     string // the repository root
-	helmPath string // the helm binary
-	helmHome string // HELM_{CACHE,CONFIG,DATA}_HOME, so tests touch no user state
+	repo        string // the repository root
+	helmPath    string // the helm binary
+	kubectlPath string // the kubectl binary, for kubectl kustomize
+	helmHome    string // HELM_{CACHE,CONFIG,DATA}_HOME, so tests touch no user state
 )
 
 func TestMain(m *testing.M) {
@@ -66,6 +69,13 @@ func setup(m *testing.M) (int, error) {
 	if fi, err := os.Stat(helmPath); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 		// Never skip: a chart nobody lints is a chart that breaks.
 		return 0, fmt.Errorf("no helm binary at %s (set HELM_BIN or run make helm, i.e. hack/helm.sh)", helmPath)
+	}
+	kubectlPath = filepath.Join(repo, "bin", "kubectl")
+	if assets := os.Getenv("KUBEBUILDER_ASSETS"); assets != "" {
+		kubectlPath = filepath.Join(assets, "kubectl")
+	}
+	if fi, err := os.Stat(kubectlPath); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return 0, fmt.Errorf("no kubectl binary at %s (set KUBEBUILDER_ASSETS or run make envtest, i.e. hack/envtest-binaries.sh)", kubectlPath)
 	}
 	if helmHome, err = os.MkdirTemp("", "chart-test-helm-"); err != nil {
 		return 0, err
@@ -132,10 +142,30 @@ func valuesFile(t *testing.T, values map[string]any) string {
 	return p
 }
 
+// kustomize builds a kustomization directory of the repository (e.g.
+// config/default) with kubectl kustomize and parses the output.
+func kustomize(t *testing.T, dir string) []object {
+	t.Helper()
+	cmd := exec.Command(kubectlPath, "kustomize", filepath.Join(repo, dir))
+	cmd.Dir = repo
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
+	}
+	return checkObjects(t, parseDocs(t, stdout.String()))
+}
+
 // templateErr runs helm template with values.
 func templateErr(t *testing.T, values map[string]any) (string, error) {
 	t.Helper()
-	args := []string{"template", releaseName, chartDir(), "--namespace", releaseNS, "--kube-version", kubeVersion}
+	return templateReleaseErr(t, releaseName, releaseNS, values)
+}
+
+// templateReleaseErr runs helm template for release name in namespace ns.
+func templateReleaseErr(t *testing.T, name, ns string, values map[string]any) (string, error) {
+	t.Helper()
+	args := []string{"template", name, chartDir(), "--namespace", ns, "--kube-version", kubeVersion}
 	if values != nil {
 		args = append(args, "--values", valuesFile(t, values))
 	}
@@ -215,11 +245,23 @@ func parseDocs(t *testing.T, data string) []object {
 // render runs helm template with values and parses the output.
 func render(t *testing.T, values map[string]any) []object {
 	t.Helper()
-	out, err := templateErr(t, values)
+	return renderRelease(t, releaseName, releaseNS, values)
+}
+
+// renderRelease renders release name in namespace ns.
+func renderRelease(t *testing.T, name, ns string, values map[string]any) []object {
+	t.Helper()
+	out, err := templateReleaseErr(t, name, ns, values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := parseDocs(t, out)
+	return checkObjects(t, parseDocs(t, out))
+}
+
+// checkObjects fails t when an object lacks kind, apiVersion or name, or
+// comes twice.
+func checkObjects(t *testing.T, objs []object) []object {
+	t.Helper()
 	seen := map[string]bool{}
 	for _, o := range objs {
 		if o.kind() == "" || o.apiVersion() == "" || o.name() == "" {
@@ -386,12 +428,16 @@ func TestLint(t *testing.T) {
 		{"lint", chartDir()},
 		{"lint", "--strict", chartDir()},
 		{"lint", "--strict", "--kube-version", kubeVersion, chartDir(), "--values", valuesFile(t, map[string]any{
-			"replicaCount":        3,
-			"rebuild":             map[string]any{"clusterWide": true},
-			"approver":            map[string]any{"enabled": false},
-			"crds":                map[string]any{"enabled": false},
-			"serviceMonitor":      map[string]any{"enabled": true},
-			"networkPolicy":       map[string]any{"enabled": true, "scepServers": []any{map[string]any{"cidr": "10.1.2.3/32", "ports": []any{443}}}},
+			"replicaCount":   3,
+			"rebuild":        map[string]any{"clusterWide": true},
+			"approver":       map[string]any{"enabled": false},
+			"crds":           map[string]any{"enabled": false},
+			"serviceMonitor": map[string]any{"enabled": true},
+			"networkPolicy": map[string]any{
+				"enabled":     true,
+				"kubeAPI":     map[string]any{"cidrs": []any{"10.0.0.1/32"}},
+				"scepServers": []any{map[string]any{"cidrs": []any{"10.1.2.3/32"}, "ports": []any{443}}},
+			},
 			"podDisruptionBudget": map[string]any{"maxUnavailable": "50%"},
 		})},
 	} {
@@ -679,8 +725,8 @@ func TestDeployment(t *testing.T) {
 			t.Errorf("%s port %v; want 8081", probe, port)
 		}
 	}
-	if ports["metrics"] != 8080 {
-		t.Errorf("container ports %v; want metrics 8080", ports)
+	if ports["https"] != 8443 {
+		t.Errorf("container ports %v; want https 8443", ports)
 	}
 	var env []map[string]any
 	into(t, c["env"], &env)
@@ -691,7 +737,8 @@ func TestDeployment(t *testing.T) {
 		t.Errorf("env %v; want GOMEMLIMIT from the container's limits.memory", env)
 	}
 	wantArgs := []string{
-		"--metrics-bind-address=:8080",
+		"--metrics-bind-address=:8443",
+		"--metrics-secure=true",
 		"--health-probe-bind-address=:8081",
 		"--cluster-resource-namespace=" + releaseNS,
 		"--profile-check-interval=10m",
@@ -705,8 +752,8 @@ func TestDeployment(t *testing.T) {
 	}
 	svc := findOne(t, objs, "Service", releaseNS, fullname+"-metrics")
 	sp := get(svc, "spec", "ports").([]any)
-	if len(sp) != 1 || str(sp[0], "name") != "metrics" || get(sp[0], "port") != int64(8080) {
-		t.Errorf("metrics Service ports %v; want metrics 8080", sp)
+	if len(sp) != 1 || str(sp[0], "name") != "https" || get(sp[0], "port") != int64(8443) || str(sp[0], "targetPort") != "https" {
+		t.Errorf("metrics Service ports %v; want https 8443", sp)
 	}
 	if !reflect.DeepEqual(get(svc, "spec", "selector"), get(d, "spec", "selector", "matchLabels")) {
 		t.Errorf("Service selector %v differs from the Deployment's", get(svc, "spec", "selector"))
@@ -819,9 +866,13 @@ func TestServiceMonitorAndNetworkPolicy(t *testing.T) {
 	objs := render(t, map[string]any{
 		"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}, "interval": "30s"},
 		"networkPolicy": map[string]any{
-			"enabled":     true,
-			"scepServers": []any{map[string]any{"cidr": "10.20.0.15/32", "ports": []any{80, 443}}},
-			"kubeAPI":     map[string]any{"cidrs": []any{"172.18.0.2/32"}, "ports": []any{6443}},
+			"enabled": true,
+			"scepServers": []any{
+				map[string]any{"cidrs": []any{"10.20.0.15/32", "10.20.0.16/32"}, "ports": []any{80, 443}},
+				// The single cidr of earlier chart versions.
+				map[string]any{"cidr": "10.30.0.0/24", "ports": []any{443}},
+			},
+			"kubeAPI":     map[string]any{"cidrs": []any{"172.18.0.2/32", "172.18.0.3/32"}, "ports": []any{6443}},
 			"metricsFrom": []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}}}},
 		},
 	})
@@ -830,8 +881,9 @@ func TestServiceMonitorAndNetworkPolicy(t *testing.T) {
 		t.Errorf("ServiceMonitor %v", sm)
 	}
 	eps := get(sm, "spec", "endpoints").([]any)
-	if len(eps) != 1 || str(eps[0], "port") != "metrics" || str(eps[0], "interval") != "30s" {
-		t.Errorf("ServiceMonitor endpoints %v", eps)
+	if len(eps) != 1 || str(eps[0], "port") != "https" || str(eps[0], "interval") != "30s" || str(eps[0], "scheme") != "https" ||
+		str(eps[0], "bearerTokenFile") != "/var/run/secrets/kubernetes.io/serviceaccount/token" || get(eps[0], "tlsConfig", "insecureSkipVerify") != true {
+		t.Errorf("ServiceMonitor endpoints %v; want https with the ServiceAccount token, not verifying the self-signed certificate", eps)
 	}
 	np := findOne(t, objs, "NetworkPolicy", releaseNS, fullname)
 	type npSpec struct {
@@ -882,13 +934,18 @@ func TestServiceMonitorAndNetworkPolicy(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"dns:53/UDP", "dns:53/TCP", "172.18.0.2/32:6443/TCP", "10.20.0.15/32:80/TCP", "10.20.0.15/32:443/TCP"} {
+	wantEgress := []string{
+		"dns:53/UDP", "dns:53/TCP", "172.18.0.2/32:6443/TCP", "172.18.0.3/32:6443/TCP",
+		"10.20.0.15/32:80/TCP", "10.20.0.15/32:443/TCP", "10.20.0.16/32:80/TCP", "10.20.0.16/32:443/TCP",
+		"10.30.0.0/24:443/TCP",
+	}
+	for _, want := range wantEgress {
 		if !egress[want] {
 			t.Errorf("egress %v lacks %s", egress, want)
 		}
 	}
-	if egress["any:443/TCP"] || len(egress) != 5 {
-		t.Errorf("egress %v allows more than DNS, the API server and the SCEP server", egress)
+	if len(egress) != len(wantEgress) {
+		t.Errorf("egress %v allows more than DNS, the API server and the SCEP servers", egress)
 	}
 	ingress := map[string]bool{}
 	for _, in := range spec.Ingress {
@@ -896,15 +953,48 @@ func TestServiceMonitorAndNetworkPolicy(t *testing.T) {
 			ingress[fmt.Sprintf("%v from=%d", p.Port, len(in.From))] = true
 		}
 	}
-	if !reflect.DeepEqual(ingress, map[string]bool{"8081 from=0": true, "8080 from=1": true}) {
-		t.Errorf("ingress %v; want probes 8081 from anywhere, metrics 8080 from monitoring", ingress)
+	if !reflect.DeepEqual(ingress, map[string]bool{"8081 from=0": true, "8443 from=1": true}) {
+		t.Errorf("ingress %v; want probes 8081 from anywhere, metrics 8443 from monitoring", ingress)
 	}
-	// With kubeAPI.cidrs empty, the API ports are open to any address.
-	objs = render(t, map[string]any{"networkPolicy": map[string]any{"enabled": true}})
+	// No egress rule is open to every address: without the API server's
+	// CIDRs, or without any SCEP server, the chart refuses to render.
+	for _, e := range spec.Egress {
+		if len(e.To) == 0 {
+			t.Errorf("egress rule %+v allows every address", e)
+		}
+	}
+	scep := []any{map[string]any{"cidrs": []any{"10.20.0.15/32"}, "ports": []any{443}}}
+	for name, c := range map[string]struct {
+		np   map[string]any
+		want string
+	}{
+		"no values":            {map[string]any{"enabled": true}, "networkPolicy.enabled needs networkPolicy.kubeAPI.cidrs"},
+		"no API server CIDRs":  {map[string]any{"enabled": true, "scepServers": scep}, "networkPolicy.enabled needs networkPolicy.kubeAPI.cidrs"},
+		"empty API CIDRs":      {map[string]any{"enabled": true, "scepServers": scep, "kubeAPI": map[string]any{"cidrs": []any{}}}, "networkPolicy.enabled needs networkPolicy.kubeAPI.cidrs"},
+		"no SCEP server":       {map[string]any{"enabled": true, "kubeAPI": map[string]any{"cidrs": []any{"10.0.0.1/32"}}}, "networkPolicy.enabled needs networkPolicy.scepServers"},
+		"SCEP without a CIDR":  {map[string]any{"enabled": true, "kubeAPI": map[string]any{"cidrs": []any{"10.0.0.1/32"}}, "scepServers": []any{map[string]any{"cidrs": []any{}, "ports": []any{443}}}}, "schema"},
+		"SCEP CIDR not a CIDR": {map[string]any{"enabled": true, "kubeAPI": map[string]any{"cidrs": []any{"10.0.0.1/32"}}, "scepServers": []any{map[string]any{"cidrs": []any{"scep.corp"}, "ports": []any{443}}}}, "schema"},
+	} {
+		if _, err := templateErr(t, map[string]any{"networkPolicy": c.np}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: helm template err = %v; want one containing %q", name, err, c.want)
+		}
+	}
+	// The API server's CIDRs and an egress proxy (extraEgress) instead of
+	// SCEP servers: renders, and opens only those.
+	objs = render(t, map[string]any{"networkPolicy": map[string]any{
+		"enabled":     true,
+		"kubeAPI":     map[string]any{"cidrs": []any{"10.0.0.1/32"}},
+		"extraEgress": []any{map[string]any{"to": []any{map[string]any{"ipBlock": map[string]any{"cidr": "10.9.9.9/32"}}}, "ports": []any{map[string]any{"port": 3128}}}},
+	}})
 	spec = npSpec{}
 	into(t, findOne(t, objs, "NetworkPolicy", releaseNS, fullname)["spec"], &spec)
-	if len(spec.Egress) != 2 || len(spec.Egress[1].To) != 0 || len(spec.Egress[1].Ports) != 2 {
-		t.Errorf("default egress %+v; want DNS and the API ports 443/6443 to any address", spec.Egress)
+	if len(spec.Egress) != 3 {
+		t.Errorf("egress %+v; want DNS, the API server and the proxy", spec.Egress)
+	}
+	for _, e := range spec.Egress {
+		if len(e.To) == 0 {
+			t.Errorf("egress rule %+v allows every address", e)
+		}
 	}
 	// A ServiceMonitor without metrics is refused.
 	if _, err := templateErr(t, map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "metrics": map[string]any{"enabled": false}}); err == nil || !strings.Contains(err.Error(), "serviceMonitor.enabled needs metrics.enabled") {
@@ -1056,12 +1146,21 @@ func TestChartCRDsMatchConfig(t *testing.T) {
 	}
 }
 
-// atom is one (group, resource, verb, resourceName) permission.
+// atom is one (group, resource, verb, resourceName) permission. A
+// non-resource URL is an atom with group nonResourceURL and the URL as its
+// resource.
 type atom struct{ group, resource, verb, name string }
+
+const nonResourceURL = "(nonResourceURL)"
 
 func expand(rules []rbacv1.PolicyRule) map[atom]bool {
 	out := map[atom]bool{}
 	for _, r := range rules {
+		for _, u := range r.NonResourceURLs {
+			for _, v := range r.Verbs {
+				out[atom{nonResourceURL, u, v, ""}] = true
+			}
+		}
 		names := r.ResourceNames
 		if len(names) == 0 {
 			names = []string{""}
@@ -1089,46 +1188,50 @@ func normalize(rules []rbacv1.PolicyRule) []atom {
 }
 
 // TestClusterRoleCoversGeneratedRole fails when the +kubebuilder:rbac markers
-// (config/rbac/role.yaml) grant something the chart does not, or the chart's
-// cluster-wide role grants something the markers do not. Secrets are the one
-// difference by design: role.yaml grants them cluster-wide, the chart
-// namespace by namespace (the same verbs).
+// (config/rbac/role.yaml) grant something the chart does not, or the chart
+// grants something the markers do not: the generated ClusterRole is the
+// chart's ClusterRole, the generated Role (Secrets, in the operator's
+// namespace) the chart's secrets Role of the release namespace.
 func TestClusterRoleCoversGeneratedRole(t *testing.T) {
-	var generated []rbacv1.PolicyRule
-	into(t, findOne(t, readConfigObjects(t, "config/rbac/role.yaml"), "ClusterRole", "", "manager-role")["rules"], &generated)
-	if len(generated) == 0 {
-		t.Fatal("config/rbac/role.yaml has no rules")
+	cfg := readConfigObjects(t, "config/rbac/role.yaml")
+	var generated, generatedNS []rbacv1.PolicyRule
+	into(t, findOne(t, cfg, "ClusterRole", "", "manager-role")["rules"], &generated)
+	into(t, findOne(t, cfg, "Role", "system", "manager-role")["rules"], &generatedNS)
+	if len(generated) == 0 || len(generatedNS) == 0 {
+		t.Fatal("config/rbac/role.yaml has no ClusterRole or no Role rules")
+	}
+	for a := range expand(generated) {
+		if a.resource == "secrets" || a.resource == "*" {
+			t.Errorf("config/rbac/role.yaml's ClusterRole grants %+v: Secrets are granted only in namespaces (a +kubebuilder:rbac marker with namespace=system)", a)
+		}
 	}
 
 	objs := render(t, nil)
 	var clusterRules, secretRules []rbacv1.PolicyRule
 	into(t, findOne(t, objs, "ClusterRole", "", fullname)["rules"], &clusterRules)
 	into(t, findOne(t, objs, "Role", releaseNS, fullname+"-secrets")["rules"], &secretRules)
-	for _, r := range clusterRules {
-		if matches(r.Resources, "secrets") {
-			t.Errorf("the chart's ClusterRole grants Secrets cluster-wide: %v", r)
-		}
-	}
-	for a := range expand(secretRules) {
-		if a.resource != "secrets" {
-			t.Errorf("the chart's secrets Role grants %v", a)
-		}
-	}
 	// The cluster-wide role is bound cluster-wide to the operator.
 	if _, ok := boundRules(t, objs, releaseNS, fullname)["* ClusterRoleBinding/"+fullname]; !ok {
 		t.Error("the chart's ClusterRole is not bound to the operator")
 	}
-
-	chart := expand(append(slices.Clone(clusterRules), secretRules...))
-	gen := expand(generated)
-	for a := range gen {
-		if !chart[a] {
-			t.Errorf("config/rbac/role.yaml grants %+v; the chart (templates/clusterrole.yaml or secrets-rbac.yaml) does not: a +kubebuilder:rbac marker changed", a)
+	for _, c := range []struct {
+		what            string
+		chart, markers  []rbacv1.PolicyRule
+		chartFile, kind string
+	}{
+		{"cluster-wide", clusterRules, generated, "templates/clusterrole.yaml", "ClusterRole"},
+		{"in the operator's namespace", secretRules, generatedNS, "templates/secrets-rbac.yaml", "Role"},
+	} {
+		chart, gen := expand(c.chart), expand(c.markers)
+		for a := range gen {
+			if !chart[a] {
+				t.Errorf("config/rbac/role.yaml's %s grants %+v %s; the chart (%s) does not: a +kubebuilder:rbac marker changed", c.kind, a, c.what, c.chartFile)
+			}
 		}
-	}
-	for a := range chart {
-		if !gen[a] {
-			t.Errorf("the chart grants %+v, which config/rbac/role.yaml does not", a)
+		for a := range chart {
+			if !gen[a] {
+				t.Errorf("the chart (%s) grants %+v %s, which config/rbac/role.yaml's %s does not", c.chartFile, a, c.what, c.kind)
+			}
 		}
 	}
 }
@@ -1163,4 +1266,123 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 		}
 	}
 	walk("", values)
+}
+
+// TestMetrics checks metrics.secure (the default: HTTPS, authenticated and
+// authorized scrapes) and its opt-out, plain HTTP.
+func TestMetrics(t *testing.T) {
+	// Secure by default: the operator may review tokens and access; the
+	// metrics-reader role is offered, bound to nobody.
+	objs := render(t, nil)
+	auth := findOne(t, objs, "ClusterRole", "", fullname+"-metrics-auth")
+	var rules []rbacv1.PolicyRule
+	into(t, auth["rules"], &rules)
+	wantAuth := []rbacv1.PolicyRule{
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	}
+	if !reflect.DeepEqual(normalize(rules), normalize(wantAuth)) {
+		t.Errorf("metrics-auth rules %v; want %v", rules, wantAuth)
+	}
+	if _, ok := boundRules(t, objs, releaseNS, fullname)["* ClusterRoleBinding/"+fullname+"-metrics-auth"]; !ok {
+		t.Error("the metrics-auth ClusterRole is not bound to the operator")
+	}
+	var readerRules []rbacv1.PolicyRule
+	into(t, findOne(t, objs, "ClusterRole", "", fullname+"-metrics-reader")["rules"], &readerRules)
+	if want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}; !reflect.DeepEqual(readerRules, want) {
+		t.Errorf("metrics-reader rules %v; want %v", readerRules, want)
+	}
+	for _, o := range find(objs, "ClusterRoleBinding") {
+		var b rbacv1.ClusterRoleBinding
+		into(t, o, &b)
+		if b.RoleRef.Name == fullname+"-metrics-reader" {
+			t.Errorf("%s binds metrics-reader; the admin binds it to Prometheus", o.id())
+		}
+	}
+	// The rules equal config/rbac's.
+	for chartName, cfg := range map[string][2]string{
+		fullname + "-metrics-auth":   {"config/rbac/metrics_auth_role.yaml", "metrics-auth-role"},
+		fullname + "-metrics-reader": {"config/rbac/metrics_reader_role.yaml", "metrics-reader"},
+	} {
+		var chartRules, cfgRules []rbacv1.PolicyRule
+		into(t, findOne(t, objs, "ClusterRole", "", chartName)["rules"], &chartRules)
+		into(t, findOne(t, readConfigObjects(t, cfg[0]), "ClusterRole", "", cfg[1])["rules"], &cfgRules)
+		if !reflect.DeepEqual(normalize(chartRules), normalize(cfgRules)) {
+			t.Errorf("%s rules %v differ from %s's %v", chartName, chartRules, cfg[0], cfgRules)
+		}
+	}
+	d := findOne(t, objs, "Deployment", releaseNS, fullname)
+	if vs := get(d, "spec", "template", "spec", "volumes"); vs != nil {
+		t.Errorf("volumes %v without metrics.certSecret", vs)
+	}
+
+	// A certificate from a Secret, a token from a Secret, a CA.
+	objs = render(t, map[string]any{
+		"metrics": map[string]any{"certSecret": "scep-metrics-tls"},
+		"serviceMonitor": map[string]any{
+			"enabled":           true,
+			"bearerTokenSecret": map[string]any{"name": "prom-token", "key": "token"},
+			"tlsConfig":         map[string]any{"ca": map[string]any{"secret": map[string]any{"name": "scep-metrics-tls", "key": "ca.crt"}}, "serverName": "rel-scep-operator-metrics.scep-system.svc"},
+		},
+	})
+	d = findOne(t, objs, "Deployment", releaseNS, fullname)
+	c := container(t, d)
+	args := managerArgs(t, d)
+	const certPath = "/var/run/secrets/scep-operator/metrics-certs"
+	if !slices.Contains(args, "--metrics-cert-path="+certPath) {
+		t.Errorf("args %q lack --metrics-cert-path", args)
+	}
+	mounts, _ := get(c, "volumeMounts").([]any)
+	vols, _ := get(d, "spec", "template", "spec", "volumes").([]any)
+	if len(mounts) != 1 || str(mounts[0], "mountPath") != certPath || get(mounts[0], "readOnly") != true ||
+		len(vols) != 1 || str(vols[0], "secret", "secretName") != "scep-metrics-tls" || str(vols[0], "name") != str(mounts[0], "name") {
+		t.Errorf("volumeMounts %v, volumes %v; want the Secret scep-metrics-tls at %s", mounts, vols, certPath)
+	}
+	ep := get(findOne(t, objs, "ServiceMonitor", releaseNS, fullname), "spec", "endpoints").([]any)[0]
+	if str(ep, "scheme") != "https" || str(ep, "authorization", "type") != "Bearer" || str(ep, "authorization", "credentials", "name") != "prom-token" ||
+		get(ep, "bearerTokenFile") != nil || get(ep, "tlsConfig", "insecureSkipVerify") != nil || str(ep, "tlsConfig", "ca", "secret", "key") != "ca.crt" {
+		t.Errorf("ServiceMonitor endpoint %v; want https, the token Secret, the CA and no insecureSkipVerify", ep)
+	}
+
+	// metrics.secure=false: plain HTTP on 8080, no review rights.
+	objs = render(t, map[string]any{
+		"metrics":        map[string]any{"secure": false, "certSecret": "ignored"},
+		"serviceMonitor": map[string]any{"enabled": true},
+		"networkPolicy": map[string]any{
+			"enabled":     true,
+			"kubeAPI":     map[string]any{"cidrs": []any{"10.0.0.1/32"}},
+			"scepServers": []any{map[string]any{"cidrs": []any{"10.1.2.3/32"}, "ports": []any{443}}},
+		},
+	})
+	d = findOne(t, objs, "Deployment", releaseNS, fullname)
+	args = managerArgs(t, d)
+	if !slices.Contains(args, "--metrics-bind-address=:8080") || !slices.Contains(args, "--metrics-secure=false") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--metrics-cert-path") }) {
+		t.Errorf("metrics.secure=false: args %q", args)
+	}
+	if vs := get(d, "spec", "template", "spec", "volumes"); vs != nil {
+		t.Errorf("metrics.secure=false: volumes %v", vs)
+	}
+	sp := get(findOne(t, objs, "Service", releaseNS, fullname+"-metrics"), "spec", "ports").([]any)
+	if len(sp) != 1 || str(sp[0], "name") != "http" || get(sp[0], "port") != int64(8080) {
+		t.Errorf("metrics.secure=false: Service ports %v; want http 8080", sp)
+	}
+	ep = get(findOne(t, objs, "ServiceMonitor", releaseNS, fullname), "spec", "endpoints").([]any)[0]
+	if str(ep, "scheme") != "http" || str(ep, "port") != "http" || get(ep, "bearerTokenFile") != nil || get(ep, "tlsConfig") != nil {
+		t.Errorf("metrics.secure=false: ServiceMonitor endpoint %v", ep)
+	}
+	for _, o := range objs {
+		if strings.Contains(o.name(), "metrics-auth") || strings.Contains(o.name(), "metrics-reader") {
+			t.Errorf("metrics.secure=false still rendered %s", o.id())
+		}
+	}
+	np := findOne(t, objs, "NetworkPolicy", releaseNS, fullname)
+	if !strings.Contains(fmt.Sprint(get(np, "spec", "ingress")), "port:8080") {
+		t.Errorf("metrics.secure=false: NetworkPolicy ingress %v lacks 8080", get(np, "spec", "ingress"))
+	}
+	// metrics.enabled=false: none of it.
+	for _, o := range render(t, map[string]any{"metrics": map[string]any{"enabled": false, "certSecret": "x"}}) {
+		if strings.Contains(o.name(), "metrics") {
+			t.Errorf("metrics.enabled=false still rendered %s", o.id())
+		}
+	}
 }

@@ -113,3 +113,30 @@ rbac.secretNamespaces, without duplicates.
 {{- $nss = concat $nss (.Values.rbac.secretNamespaces | default list) }}
 {{- $nss | uniq | toJson }}
 {{- end }}
+
+{{/*
+The metrics port: 8443, named https, with metrics.secure; 8080, named http,
+without.
+*/}}
+{{- define "scep-operator.metricsPort" -}}
+{{- if .Values.metrics.secure }}8443{{ else }}8080{{ end }}
+{{- end }}
+
+{{- define "scep-operator.metricsPortName" -}}
+{{- if .Values.metrics.secure }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+Where the metrics.certSecret volume is mounted: --metrics-cert-path.
+*/}}
+{{- define "scep-operator.metricsCertPath" -}}
+/var/run/secrets/scep-operator/metrics-certs
+{{- end }}
+
+{{/*
+"true" when metrics.certSecret is mounted (metrics on, secure, a Secret
+given). Empty otherwise.
+*/}}
+{{- define "scep-operator.metricsCertMounted" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure .Values.metrics.certSecret }}true{{ end }}
+{{- end }}

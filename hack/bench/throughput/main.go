@@ -227,7 +227,7 @@ func (b *bench) startOperator(ctx context.Context, name string) (*operatorProc, 
 	}
 	op := &operatorProc{pprof: fmt.Sprintf("127.0.0.1:%d", ports[0]), metrics: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	c, err := startChild(ctx, name, b.work, b.manager, []string{
-		"--metrics-bind-address=" + op.metrics, "--health-probe-bind-address=0",
+		"--metrics-bind-address=" + op.metrics, "--metrics-secure=false", "--health-probe-bind-address=0",
 		"--cluster-resource-namespace=" + operatorNamespace, "--pprof-bind-address=" + op.pprof,
 	}, []string{"KUBECONFIG=" + b.kubeconfig}, false)
 	op.child = c
