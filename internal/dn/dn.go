@@ -31,15 +31,30 @@ var attributeOIDs = map[string]asn1.ObjectIdentifier{
 	"EMAILADDRESS": {1, 2, 840, 113549, 1, 9, 1},
 }
 
-// Parse reads a distinguished name. Attributes are separated by ',' (or
-// ';'), or each introduced by '/' (OpenSSL's form); a backslash escapes the
-// next character. The order written is the order encoded, most significant
-// (e.g. C) first in the slash form and last in the comma form, as RFC 4514
-// and OpenSSL each define.
-func Parse(s string) (pkix.Name, error) {
+// Attribute is one attribute of a distinguished name as written: its type
+// and its value with escapes removed, not yet encoded.
+type Attribute struct {
+	// Type is the attribute type, e.g. 2.5.4.3 for CN.
+	Type asn1.ObjectIdentifier
+	// Name is the short name the type was written with, upper-cased.
+	Name string
+	// Value is the value, unescaped and trimmed.
+	Value string
+}
+
+// ParseAttributes reads a distinguished name into its attributes, most
+// significant first, without encoding the values. Parse uses it; a caller
+// that treats values as templates (internal/policy) uses it directly, so
+// that nothing substituted into a value later can add attributes.
+// Attributes are separated by ',' (or ';'), or each introduced by '/'
+// (OpenSSL's form); a backslash escapes the next character. The order
+// written is the order encoded, most significant (e.g. C) first in the
+// slash form and last in the comma form, as RFC 4514 and OpenSSL each
+// define.
+func ParseAttributes(s string) ([]Attribute, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return pkix.Name{}, nil
+		return nil, nil
 	}
 	slashForm := strings.HasPrefix(s, "/")
 	sep := ','
@@ -49,35 +64,53 @@ func Parse(s string) (pkix.Name, error) {
 	}
 	parts, err := split(s, sep)
 	if err != nil {
-		return pkix.Name{}, err
+		return nil, err
 	}
-	var rdns pkix.RDNSequence
+	var attrs []Attribute
 	for _, p := range parts {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok {
-			return pkix.Name{}, fmt.Errorf("distinguished name %q: %q is not TYPE=value", s, p)
+			return nil, fmt.Errorf("distinguished name %q: %q is not TYPE=value", s, p)
 		}
 		k = strings.ToUpper(strings.TrimSpace(k))
 		v = strings.TrimSpace(unescape(v))
 		oid, known := attributeOIDs[k]
 		if !known {
-			return pkix.Name{}, fmt.Errorf("distinguished name %q: unknown attribute type %q", s, k)
+			return nil, fmt.Errorf("distinguished name %q: unknown attribute type %q", s, k)
 		}
 		if v == "" {
-			return pkix.Name{}, fmt.Errorf("distinguished name %q: %s has an empty value", s, k)
+			return nil, fmt.Errorf("distinguished name %q: %s has an empty value", s, k)
 		}
-		var value any = v
-		if k == "E" || k == "EMAILADDRESS" || k == "DC" {
-			// RFC 5280 and RFC 4519 define these as IA5String.
-			value = asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte(v)}
-		}
-		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: value}})
+		attrs = append(attrs, Attribute{Type: oid, Name: k, Value: v})
 	}
 	if !slashForm {
 		// RFC 4514 writes the most significant RDN last.
-		for i, j := 0, len(rdns)-1; i < j; i, j = i+1, j-1 {
-			rdns[i], rdns[j] = rdns[j], rdns[i]
+		for i, j := 0, len(attrs)-1; i < j; i, j = i+1, j-1 {
+			attrs[i], attrs[j] = attrs[j], attrs[i]
 		}
+	}
+	return attrs, nil
+}
+
+// IsIA5 reports whether an attribute type's values are IA5Strings (RFC 5280
+// and RFC 4519: emailAddress and domainComponent).
+func IsIA5(oid asn1.ObjectIdentifier) bool {
+	return oid.Equal(attributeOIDs["E"]) || oid.Equal(attributeOIDs["DC"])
+}
+
+// Parse reads a distinguished name (see ParseAttributes for the forms).
+func Parse(s string) (pkix.Name, error) {
+	attrs, err := ParseAttributes(s)
+	if err != nil || len(attrs) == 0 {
+		return pkix.Name{}, err
+	}
+	var rdns pkix.RDNSequence
+	for _, a := range attrs {
+		var value any = a.Value
+		if IsIA5(a.Type) {
+			value = asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte(a.Value)}
+		}
+		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: a.Type, Value: value}})
 	}
 	var name pkix.Name
 	name.FillFromRDNSequence(&rdns)
@@ -128,4 +161,19 @@ func unescape(v string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// typeNames are the names TypeName prints, one per type (the map above
+// has aliases).
+var typeNames = []string{"CN", "SERIALNUMBER", "C", "L", "ST", "STREET", "O", "OU", "TITLE", "POSTALCODE", "GN", "SN", "DC", "UID", "E"}
+
+// TypeName returns the short name of an attribute type (CN, O, E, ...), or
+// its dotted OID when it has none.
+func TypeName(oid asn1.ObjectIdentifier) string {
+	for _, n := range typeNames {
+		if oid.Equal(attributeOIDs[n]) {
+			return n
+		}
+	}
+	return oid.String()
 }

@@ -29,3 +29,30 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// ParseAttributes keeps values as written (unescaped), so a template's
+// %variable% stays inside its attribute; TypeName names types back.
+func TestParseAttributes(t *testing.T) {
+	want := []Attribute{{Type: attributeOIDs["O"], Name: "O", Value: "Corp"}, {Type: attributeOIDs["CN"], Name: "CN", Value: "%certificatename%.%namespace%,x"}}
+	// "O=Corp;1" is two parts: ";1" is not TYPE=value.
+	if _, err := ParseAttributes("CN=a,O=Corp;1"); err == nil {
+		t.Errorf("a part without = was accepted")
+	}
+	attrs, err := ParseAttributes(`CN=%certificatename%.%namespace%\,x, O=Corp`)
+	if err != nil || len(attrs) != 2 {
+		t.Fatalf("attrs = %v, %v", attrs, err)
+	}
+	for i := range want {
+		if !attrs[i].Type.Equal(want[i].Type) || attrs[i].Name != want[i].Name || attrs[i].Value != want[i].Value {
+			t.Errorf("attribute %d = %+v, want %+v", i, attrs[i], want[i])
+		}
+	}
+	for name, wantName := range map[string]string{"CN": "CN", "S": "ST", "EMAILADDRESS": "E", "T": "TITLE"} {
+		if got := TypeName(attributeOIDs[name]); got != wantName {
+			t.Errorf("TypeName(%s) = %s, want %s", name, got, wantName)
+		}
+	}
+	if got := TypeName([]int{1, 2, 3}); got != "1.2.3" {
+		t.Errorf("TypeName(1.2.3) = %s", got)
+	}
+}
