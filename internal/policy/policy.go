@@ -1,59 +1,89 @@
-// Package policy decides whether a certificate request fits a SCEP profile:
-// it expands the profile's %variable% templates for one request and checks
-// the CSR's subject, alternative names, key usage and key against them.
+// Package policy decides whether a certificate request fits a SCEP profile.
 // Nothing is sent to a SCEP server for a request that does not fit.
+//
+// The tenant who writes a CertificateRequest (or the Certificate behind it)
+// is not trusted: its name, annotations, owner references and every byte of
+// its CSR are input to check. Check reads the CSR from its raw encoding, so
+// that what is checked is what a CA reads, and refuses whatever the profile
+// does not allow:
+//
+//   - the subject must match spec.subject, a DN template whose attribute
+//     values may hold "*" (any run of characters) and %variables%; the
+//     template is parsed as a DN before any variable is looked at, and a
+//     variable's value matches only itself, so a value holding ',' '+' '='
+//     or '*' can neither add attributes nor widen a glob. An empty subject
+//     template is a violation unless spec.allowAnySubject says so.
+//   - each alternative name must match a template of its type in
+//     spec.subjectAltNames (an empty list allows none, unless
+//     spec.allowAnySubjectAltNames); IP addresses, directoryName,
+//     registeredID, x400Address, ediPartyName and otherNames other than
+//     UPN are always refused.
+//   - the key (spec.keySize, spec.allowECDSAKeys), key usages
+//     (spec.keyUsage; certificate and CRL signing never), extended key
+//     usages (spec.extendedKeyUsages; anyExtendedKeyUsage never), no CA
+//     (basicConstraints CA:true or the request's spec.isCA), no extension
+//     but those the profile governs or lists in spec.allowedExtensions, no
+//     extension twice, and no CSR attribute but extensionRequest (a
+//     challengePassword or Microsoft's name-value pairs, which AD CS can
+//     read as alternative names, are refused).
+//
+// # Variables
+//
+// VariablesFor maps each variable to something true about the request.
+// Who chooses the value matters for a profile's safety:
+//
+//	%namespace%        the request's namespace: not tenant-controlled
+//	%domainname%       the cluster's DNS domain: not tenant-controlled
+//	%certificatename%  the name of the Certificate that owns the request
+//	                   (its controller ownerReference; see CertificateOwner):
+//	                   any Kubernetes name the tenant picks in its namespace
+//	%devicename%       <certificatename>.<namespace>: as above
+//	%requestname%      the CertificateRequest's name: the tenant's choice
+//	%username%         spec.username: set by cert-manager's webhook from
+//	                   the authenticated creator where the webhook runs
+//	                   (cert-manager's own service account for Certificates,
+//	                   the same for every namespace), free text otherwise
+//	%email%            the annotation scep.certificates.dev/email: anything
+//	                   the tenant writes, unless spec.variables.email
+//	                   constrains it
+//
+// A template that names an identity (a UPN or RFC822Name that AD, Wi-Fi or
+// VPN accept as a user) must include %namespace% or take only constrained
+// values; otherwise one namespace can claim another's identity, e.g. a
+// Certificate named "administrator" with the UPN template
+// "%certificatename%@corp.example". Warnings lists such gaps.
 package policy
 
 import (
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"fmt"
-	"regexp"
-	"sort"
-	"strings"
+	"unicode/utf8"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
-	"github.com/scep-operator/scep-operator/internal/dn"
-	"github.com/scep-operator/scep-operator/internal/scep"
 )
 
-// Variables maps a variable's name (without the percent signs) to its value
-// for one request. See Known for the names.
-type Variables map[string]string
-
-// Known lists the variables a template may use, in the order the docs list
-// them. The API schema refuses any other.
-var Known = []string{"namespace", "certificatename", "requestname", "username", "email", "domainname", "devicename"}
-
-var variablePattern = regexp.MustCompile(`%([A-Za-z]*)%`)
-
-// Expand replaces each %variable% of tmpl. A variable without a value for
-// this request is an error, so that a template never silently matches less.
-func Expand(tmpl string, vars Variables) (string, error) {
-	var missing []string
-	out := variablePattern.ReplaceAllStringFunc(tmpl, func(m string) string {
-		name := strings.ToLower(m[1 : len(m)-1])
-		v, ok := vars[name]
-		if !ok || v == "" {
-			missing = append(missing, m)
-			return m
-		}
-		return v
-	})
-	if len(missing) > 0 {
-		return "", fmt.Errorf("%s has no value for this request", strings.Join(missing, ", "))
-	}
-	return out, nil
+// Request is what Check holds against a profile: one CertificateRequest's
+// CSR and what the policy needs to know about the request itself.
+type Request struct {
+	// CSR is the request's CSR as x509.ParseCertificateRequest returns it;
+	// Check reads its raw encoding (RawTBSCertificateRequest) and its
+	// parsed public key.
+	CSR *x509.CertificateRequest
+	// IsCA is the CertificateRequest's spec.isCA, which asks for a CA
+	// certificate even when the CSR does not.
+	IsCA bool
+	// Vars are the request's variables (VariablesFor).
+	Vars Variables
 }
 
-// Violation says which profile field a request does not fit, and why.
+// Violation says which field a request does not fit, and why.
 type Violation struct {
-	// Field is the profile field, e.g. "spec.subjectAltNames".
+	// Field is the profile field the request does not fit, e.g.
+	// "spec.subjectAltNames", or, for what no profile allows, the
+	// request's own field ("spec.isCA", "spec.request").
 	Field string
-	// Reason is a sentence a workload owner can act on.
+	// Reason is a sentence a workload owner or an admin can act on. It
+	// quotes what the tenant wrote only in bounded form.
 	Reason string
 }
 
@@ -65,271 +95,49 @@ func violation(field, format string, args ...any) *Violation {
 	return &Violation{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Check returns a *Violation when csr does not fit spec for a request with
-// vars, and nil when it does.
-func Check(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest, vars Variables) error {
-	if err := checkKey(spec, csr); err != nil {
-		return err
+// Check returns a *Violation when req does not fit spec, and nil when it
+// does. It never panics, whatever the CSR holds.
+func Check(spec *scepv1alpha1.SCEPProfileSpec, req Request) error {
+	if spec == nil {
+		return violation("spec", "there is no profile to check the request against")
 	}
-	if err := checkSubject(spec, csr, vars); err != nil {
-		return err
+	if req.CSR == nil {
+		return violation("spec.request", "there is no certificate request to check")
 	}
-	if IsNDES(spec) {
-		if err := checkNDESSubject(csr); err != nil {
-			return err
-		}
+	if req.IsCA {
+		return violation("spec.isCA", "the request asks for a CA certificate; a SCEP profile issues end-entity certificates only: remove isCA from the Certificate")
 	}
-	if err := checkSANs(spec, csr, vars); err != nil {
-		return err
+	c, v := readCSR(req.CSR)
+	if v != nil {
+		return v
 	}
-	return checkKeyUsage(spec, csr)
-}
-
-func checkKey(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest) error {
-	size := int(spec.KeySize)
-	if size == 0 {
-		size = 2048
-	}
-	switch k := csr.PublicKey.(type) {
-	case *rsa.PublicKey:
-		if k.N.BitLen() != size {
-			return violation("spec.keySize", "the key is RSA %d; the profile requires RSA %d (set the Certificate's privateKey.size)", k.N.BitLen(), size)
-		}
-	case *ecdsa.PublicKey:
-		if !spec.AllowECDSAKeys {
-			return violation("spec.allowECDSAKeys", "the key is ECDSA %s; the profile requires RSA %d (set the Certificate's privateKey.algorithm: RSA)", k.Curve.Params().Name, size)
-		}
-	default:
-		return violation("spec.keySize", "the key is %T; the profile requires RSA %d", csr.PublicKey, size)
-	}
-	return nil
-}
-
-// IsNDES reports whether a profile talks to Microsoft NDES: its dynamic
-// challenge is NDES's, and NDES's endpoint is mscep.dll.
-func IsNDES(spec *scepv1alpha1.SCEPProfileSpec) bool {
-	return spec.Challenge.Type == scepv1alpha1.ChallengeDynamic || strings.Contains(strings.ToLower(spec.URL), "/mscep.dll")
-}
-
-// ndesUnsafe are the characters that, escaped in a subject, make AD CS
-// refuse or mangle the request behind NDES.
-const ndesUnsafe = `+;,="\`
-
-func checkNDESSubject(csr *x509.CertificateRequest) error {
-	for _, a := range attributes(csr.Subject) {
-		if i := strings.IndexAny(a.value, ndesUnsafe); i >= 0 {
-			return violation("spec.subject", "the subject value %q contains %q, which NDES (AD CS) cannot issue escaped in a subject; remove it from the Certificate's subject", a.value, a.value[i:i+1])
-		}
-	}
-	return nil
-}
-
-func checkSubject(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest, vars Variables) error {
-	if spec.Subject == "" {
-		return nil
-	}
-	expanded, err := Expand(spec.Subject, vars)
-	if err != nil {
-		return violation("spec.subject", "%v", err)
-	}
-	want, err := dn.Parse(expanded)
-	if err != nil {
-		return violation("spec.subject", "the template expands to %q, which is not a distinguished name: %v", expanded, err)
-	}
-	if !namesMatch(want, csr.Subject) {
-		return violation("spec.subject", "the subject %q does not match %q (template %q)", csr.Subject.String(), want.String(), spec.Subject)
-	}
-	return nil
-}
-
-// namesMatch compares two names as sets of (type, value) attributes; a "*"
-// in a wanted value matches any run of characters.
-func namesMatch(want, got pkix.Name) bool {
-	w, g := attributes(want), attributes(got)
-	if len(w) != len(g) {
-		return false
-	}
-	used := make([]bool, len(g))
-	for _, wa := range w {
-		found := false
-		for i, ga := range g {
-			if used[i] || wa.oid != ga.oid {
-				continue
-			}
-			if re, err := glob(wa.value, false); err == nil && re.MatchString(ga.value) {
-				used[i], found = true, true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-type attribute struct{ oid, value string }
-
-func attributes(n pkix.Name) []attribute {
-	var out []attribute
-	for _, rdn := range n.ToRDNSequence() {
-		for _, atv := range rdn {
-			out = append(out, attribute{oid: atv.Type.String(), value: attributeValue(atv.Value)})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].oid < out[j].oid })
-	return out
-}
-
-func attributeValue(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case asn1.RawValue:
-		return string(x.Bytes)
-	}
-	return fmt.Sprint(v)
-}
-
-// glob turns a template value into an anchored pattern where "*" matches
-// any run of characters. It fails on a value that is not valid UTF-8
-// (regexp refuses it), which the API never stores but a caller might pass.
-func glob(pattern string, foldCase bool) (*regexp.Regexp, error) {
-	quoted := strings.ReplaceAll(regexp.QuoteMeta(pattern), `\*`, `.*`)
-	if foldCase {
-		quoted = "(?i)" + quoted
-	}
-	return regexp.Compile("^" + quoted + "$")
-}
-
-func checkSANs(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest, vars Variables) error {
-	if len(spec.SubjectAltNames) == 0 {
-		return nil
-	}
-	allowed := map[scepv1alpha1.SANType][]*regexp.Regexp{}
-	for i, san := range spec.SubjectAltNames {
-		v, err := Expand(san.Value, vars)
-		if err != nil {
-			return violation(fmt.Sprintf("spec.subjectAltNames[%d]", i), "%v", err)
-		}
-		fold := san.Type == scepv1alpha1.SANTypeDNSName || san.Type == scepv1alpha1.SANTypeRFC822Name
-		re, err := glob(v, fold)
-		if err != nil {
-			return violation(fmt.Sprintf("spec.subjectAltNames[%d]", i), "the value expands to %q, which cannot be matched: %v", v, err)
-		}
-		allowed[san.Type] = append(allowed[san.Type], re)
-	}
-	upns, err := scep.UPNs(csr.Extensions)
-	if err != nil {
-		return violation("spec.subjectAltNames", "the CSR's subjectAltName extension is malformed: %v", err)
-	}
-	if len(csr.IPAddresses) > 0 {
-		return violation("spec.subjectAltNames", "the CSR asks for IP addresses %v; SCEP profiles allow only RFC822Name, DNSName, URI and UPN names", csr.IPAddresses)
-	}
-	check := func(t scepv1alpha1.SANType, names []string) error {
-		for _, n := range names {
-			ok := false
-			for _, re := range allowed[t] {
-				if re.MatchString(n) {
-					ok = true
-					break
-				}
-			}
-			if !ok {
-				return violation("spec.subjectAltNames", "%s %q is not allowed by the profile", t, n)
-			}
-		}
-		return nil
-	}
-	uris := make([]string, len(csr.URIs))
-	for i, u := range csr.URIs {
-		uris[i] = u.String()
-	}
-	for _, c := range []struct {
-		t     scepv1alpha1.SANType
-		names []string
-	}{
-		{scepv1alpha1.SANTypeDNSName, csr.DNSNames},
-		{scepv1alpha1.SANTypeRFC822Name, csr.EmailAddresses},
-		{scepv1alpha1.SANTypeURI, uris},
-		{scepv1alpha1.SANTypeUPN, upns},
+	for _, check := range []func() *Violation{
+		func() *Violation { return checkKey(spec, req.CSR) },
+		func() *Violation { return checkEmail(spec, req.Vars) },
+		func() *Violation { return checkSubject(spec, c.subject, req.Vars) },
+		func() *Violation { return checkExtensions(spec, c.extensions) },
+		func() *Violation { return checkSANs(spec, c.extensions, req.Vars) },
 	} {
-		if err := check(c.t, c.names); err != nil {
-			return err
+		if v := check(); v != nil {
+			return v
 		}
 	}
 	return nil
 }
 
-var oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
+// maxQuoted bounds what a message repeats of a tenant's string.
+const maxQuoted = 128
 
-func checkKeyUsage(spec *scepv1alpha1.SCEPProfileSpec, csr *x509.CertificateRequest) error {
-	if len(spec.KeyUsage) == 0 {
-		return nil
+// quote is %q of s, cut after maxQuoted bytes (at a character boundary)
+// with the full length said, so a message never carries an unbounded
+// tenant string.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return fmt.Sprintf("%q", s)
 	}
-	var allowed x509.KeyUsage
-	for _, ku := range spec.KeyUsage {
-		switch ku {
-		case scepv1alpha1.KeyUsageDigitalSignature:
-			allowed |= x509.KeyUsageDigitalSignature
-		case scepv1alpha1.KeyUsageKeyEncipherment:
-			allowed |= x509.KeyUsageKeyEncipherment
-		}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
 	}
-	requested, err := requestedKeyUsage(csr)
-	if err != nil {
-		return violation("spec.keyUsage", "%v", err)
-	}
-	if extra := requested &^ allowed; extra != 0 {
-		return violation("spec.keyUsage", "the CSR asks for key usages %s; the profile allows %s (set the Certificate's usages)", keyUsageNames(requested), keyUsageNames(allowed))
-	}
-	return nil
-}
-
-func requestedKeyUsage(csr *x509.CertificateRequest) (x509.KeyUsage, error) {
-	for _, e := range csr.Extensions {
-		if !e.Id.Equal(oidKeyUsage) {
-			continue
-		}
-		var bits asn1.BitString
-		if rest, err := asn1.Unmarshal(e.Value, &bits); err != nil || len(rest) > 0 {
-			return 0, fmt.Errorf("the CSR's keyUsage extension is malformed")
-		}
-		var ku x509.KeyUsage
-		for i := 0; i < 9; i++ {
-			if bits.At(i) != 0 {
-				ku |= 1 << uint(i)
-			}
-		}
-		return ku, nil
-	}
-	return 0, nil
-}
-
-var keyUsageLabels = []struct {
-	ku   x509.KeyUsage
-	name string
-}{
-	{x509.KeyUsageDigitalSignature, "DigitalSignature"},
-	{x509.KeyUsageContentCommitment, "ContentCommitment"},
-	{x509.KeyUsageKeyEncipherment, "KeyEncipherment"},
-	{x509.KeyUsageDataEncipherment, "DataEncipherment"},
-	{x509.KeyUsageKeyAgreement, "KeyAgreement"},
-	{x509.KeyUsageCertSign, "CertSign"},
-	{x509.KeyUsageCRLSign, "CRLSign"},
-	{x509.KeyUsageEncipherOnly, "EncipherOnly"},
-	{x509.KeyUsageDecipherOnly, "DecipherOnly"},
-}
-
-func keyUsageNames(ku x509.KeyUsage) string {
-	var names []string
-	for _, l := range keyUsageLabels {
-		if ku&l.ku != 0 {
-			names = append(names, l.name)
-		}
-	}
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ", ")
+	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
 }

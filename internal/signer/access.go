@@ -74,7 +74,7 @@ func (e *enrollment) admit(csr *x509.CertificateRequest) error {
 	if err := e.checkNamespace(); err != nil {
 		return err
 	}
-	if err := policy.Check(e.p.GetSpec(), csr, policy.VariablesFor(e.cr, e.ClusterDomain)); err != nil {
+	if err := policy.Check(e.p.GetSpec(), policy.Request{CSR: csr, IsCA: e.cr.Spec.IsCA, Vars: policy.VariablesFor(e.cr, e.ClusterDomain)}); err != nil {
 		return e.refuse(ReasonPolicyViolation, err)
 	}
 	if e.cr.Spec.IsCA {
