@@ -12,7 +12,9 @@
 //     template is parsed as a DN before any variable is looked at, and a
 //     variable's value matches only itself, so a value holding ',' '+' '='
 //     or '*' can neither add attributes nor widen a glob. An empty subject
-//     template is a violation unless spec.allowAnySubject says so.
+//     template is a violation unless spec.allowAnySubject says so. Even
+//     then, a subject value that is not text or holds a control character
+//     is refused.
 //   - each alternative name must match a template of its type in
 //     spec.subjectAltNames (an empty list allows none, unless
 //     spec.allowAnySubjectAltNames); IP addresses, directoryName,
@@ -87,6 +89,8 @@ type Violation struct {
 	Reason string
 }
 
+// Error says that the request does not fit, naming the field and the
+// reason; the signer shows it on the request and in its Event.
 func (v *Violation) Error() string {
 	return fmt.Sprintf("the request does not fit the SCEP profile: %s: %s", v.Field, v.Reason)
 }
