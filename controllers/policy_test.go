@@ -15,10 +15,12 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/signer"
 	"github.com/scep-operator/scep-operator/test/micromdm"
@@ -54,6 +56,12 @@ func TestPolicyViolations(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
+	// Its UPN template has no %namespace%: any namespace could claim the same
+	// account, which the PolicyWarning condition says (policy.Warnings).
+	if w := meta.FindStatusCondition(p.Status.Conditions, controllers.ConditionPolicyWarning); w == nil || w.Status != metav1.ConditionTrue ||
+		!strings.Contains(w.Message, `spec.subjectAltNames[2] (UPN "%certificatename%@corp.example")`) {
+		t.Errorf("PolicyWarning = %+v, want True naming the UPN template", w)
+	}
 
 	// fitting is a CSR template that fits the profile for Certificate name.
 	fitting := func(name string) scep.CSRTemplate {

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/policy"
 )
 
 // ConditionPolicyWarning is True on a profile that leaves something a
@@ -43,37 +44,17 @@ func checkPolicySpec(p scepv1alpha1.Profile) error {
 	return nil
 }
 
-// policyWarnings lists what p leaves to the tenant.
+// policyWarnings lists what p leaves to the tenant: what policy.Warnings
+// finds in its spec (any subject, any names, an unconstrained %email%,
+// identity templates any namespace can fill), and any namespace for a
+// ClusterSCEPProfile without namespaceSelector.
 func policyWarnings(p scepv1alpha1.Profile) []string {
 	spec := p.GetSpec()
-	var w []string
-	if spec.AllowAnySubject {
-		w = append(w, "allowAnySubject: any subject may be requested")
-	}
-	if spec.AllowAnySubjectAltNames {
-		w = append(w, "allowAnySubjectAltNames: any DNS, RFC822, URI and UPN names may be requested")
-	}
+	w := policy.Warnings(spec)
 	if _, cluster := p.(*scepv1alpha1.ClusterSCEPProfile); cluster && spec.NamespaceSelector == nil {
 		w = append(w, "no namespaceSelector: every namespace may use this ClusterSCEPProfile")
 	}
-	if spec.Variables == nil || len(spec.Variables.Email) == 0 {
-		if usesVariable(spec, "%email%") {
-			w = append(w, "%email% is used but not constrained by spec.variables.email: its value is whatever the Certificate's annotation says")
-		}
-	}
 	return w
-}
-
-func usesVariable(spec *scepv1alpha1.SCEPProfileSpec, v string) bool {
-	if strings.Contains(strings.ToLower(spec.Subject), v) {
-		return true
-	}
-	for _, san := range spec.SubjectAltNames {
-		if strings.Contains(strings.ToLower(san.Value), v) {
-			return true
-		}
-	}
-	return false
 }
 
 // setPolicyWarning writes the PolicyWarning condition and, when it turns
