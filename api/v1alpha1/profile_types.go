@@ -98,7 +98,8 @@ type SCEPProfileSpec struct {
 	// +optional
 	Variables *VariableConstraints `json:"variables,omitempty"`
 
-	// KeyUsage lists the key usages a request may ask for. Empty allows any.
+	// KeyUsage lists the key usages a request may ask for. Empty allows any
+	// but CertSign and CRLSign, which are always refused (end-entity only).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=2

@@ -77,9 +77,6 @@ func (e *enrollment) admit(csr *x509.CertificateRequest) error {
 	if err := policy.Check(e.p.GetSpec(), policy.Request{CSR: csr, IsCA: e.cr.Spec.IsCA, Vars: policy.VariablesFor(e.cr, e.ClusterDomain)}); err != nil {
 		return e.refuse(ReasonPolicyViolation, err)
 	}
-	if e.cr.Spec.IsCA {
-		return e.refuse(ReasonPolicyViolation, errors.New("the request does not fit the SCEP profile: spec.isCA: the request asks for a CA certificate; SCEP profiles issue end-entity certificates only (remove isCA from the Certificate)"))
-	}
 	return nil
 }
 
