@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -656,7 +655,21 @@ func readyOf(t *testing.T, cr *cmapi.CertificateRequest) *cmapi.CertificateReque
 
 func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers []*scepserver.Server, before []tally) {
 	t.Helper()
+	defer func() {
+		for i, p := range peers {
+			if m := messagesFor(t, p, cr); len(m) > 0 {
+				t.Errorf("%s received %d pkiMessage(s) of the refused request (first: %s, transaction %s)", p.URL, len(m), m[0].MessageType, m[0].TransactionID)
+			}
+			if after := tallyOf(p); after != before[i] {
+				t.Errorf("%s received messages during the row: before %+v, after %+v", p.URL, before[i], after)
+			}
+		}
+	}()
 	ready := readyOf(t, cr)
+	if ready.Status == cmmeta.ConditionTrue {
+		t.Errorf("the attack succeeded: the request was issued (%s)", ready.Message)
+		return
+	}
 	if ready.Reason != cmapi.CertificateRequestReasonFailed {
 		t.Errorf("Ready = %s %s: %s; want Failed", ready.Status, ready.Reason, ready.Message)
 	}
@@ -668,14 +681,6 @@ func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers 
 		t.Errorf("%s = %s %s: %s; want False with reason %s", signer.ConditionPolicy, pol.Status, pol.Reason, pol.Message, strings.Join(w.refused, " or "))
 	}
 	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventPolicyViolation, "nothing was sent")
-	for i, p := range peers {
-		if m := messagesFor(t, p, cr); len(m) > 0 {
-			t.Errorf("%s received %d pkiMessage(s) of the refused request (first: %s, transaction %s)", p.URL, len(m), m[0].MessageType, m[0].TransactionID)
-		}
-		if after := tallyOf(p); after != before[i] {
-			t.Errorf("%s received messages during the row: before %+v, after %+v", p.URL, before[i], after)
-		}
-	}
 }
 
 func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server) {
@@ -933,10 +938,4 @@ func runAPIRows(t *testing.T, rows []apiRow) {
 			}
 		})
 	}
-}
-
-// isStatusError tells an API refusal from a transport failure in messages.
-func isStatusError(err error) bool {
-	var se *apierrors.StatusError
-	return errors.As(err, &se)
 }
