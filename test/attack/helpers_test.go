@@ -939,3 +939,8 @@ func runAPIRows(t *testing.T, rows []apiRow) {
 		})
 	}
 }
+
+// objectMeta names an object.
+func objectMeta(ns, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name}
+}
