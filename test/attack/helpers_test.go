@@ -100,11 +100,12 @@ func remove(t *testing.T, obj client.Object) {
 
 // ---- Peers ----
 
-// tally is what a SCEP server has received so far.
-type tally struct{ pkcsReq, certPoll, pkiOperations int }
+// tally is what a SCEP server has received so far; messages is how many
+// pkiMessages it recorded, where a row's own begin.
+type tally struct{ pkcsReq, certPoll, pkiOperations, messages int }
 
 func tallyOf(s *scepserver.Server) tally {
-	return tally{s.PKIMessages("PKCSReq"), s.PKIMessages("CertPoll"), s.Requests(scepserver.OpPKIOperation)}
+	return tally{s.PKIMessages("PKCSReq"), s.PKIMessages("CertPoll"), s.Requests(scepserver.OpPKIOperation), len(s.PKIRequests())}
 }
 
 func talliesOf(peers []*scepserver.Server) []tally {
@@ -115,15 +116,15 @@ func talliesOf(peers []*scepserver.Server) []tally {
 	return out
 }
 
-// messagesFor returns the pkiMessages s received for cr: those whose CSR
-// holds cr's key (Rebuild keeps the key) and those carrying cr's
-// transactionID (CertPoll carries no CSR).
-func messagesFor(t *testing.T, s *scepserver.Server, cr *cmapi.CertificateRequest) []scepserver.PKIRequest {
+// messagesFor returns the pkiMessages s received for cr since its
+// since-th: those whose CSR holds cr's key (Rebuild keeps the key) and
+// those carrying cr's transactionID (CertPoll carries no CSR).
+func messagesFor(t *testing.T, s *scepserver.Server, cr *cmapi.CertificateRequest, since int) []scepserver.PKIRequest {
 	t.Helper()
 	pub := csrOf(t, cr).PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	tx, _ := signer.TransactionIDOf(cr)
 	var out []scepserver.PKIRequest
-	for _, m := range s.PKIRequests() {
+	for _, m := range s.PKIRequests()[since:] {
 		if (m.CSR != nil && pub.Equal(m.CSR.PublicKey)) || (tx != "" && m.TransactionID == string(tx)) {
 			out = append(out, m)
 		}
@@ -601,7 +602,10 @@ type requestRow struct {
 	attack func(t *testing.T) *cmapi.CertificateRequest
 	want   verdict
 	// then, when set, checks more once the verdict holds.
-	then func(t *testing.T, cr *cmapi.CertificateRequest)
+	then func(t *testing.T, cr *cmapi.CertificateRequest, since []tally)
+	// madeBefore: the request was made before the row (a fixture other
+	// rows use too): what peers received is judged from their start.
+	madeBefore bool
 }
 
 // runRequestRows runs rows one after another (each peer's counts are
@@ -612,6 +616,9 @@ func runRequestRows(t *testing.T, peers []*scepserver.Server, rows []requestRow)
 		t.Run(row.name, func(t *testing.T) {
 			needs(t, row.needs)
 			before := talliesOf(peers)
+			if row.madeBefore {
+				before = make([]tally, len(peers))
+			}
 			cr := row.attack(t)
 			t.Cleanup(func() {
 				if t.Failed() {
@@ -626,19 +633,19 @@ func runRequestRows(t *testing.T, peers []*scepserver.Server, rows []requestRow)
 				expectRefused(t, got, w, peers, before)
 			case w.issued:
 				got = waitFinished(t, cr)
-				expectIssued(t, got, peers)
+				expectIssued(t, got, peers, before)
 			case w.rejected:
 				got = waitFinished(t, cr)
-				expectRejected(t, got, peers)
+				expectRejected(t, got, peers, before)
 			}
 			if len(w.says) > 0 || len(w.never) > 0 || w.clean > 0 {
 				expectMessage(t, got, w)
 			}
 			if w.stateIgnored {
-				expectStateIgnored(t, got, peers)
+				expectStateIgnored(t, got, peers, before)
 			}
 			if row.then != nil {
-				row.then(t, got)
+				row.then(t, got, before)
 			}
 		})
 	}
@@ -657,7 +664,7 @@ func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers 
 	t.Helper()
 	defer func() {
 		for i, p := range peers {
-			if m := messagesFor(t, p, cr); len(m) > 0 {
+			if m := messagesFor(t, p, cr, before[i].messages); len(m) > 0 {
 				t.Errorf("%s received %d pkiMessage(s) of the refused request (first: %s, transaction %s)", p.URL, len(m), m[0].MessageType, m[0].TransactionID)
 			}
 			if after := tallyOf(p); after != before[i] {
@@ -683,7 +690,7 @@ func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers 
 	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventPolicyViolation, "nothing was sent")
 }
 
-func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server) {
+func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
 	t.Helper()
 	ready := readyOf(t, cr)
 	if ready.Status != cmmeta.ConditionTrue {
@@ -700,8 +707,8 @@ func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserve
 	if !leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csrOf(t, cr).PublicKey) {
 		t.Error("the certificate does not hold the CSR's key")
 	}
-	for _, p := range peers {
-		for _, m := range messagesFor(t, p, cr) {
+	for i, p := range peers {
+		for _, m := range messagesFor(t, p, cr, before[i].messages) {
 			if m.MessageType == "PKCSReq" && m.Status == "SUCCESS" {
 				if err := leaf.CheckSignatureFrom(p.CA); err != nil {
 					t.Errorf("the certificate is not %s's: %v", p.URL, err)
@@ -713,7 +720,7 @@ func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserve
 	t.Error("no peer recorded a PKCSReq of this request answered SUCCESS")
 }
 
-func expectRejected(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server) {
+func expectRejected(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
 	t.Helper()
 	ready := readyOf(t, cr)
 	if ready.Reason != cmapi.CertificateRequestReasonFailed {
@@ -723,8 +730,8 @@ func expectRejected(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepser
 		t.Errorf("%s = %s %s: the request fits its profile, the server refused it", signer.ConditionPolicy, pol.Status, pol.Reason)
 	}
 	n := 0
-	for _, p := range peers {
-		for _, m := range messagesFor(t, p, cr) {
+	for i, p := range peers {
+		for _, m := range messagesFor(t, p, cr, before[i].messages) {
 			if m.MessageType == "PKCSReq" && m.Status == "FAILURE" {
 				n++
 			}
@@ -763,7 +770,7 @@ func expectMessage(t *testing.T, cr *cmapi.CertificateRequest, w verdict) {
 	}
 }
 
-func expectStateIgnored(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server) {
+func expectStateIgnored(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
 	t.Helper()
 	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventStateIgnored, signer.AnnotationState)
 	tx, err := signer.TransactionIDOf(cr)
@@ -773,8 +780,8 @@ func expectStateIgnored(t *testing.T, cr *cmapi.CertificateRequest, peers []*sce
 	var sent []scepserver.PKIRequest
 	eventually(t, finishTimeout, "a pkiMessage of "+cr.Name+" at a peer", func() (bool, string) {
 		sent = nil
-		for _, p := range peers {
-			sent = append(sent, messagesFor(t, p, cr)...)
+		for i, p := range peers {
+			sent = append(sent, messagesFor(t, p, cr, before[i].messages)...)
 		}
 		return len(sent) > 0, "none yet"
 	})
@@ -943,4 +950,22 @@ func runAPIRows(t *testing.T, rows []apiRow) {
 // objectMeta names an object.
 func objectMeta(ns, name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name}
+}
+
+// expectChallenge checks that the request's PKCSReq at s (since before)
+// carried the profile's challenge password: Rebuild added it.
+func expectChallenge(t *testing.T, s *scepserver.Server, cr *cmapi.CertificateRequest, before tally, password string) {
+	t.Helper()
+	n := 0
+	for _, m := range messagesFor(t, s, cr, before.messages) {
+		if m.MessageType == "PKCSReq" {
+			n++
+			if m.ChallengePassword != password {
+				t.Error("the PKCSReq did not carry the profile's challenge password")
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no PKCSReq of the request reached the server")
+	}
 }

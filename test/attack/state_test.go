@@ -85,8 +85,8 @@ func TestForgedState(t *testing.T) {
 		s.AllowAnySubjectAltNames = true
 	})
 	refusedSubject := verdict{refused: []string{signer.ReasonPolicyViolation}, says: []string{"spec.subject", "web." + victim}}
-	carries := func(key, value string) func(*testing.T, *cmapi.CertificateRequest) {
-		return func(t *testing.T, cr *cmapi.CertificateRequest) {
+	carries := func(key, value string) func(*testing.T, *cmapi.CertificateRequest, []tally) {
+		return func(t *testing.T, cr *cmapi.CertificateRequest, _ []tally) {
 			if cr.Annotations[key] != value {
 				t.Errorf("the request does not carry %s=%q (cert-manager did not copy it): the row tested nothing", key, value)
 			}
@@ -120,7 +120,7 @@ func TestForgedState(t *testing.T) {
 				return requestOf(t, crt)
 			},
 			want: refusedSubject,
-			then: func(t *testing.T, cr *cmapi.CertificateRequest) {
+			then: func(t *testing.T, cr *cmapi.CertificateRequest, _ []tally) {
 				if _, ok := signer.StateOf(cr); !ok {
 					t.Error("the request carries no state annotation (cert-manager did not copy it): the row tested nothing")
 				}
@@ -153,12 +153,8 @@ func TestForgedState(t *testing.T) {
 				return requestOf(t, certificate(t, attacker(t), tenant, "state-rebuild-control", rebuild, nil))
 			},
 			want: verdict{issued: true},
-			then: func(t *testing.T, cr *cmapi.CertificateRequest) {
-				for _, m := range messagesFor(t, challengeSrv, cr) {
-					if m.MessageType == "PKCSReq" && m.ChallengePassword != stateChallenge {
-						t.Error("the PKCSReq did not carry the profile's challenge")
-					}
-				}
+			then: func(t *testing.T, cr *cmapi.CertificateRequest, since []tally) {
+				expectChallenge(t, challengeSrv, cr, since[1], stateChallenge)
 			},
 		},
 		{
