@@ -177,7 +177,7 @@ func clusterProfile(t *testing.T, name string, srv *scepserver.Server, change fu
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: scepv1alpha1.SCEPProfileSpec{
 			URL:               srv.URL,
-			CAFingerprint:     scep.FingerprintOf(srv.CA, crypto.SHA256).Hex(),
+			CAFingerprint:     fingerprint(srv),
 			Subject:           "CN=*.%namespace%",
 			NamespaceSelector: inTeams(tenant, victim),
 		},
@@ -992,4 +992,20 @@ func tenantProfile(t *testing.T, name, url string, ca *x509.Certificate, change 
 	}
 	create(t, attacker(t), p)
 	return p
+}
+
+// try creates obj with c and returns the API server's answer; what it
+// created is deleted when the test ends.
+func try(t *testing.T, c client.Client, obj client.Object) error {
+	t.Helper()
+	err := c.Create(t.Context(), obj)
+	if err == nil {
+		t.Cleanup(func() { remove(t, obj) })
+	}
+	return err
+}
+
+// fingerprint is srv's CA pin, as a profile's caFingerprint.
+func fingerprint(srv *scepserver.Server) string {
+	return scep.FingerprintOf(srv.CA, crypto.SHA256).Hex()
 }
