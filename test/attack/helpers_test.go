@@ -740,6 +740,7 @@ func expectRejected(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepser
 	if n != 1 {
 		t.Errorf("peers answered %d PKCSReq of this request with FAILURE, want 1", n)
 	}
+	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventRejected, "")
 }
 
 // expectMessage checks the Ready message and, for never and clean, the
