@@ -40,7 +40,16 @@ var hostileFailInfoText = "\x1b[2J\x1b[31mCA COMPROMISED: re-enter your password
 // and 11).
 func TestHostileServer(t *testing.T) {
 	var stacks *stackWatch
+	wellFormed := scepserver.Start(t, scepserver.Behavior{})
 	runProfileRows(t, []profileRow{
+		{
+			name: "control: a well-formed GetCACert turns the profile Ready",
+			attack: func(t *testing.T) (scepv1alpha1.Profile, func() int64) {
+				base, reached := listen(t, "127.0.0.1", wellFormed)
+				return tenantProfile(t, "hostile-control", base+"/scep", nil, nil), reached
+			},
+			want: profileVerdict{ready: true, reached: true},
+		},
 		{
 			name:  "GetCACert answered with 1 MiB of nested indefinite-length BER",
 			needs: "BER nesting bounds",

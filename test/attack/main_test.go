@@ -44,8 +44,8 @@ const deniedCIDR = "127.0.0.2/32"
 
 // operatorOptions are the manager flags the suite sets beyond the chart's.
 // The egress deny-list (--egress-deny-cidrs=deniedCIDR) belongs here once
-// it is an option of controllers.Options; until then the row that needs it
-// is skipped.
+// controllers.Options has it (e.g. o.Egress, _ = egress.Parse("",
+// deniedCIDR)); until then TestSSRF's row for it is skipped.
 func operatorOptions(*controllers.Options) {}
 
 // world is the product running once for the package's tests.
