@@ -54,10 +54,9 @@ var world struct {
 	err      error
 	st       *stack.Stack
 	attacker client.Client
-	// namespacesGranted: the chart did not let the operator read
-	// Namespaces, which a ClusterSCEPProfile's namespaceSelector needs,
-	// so the suite granted it (see grantNamespaces).
-	namespacesGranted bool
+	// namespacesAllowed: the chart lets the operator watch Namespaces
+	// (see mayWatchNamespaces).
+	namespacesAllowed bool
 }
 
 // operatorLog keeps what the in-process operator logged, for the secret
@@ -106,7 +105,7 @@ func up(t *testing.T) *stack.Stack {
 			OperatorOptions: operatorOptions,
 		})
 		if world.err == nil {
-			world.namespacesGranted, world.err = grantNamespaces(context.Background(), world.st)
+			world.namespacesAllowed, world.err = mayWatchNamespaces(context.Background(), world.st)
 		}
 		if world.err == nil {
 			world.attacker, world.err = setUpAttacker(context.Background(), world.st)
@@ -127,41 +126,20 @@ func attacker(t *testing.T) client.Client {
 	return world.attacker
 }
 
-// grantNamespaces gives the operator's ServiceAccount get, list and watch
-// on Namespaces when the chart does not: the signer reads a request's
-// Namespace (from its cache, which lists and watches) for a
-// ClusterSCEPProfile's namespaceSelector, and without the grant every such
-// request waits forever. TestNamespaceScope's first row says whether the
-// chart grants it; this keeps the other rows meaningful meanwhile.
-func grantNamespaces(ctx context.Context, st *stack.Stack) (bool, error) {
-	c := st.Client()
+// mayWatchNamespaces says whether the operator's ServiceAccount may watch
+// Namespaces: the signer reads a request's Namespace from its cache (which
+// lists and watches) for a ClusterSCEPProfile's namespaceSelector, and
+// without the right every such request waits forever.
+func mayWatchNamespaces(ctx context.Context, st *stack.Stack) (bool, error) {
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User:               st.ServiceAccount,
 		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + clusterResourceNamespace, "system:authenticated"},
 		ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: "namespaces", Verb: "watch"},
 	}}
-	if err := c.Create(ctx, sar); err != nil {
+	if err := st.Client().Create(ctx, sar); err != nil {
 		return false, err
 	}
-	if sar.Status.Allowed {
-		return false, nil
-	}
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "attack-suite-namespace-reader"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}}},
-	}
-	_, sa, _ := strings.Cut(strings.TrimPrefix(st.ServiceAccount, "system:serviceaccount:"), ":")
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: clusterResourceNamespace, Name: sa}},
-	}
-	for _, o := range []client.Object{role, binding} {
-		if err := c.Create(ctx, o); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return sar.Status.Allowed, nil
 }
 
 // setUpAttacker labels the namespaces for the profiles' selectors and gives
