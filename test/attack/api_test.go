@@ -23,6 +23,8 @@ func TestProfileValidation(t *testing.T) {
 	c := attacker(t)
 	// The tenant's Secrets for its profiles: NDES admin credentials and a
 	// static password.
+	neverShown("NDES admin password", ndes.DefaultPassword)
+	neverShown("the tenant's static password", "tenant-static-4e1d")
 	create(t, c, &corev1.Secret{ObjectMeta: objectMeta(tenant, "ndes-admin"), StringData: map[string]string{"username": ndes.DefaultDomain + `\` + ndes.DefaultUsername, "password": ndes.DefaultPassword}})
 	create(t, c, &corev1.Secret{ObjectMeta: objectMeta(tenant, "static-password"), StringData: map[string]string{"password": "tenant-static-4e1d"}})
 

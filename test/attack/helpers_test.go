@@ -1,6 +1,7 @@
 package attack
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -32,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/signer"
 	"github.com/scep-operator/scep-operator/test/scepserver"
@@ -83,13 +85,12 @@ func create(t *testing.T, c client.Client, obj client.Object) {
 	t.Cleanup(func() { remove(t, obj) })
 }
 
-// remove deletes obj as the admin, first dropping finalizers the suite set.
+// remove deletes obj as the admin, first dropping finalizers the suite
+// set. It runs in cleanups, after the test's context is cancelled.
 func remove(t *testing.T, obj client.Object) {
 	c := world.st.Client()
-	ctx := t.Context()
-	if ctx.Err() != nil {
-		return
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if len(obj.GetFinalizers()) > 0 {
 		_ = c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
 	}
@@ -185,15 +186,28 @@ func clusterProfile(t *testing.T, name string, srv *scepserver.Server, change fu
 	if change != nil {
 		change(&p.Spec)
 	}
+	t.Cleanup(func() { removeSigner(t, p) })
 	create(t, admin(t), p)
 	waitProfile(t, p, metav1.ConditionTrue)
 	return p
+}
+
+// removeSigner deletes p's Passthrough signer Secret, which outlives p
+// here: a later profile of the same name (go test -count) must not find a
+// Secret made for another.
+func removeSigner(t *testing.T, p scepv1alpha1.Profile) {
+	ns := p.GetNamespace()
+	if ns == "" {
+		ns = clusterResourceNamespace
+	}
+	remove(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: profiles.SignerSecretName(p)}})
 }
 
 // staticChallenge stores a challenge password where a ClusterSCEPProfile
 // reads it and returns the profile's challenge.
 func staticChallenge(t *testing.T, name, password string) scepv1alpha1.Challenge {
 	t.Helper()
+	neverShown("Static challenge "+name, password)
 	create(t, admin(t), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: name}, StringData: map[string]string{"password": password}})
 	return scepv1alpha1.Challenge{Type: scepv1alpha1.ChallengeStatic, PasswordSecretRef: &scepv1alpha1.SecretKeySelector{Name: name}}
 }
@@ -439,8 +453,37 @@ func certificate(t *testing.T, c client.Client, ns, name string, p scepv1alpha1.
 	if change != nil {
 		change(crt)
 	}
+	// Cleanups run last first: the Certificate goes, then what it made.
+	t.Cleanup(func() { removeIssuance(t, crt) })
 	create(t, c, crt)
 	return crt
+}
+
+// removeIssuance deletes what cert-manager made for crt, which no garbage
+// collector removes here: its requests (named after it and its revision),
+// its Secret and its pending key Secrets. A later Certificate of the same
+// name (go test -count) starts from nothing.
+func removeIssuance(t *testing.T, crt *cmapi.Certificate) {
+	c := world.st.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var crs cmapi.CertificateRequestList
+	if err := c.List(ctx, &crs, client.InNamespace(crt.Namespace)); err == nil {
+		for i := range crs.Items {
+			if ref := metav1.GetControllerOfNoCopy(&crs.Items[i]); ref != nil && ref.UID == crt.UID {
+				remove(t, &crs.Items[i])
+			}
+		}
+	}
+	var secrets corev1.SecretList
+	if err := c.List(ctx, &secrets, client.InNamespace(crt.Namespace)); err == nil {
+		for i := range secrets.Items {
+			s := &secrets.Items[i]
+			if ref := metav1.GetControllerOfNoCopy(s); s.Name == crt.Spec.SecretName || (ref != nil && ref.UID == crt.UID) {
+				remove(t, s)
+			}
+		}
+	}
 }
 
 // requestOf waits for the CertificateRequest cert-manager makes for crt.
@@ -506,16 +549,17 @@ func waitFinished(t *testing.T, cr *cmapi.CertificateRequest) *cmapi.Certificate
 
 // ---- Events ----
 
-// eventsAbout lists the Events regarding the object of kind in ns.
-func eventsAbout(t *testing.T, ns, kind, name string) []eventsv1.Event {
+// eventsAbout lists the Events regarding obj (of kind): this very object,
+// by UID, not an earlier one of the same name.
+func eventsAbout(t *testing.T, kind string, obj client.Object) []eventsv1.Event {
 	t.Helper()
 	var list eventsv1.EventList
-	if err := admin(t).List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+	if err := admin(t).List(t.Context(), &list, client.InNamespace(obj.GetNamespace())); err != nil {
 		t.Fatal(err)
 	}
 	var out []eventsv1.Event
 	for _, e := range list.Items {
-		if e.Regarding.Kind == kind && e.Regarding.Name == name {
+		if e.Regarding.Kind == kind && e.Regarding.Name == obj.GetName() && e.Regarding.UID == obj.GetUID() {
 			out = append(out, e)
 		}
 	}
@@ -524,12 +568,12 @@ func eventsAbout(t *testing.T, ns, kind, name string) []eventsv1.Event {
 
 // waitEvent waits for a Warning Event with reason about the object whose
 // note contains note.
-func waitEvent(t *testing.T, ns, kind, name, reason, note string) eventsv1.Event {
+func waitEvent(t *testing.T, kind string, obj client.Object, reason, note string) eventsv1.Event {
 	t.Helper()
 	var found eventsv1.Event
-	eventually(t, eventTimeout, fmt.Sprintf("a Warning Event %s about %s %s", reason, kind, name), func() (bool, string) {
+	eventually(t, eventTimeout, fmt.Sprintf("a Warning Event %s about %s %s", reason, kind, obj.GetName()), func() (bool, string) {
 		var seen []string
-		for _, e := range eventsAbout(t, ns, kind, name) {
+		for _, e := range eventsAbout(t, kind, obj) {
 			if e.Type == corev1.EventTypeWarning && e.Reason == reason && strings.Contains(e.Note, note) {
 				found = e
 				return true, ""
@@ -687,7 +731,7 @@ func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers 
 	case pol.Status != cmmeta.ConditionFalse || !slices.Contains(w.refused, pol.Reason):
 		t.Errorf("%s = %s %s: %s; want False with reason %s", signer.ConditionPolicy, pol.Status, pol.Reason, pol.Message, strings.Join(w.refused, " or "))
 	}
-	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventPolicyViolation, "nothing was sent")
+	waitEvent(t, "CertificateRequest", cr, signer.EventPolicyViolation, "nothing was sent")
 }
 
 func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
@@ -740,7 +784,7 @@ func expectRejected(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepser
 	if n != 1 {
 		t.Errorf("peers answered %d PKCSReq of this request with FAILURE, want 1", n)
 	}
-	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventRejected, "")
+	waitEvent(t, "CertificateRequest", cr, signer.EventRejected, "")
 }
 
 // expectMessage checks the Ready message and, for never and clean, the
@@ -754,7 +798,7 @@ func expectMessage(t *testing.T, cr *cmapi.CertificateRequest, w verdict) {
 		}
 	}
 	texts := map[string]string{"the Ready message": msg}
-	for _, e := range eventsAbout(t, cr.Namespace, "CertificateRequest", cr.Name) {
+	for _, e := range eventsAbout(t, "CertificateRequest", cr) {
 		texts["Event "+e.Reason] = e.Note
 	}
 	for where, text := range texts {
@@ -773,7 +817,7 @@ func expectMessage(t *testing.T, cr *cmapi.CertificateRequest, w verdict) {
 
 func expectStateIgnored(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
 	t.Helper()
-	waitEvent(t, cr.Namespace, "CertificateRequest", cr.Name, signer.EventStateIgnored, signer.AnnotationState)
+	waitEvent(t, "CertificateRequest", cr, signer.EventStateIgnored, signer.AnnotationState)
 	tx, err := signer.TransactionIDOf(cr)
 	if err != nil {
 		t.Fatal(err)
@@ -870,9 +914,9 @@ func runProfileRows(t *testing.T, rows []profileRow) {
 				kind = "ClusterSCEPProfile"
 			}
 			if cond.Status != metav1.ConditionTrue {
-				waitEvent(t, p.GetNamespace(), kind, p.GetName(), cond.Reason, "")
+				waitEvent(t, kind, p, cond.Reason, "")
 			}
-			for _, e := range eventsAbout(t, p.GetNamespace(), kind, p.GetName()) {
+			for _, e := range eventsAbout(t, kind, p) {
 				texts["Event "+e.Reason] = e.Note
 			}
 			for where, text := range texts {
@@ -991,6 +1035,7 @@ func tenantProfile(t *testing.T, name, url string, ca *x509.Certificate, change 
 	if change != nil {
 		change(&p.Spec)
 	}
+	t.Cleanup(func() { removeSigner(t, p) })
 	create(t, attacker(t), p)
 	return p
 }
@@ -999,6 +1044,9 @@ func tenantProfile(t *testing.T, name, url string, ca *x509.Certificate, change 
 // created is deleted when the test ends.
 func try(t *testing.T, c client.Client, obj client.Object) error {
 	t.Helper()
+	if p, ok := obj.(scepv1alpha1.Profile); ok {
+		t.Cleanup(func() { removeSigner(t, p) })
+	}
 	err := c.Create(t.Context(), obj)
 	if err == nil {
 		t.Cleanup(func() { remove(t, obj) })

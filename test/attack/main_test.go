@@ -63,6 +63,20 @@ var world struct {
 // sweep and for failing rows.
 var operatorLog stack.LogBuffer
 
+// secretsUsed are the secret values the tests gave the operator; their
+// Secrets are deleted when each test ends, so the final sweep is told.
+var secretsUsed struct {
+	sync.Mutex
+	list []hygiene.Secret
+}
+
+// neverShown records a secret value the sweep must not find.
+func neverShown(where, value string) {
+	secretsUsed.Lock()
+	defer secretsUsed.Unlock()
+	secretsUsed.list = append(secretsUsed.list, hygiene.Secret{Where: where, Value: value})
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if world.st != nil {
@@ -75,10 +89,13 @@ func TestMain(m *testing.M) {
 }
 
 // sweep searches the operator's logs, Events and statuses for every secret
-// the cluster holds (challenge passwords, private keys): attacks must not
-// have shown one either.
+// the cluster holds and the tests used (challenge passwords, credentials,
+// private keys): attacks must not have shown one either.
 func sweep() int {
-	r, err := hygiene.Sweep(context.Background(), world.st.Client(), operatorLog.String())
+	secretsUsed.Lock()
+	extra := secretsUsed.list
+	secretsUsed.Unlock()
+	r, err := hygiene.Sweep(context.Background(), world.st.Client(), operatorLog.String(), extra...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "secret hygiene sweep:", err)
 		return 1

@@ -4,6 +4,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509/pkix"
 	"fmt"
+	"strings"
 	"testing"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -71,6 +72,9 @@ func freeze(t *testing.T, name string) frozenCertificate {
 	key, err := pemkey.Parse(secret.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
 		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(secret.Data[corev1.TLSPrivateKeyKey])), "\n"); len(lines) > 2 {
+		neverShown("the pending private key of "+name, lines[len(lines)/2])
 	}
 	return frozenCertificate{crt: crt, keySecret: secret, key: key.(*rsa.PrivateKey)}
 }
