@@ -732,6 +732,7 @@ func expectRefused(t *testing.T, cr *cmapi.CertificateRequest, w verdict, peers 
 		t.Errorf("%s = %s %s: %s; want False with reason %s", signer.ConditionPolicy, pol.Status, pol.Reason, pol.Message, strings.Join(w.refused, " or "))
 	}
 	waitEvent(t, "CertificateRequest", cr, signer.EventPolicyViolation, "nothing was sent")
+	t.Logf("refused: %s", ready.Message)
 }
 
 func expectIssued(t *testing.T, cr *cmapi.CertificateRequest, peers []*scepserver.Server, before []tally) {
