@@ -356,7 +356,6 @@ var (
 	oidServerAuth         = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 1}
 	oidCodeSigning        = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 3}
 	oidAnyExtendedKeyUse  = asn1.ObjectIdentifier{2, 5, 29, 37, 0}
-	oidChallengePassword  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
 	oidEnrollmentNameVals = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 13, 2, 1}
 	// oidApplicationPolicies is Microsoft's application policies extension,
 	// which AD CS honours over the EKU of schema version 1 templates

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/scepserver"
@@ -58,7 +59,7 @@ func TestHostileServer(t *testing.T) {
 				stacks = watchStacks(t)
 				return tenantProfile(t, "hostile-ber", base+"/scep", nil, nil), reached
 			},
-			want: profileVerdict{reasons: []string{reasonUnsupportedServer, reasonServerError}, clean: maxShownBytes, reached: true},
+			want: profileVerdict{reasons: []string{controllers.ReasonUnsupportedServer, controllers.ReasonServerError}, clean: maxShownBytes, reached: true},
 			then: func(t *testing.T) {
 				// ber2der recursed once per level: 128 MiB of stack for
 				// this body before a bound, 256 MiB is the chart's limit.

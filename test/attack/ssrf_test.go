@@ -6,17 +6,14 @@ import (
 	"testing"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
-// Reasons of a profile's Ready condition the rows expect (controllers'
-// constants; DestinationRefused comes with the egress policy).
-const (
-	reasonDestinationRefused = "DestinationRefused"
-	reasonServerError        = "ServerError"
-	reasonUnreachable        = "Unreachable"
-	reasonUnsupportedServer  = "UnsupportedServer"
-)
+// reasonDestinationRefused is the Ready reason of a profile whose url the
+// egress policy refuses (a controllers constant once the egress policy is
+// merged).
+const reasonDestinationRefused = "DestinationRefused"
 
 // internalMarker stands for what an internal service would answer the
 // operator: it must never come back to the tenant who aimed the operator
@@ -58,7 +55,7 @@ func TestSSRF(t *testing.T) {
 				}))
 				return tenantProfile(t, "ssrf-redirect", redirector+"/scep", srv.CA, nil), reached
 			},
-			want: profileVerdict{reasons: []string{reasonDestinationRefused, reasonServerError, reasonUnreachable, reasonUnsupportedServer}, says: []string{"redirect"}},
+			want: profileVerdict{reasons: []string{reasonDestinationRefused, controllers.ReasonServerError, controllers.ReasonUnreachable, controllers.ReasonUnsupportedServer}, says: []string{"redirect"}},
 		},
 		{
 			name:  "what an internal service answers is not reflected in the profile's status or Events",
@@ -71,7 +68,7 @@ func TestSSRF(t *testing.T) {
 				}))
 				return tenantProfile(t, "ssrf-reflect", base+"/scep", srv.CA, nil), reached
 			},
-			want: profileVerdict{reasons: []string{reasonServerError}, never: []string{internalMarker, "hunter2"}, reached: true},
+			want: profileVerdict{reasons: []string{controllers.ReasonServerError}, never: []string{internalMarker, "hunter2"}, reached: true},
 		},
 	})
 }
