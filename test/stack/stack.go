@@ -65,6 +65,10 @@ type Options struct {
 	// APIServerFlags are set on kube-apiserver (e.g. node.APIServerFlags,
 	// so that it reaches a kubelet on this machine).
 	APIServerFlags map[string]string
+	// OperatorOptions, when set, changes the in-process operator's options
+	// after the chart's are filled in (e.g. what a manager flag the chart
+	// does not set would change).
+	OperatorOptions func(*controllers.Options)
 }
 
 // Stack is the running product. Down stops everything.
@@ -332,13 +336,17 @@ func (s *Stack) startOperator(ctx context.Context) error {
 		return err
 	}
 	mctx, cancel := context.WithCancel(ctx)
-	if _, err := controllers.Setup(mctx, mgr, controllers.Options{
+	opts := controllers.Options{
 		ClusterResourceNamespace: s.opts.ReleaseNamespace,
 		CheckInterval:            time.Minute,
 		ClusterDomain:            "cluster.local",
 		MaxRetryDuration:         10 * time.Minute,
 		Logger:                   mgr.GetLogger(),
-	}); err != nil {
+	}
+	if s.opts.OperatorOptions != nil {
+		s.opts.OperatorOptions(&opts)
+	}
+	if _, err := controllers.Setup(mctx, mgr, opts); err != nil {
 		cancel()
 		return err
 	}
