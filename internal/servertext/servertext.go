@@ -159,18 +159,33 @@ func printable(b []byte) bool {
 	return true
 }
 
+// mediaType is the shape of a media type worth repeating.
+var mediaType = regexp.MustCompile(`^[a-z0-9][a-z0-9.+_-]{0,30}/[a-z0-9][a-z0-9.+_-]{0,60}$`)
+
 // ContentType returns a server's Content-Type as one we may repeat: the
-// media type alone (parameters dropped), cleaned and capped at 64 bytes;
-// "" when the header was empty.
+// media type alone, lower-cased, parameters dropped, when it has the shape
+// of one (type/subtype, at most 93 bytes of letters, digits and .+_-); ""
+// when it has not, or when the header was empty.
 func ContentType(contentType string) string {
-	if contentType == "" {
+	media, _, _ := strings.Cut(contentType, ";")
+	media = strings.ToLower(strings.TrimSpace(media))
+	if !mediaType.MatchString(media) {
 		return ""
 	}
-	media, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		media, _, _ = strings.Cut(contentType, ";")
+	return media
+}
+
+// DescribeContentType says what Content-Type came, for a message:
+// `Content-Type "text/html"`, "an unusual Content-Type" or "no
+// Content-Type".
+func DescribeContentType(contentType string) string {
+	switch media := ContentType(contentType); {
+	case media != "":
+		return "Content-Type " + strconv.Quote(media)
+	case strings.TrimSpace(contentType) != "":
+		return "an unusual Content-Type"
 	}
-	return Clean(media, 64)
+	return "no Content-Type"
 }
 
 // goQuoted matches a string literal as Go's %q writes it, which is how the

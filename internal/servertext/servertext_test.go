@@ -89,16 +89,20 @@ func TestDescribe(t *testing.T) {
 }
 
 func TestContentType(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                                  "",
-		"text/html; charset=utf-8":          "text/html",
-		"application/x-pki-message":         "application/x-pki-message",
-		"text/html; SECRET=\"a\r\nb\"":      "text/html",
-		"bad type\x00 with SECRET; x=\x01":  "bad type with SECRET",
-		strings.Repeat("a", 100) + "/plain": strings.Repeat("a", 61) + "…",
+	for _, tc := range []struct{ in, media, says string }{
+		{"", "", "no Content-Type"},
+		{"text/html; charset=utf-8", "text/html", `Content-Type "text/html"`},
+		{"Application/X-PKI-Message", "application/x-pki-message", `Content-Type "application/x-pki-message"`},
+		{"text/html; SECRET=\"a\r\nb\"", "text/html", `Content-Type "text/html"`},
+		{"bad type\x00 with SECRET; x=\x01", "", "an unusual Content-Type"},
+		{"SECRET words here", "", "an unusual Content-Type"},
+		{strings.Repeat("a", 100) + "/plain", "", "an unusual Content-Type"},
 	} {
-		if got := ContentType(in); got != want {
-			t.Errorf("ContentType(%q) = %q, want %q", in, got, want)
+		if got := ContentType(tc.in); got != tc.media {
+			t.Errorf("ContentType(%q) = %q, want %q", tc.in, got, tc.media)
+		}
+		if got := DescribeContentType(tc.in); got != tc.says {
+			t.Errorf("DescribeContentType(%q) = %q, want %q", tc.in, got, tc.says)
 		}
 	}
 }
