@@ -143,6 +143,9 @@ func TestExtractPassword(t *testing.T) {
 		{name: "no permission", page: ndesMessagePage("You do not have sufficient permission to enroll with SCEP. Please contact your system administrator."), wantErr: IsAuthError, errSays: "sufficient permission"},
 		// The page's words stay out of the error (it reaches statuses and
 		// Events); the excerpt, for debug logs, has them without markup.
+		// A page in another language: no English sentence, but the
+		// password in bold, which the excerpt (for debug logs) leaves out.
+		{name: "localized admin page", page: "<HTML><Body><P> Das Kennwort lautet: <B> " + pw + " </B><P> Es gilt 60 Minuten.</Body></HTML>", wantErr: isPageError, errOmits: pw, excerpt: "Das Kennwort lautet: … Es gilt 60 Minuten."},
 		{name: "IIS error page", page: iis401, wantErr: isPageError, errSays: "holds no enrollment challenge password", errOmits: "401 - Unauthorized", excerpt: "401 - Unauthorized"},
 		{name: "garbage", page: "\x00\x01 not html at all", wantErr: isPageError},
 		{name: "thumbprint only", page: strings.Replace(adminPage(pw), "The enrollment challenge password is: <B> "+pw+" </B>", "", 1), wantErr: isPageError, errOmits: pw},
@@ -181,6 +184,9 @@ func TestExtractPassword(t *testing.T) {
 			}
 			if tc.excerpt != "" && (!errors.As(err, &pe) || !strings.Contains(pe.Excerpt, tc.excerpt) || strings.ContainsAny(pe.Excerpt, "<>") || strings.Contains(pe.Excerpt, "font-family")) {
 				t.Errorf("excerpt %v does not say %q as text", pe, tc.excerpt)
+			}
+			if errors.As(err, &pe) && strings.Contains(pe.Excerpt, pw) {
+				t.Errorf("excerpt %s holds the password", pe.Excerpt)
 			}
 		})
 	}

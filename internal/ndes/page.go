@@ -154,7 +154,9 @@ func ExtractPassword(text string) (string, error) {
 	case strings.Contains(plain, phraseNoPermission):
 		return "", &AuthError{Detail: "You do not have sufficient permission to enroll with SCEP."}
 	}
-	return "", &PageError{Excerpt: excerpt(text)}
+	// NDES pages in other languages say the sentence differently but
+	// still put the password in bold: bold text stays out of the excerpt.
+	return "", &PageError{Excerpt: excerpt(boldElement.ReplaceAllString(text, " … "))}
 }
 
 // boldAfter returns the trimmed text inside the first <B> element of s,
@@ -210,6 +212,7 @@ func hasPrefixFold(s, prefix string) bool {
 }
 
 var (
+	boldElement   = regexp.MustCompile(`(?is)<b\b[^>]*>.*?</b\s*>`)
 	scriptElement = regexp.MustCompile(`(?is)<script\b.*?</script\s*>`)
 	styleElement  = regexp.MustCompile(`(?is)<style\b.*?</style\s*>`)
 	anyTag        = regexp.MustCompile(`(?s)<[^>]*>`)
