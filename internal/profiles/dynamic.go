@@ -2,7 +2,9 @@ package profiles
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -151,10 +153,16 @@ func (r *Registry) DynamicPassword(ctx context.Context, p scepv1alpha1.Profile) 
 	}
 	defer c.CloseIdleConnections()
 	pw, err := c.Password(ctx)
-	if egress.IsRefused(err) {
+	var unknownCA x509.UnknownAuthorityError
+	switch spec := p.GetSpec(); {
+	case egress.IsRefused(err):
 		// The profile names a destination the operator may not reach: a
 		// fault of the profile, not of the request.
 		err = &SpecError{Field: "spec.challenge.dynamic.url", Err: err}
+	case errors.As(err, &unknownCA) && spec.Challenge.Dynamic.TLS == nil && spec.TLS != nil:
+		// Before challenge.dynamic.tls existed, spec.tls trusted the admin
+		// page too; a profile written then says so here.
+		err = fmt.Errorf("%w (spec.tls trusts the SCEP url only: give the admin page's CA in challenge.dynamic.tls)", err)
 	}
 	key := KeyOf(p)
 	switch {
