@@ -195,9 +195,9 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		left := cc.NotAfter.Sub(now)
 		switch {
 		case left <= 0:
-			return ReasonCAExpired, fmt.Errorf("the %s certificate %q expired on %s; renew it on the server (and update caFingerprint if it pins it)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339))
+			return ReasonCAExpired, fmt.Errorf("the %s certificate %s expired on %s; renew it on the server (and update caFingerprint if it pins it)", cc.Role, servertext.Quote(cc.Subject.String(), 256), cc.NotAfter.UTC().Format(time.RFC3339))
 		case left < expiryWarningWindow:
-			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %q expires on %s (in %d days)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %s expires on %s (in %d days)", cc.Role, servertext.Quote(cc.Subject.String(), 256), cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
 		}
 	}
 	return "", nil

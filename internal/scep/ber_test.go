@@ -295,4 +295,16 @@ func TestServerTextCleaned(t *testing.T) {
 		t.Fatalf("ReadReply = %v, want UnknownStatus", err)
 	}
 	clean("UnknownStatus error", err.Error(), 100)
+
+	// The issuer named in an Issued Event is the server's too.
+	issuer := testCert(t, caKey, "CA\r\n"+strings.Repeat("B", 300), true, x509.KeyUsageCertSign, nil, nil)
+	leaf := testCert(t, key, "leaf", false, x509.KeyUsageDigitalSignature, issuer, caKey)
+	if got := (&CertRep{Certificates: []*x509.Certificate{leaf}}).IssuedBy(); !strings.HasPrefix(got, "CN=CA") {
+		t.Errorf("IssuedBy = %q", got)
+	} else {
+		clean("IssuedBy", got, 128)
+	}
+	if got := (&CertRep{}).IssuedBy(); got != "" {
+		t.Errorf("IssuedBy without a certificate = %q", got)
+	}
 }

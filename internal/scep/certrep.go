@@ -100,6 +100,16 @@ func ParseCertRep(der []byte) (rep *CertRep, err error) {
 	return rep, nil
 }
 
+// IssuedBy is the issuer of the issued certificate (Certificates[0]) as
+// text for an Event or a status: the server's words, so cleaned and capped
+// at servertext.MaxFieldBytes. It is "" before a successful ReadReply.
+func (r *CertRep) IssuedBy() string {
+	if len(r.Certificates) == 0 {
+		return ""
+	}
+	return servertext.Clean(r.Certificates[0].Issuer.String(), servertext.MaxFieldBytes)
+}
+
 // embedded returns the certificates the reply itself carries.
 func (r *CertRep) embedded() []*x509.Certificate { return r.p7.Certificates }
 
