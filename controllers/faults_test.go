@@ -79,6 +79,8 @@ type faultCase struct {
 	issued   bool // the request ends issued; otherwise Failed
 	// contains are substrings the Ready message must hold (case-insensitive).
 	contains []string
+	// omits are substrings it must not hold: the server's own words.
+	omits []string
 	// pkiOps is how many PKIOperations must reach the front server; with
 	// pkiOpsMax, the least of a range.
 	pkiOps, pkiOpsMax int
@@ -108,6 +110,10 @@ type faultCase struct {
 
 func failInfo(v int) *int { return &v }
 
+// serverWords are phrases of the test server's HTML error page
+// (scepserver's htmlErrorPage).
+var serverWords = []string{"Service Unavailable", "Sorry, something went wrong", "temporarily unavailable"}
+
 func count(v int) *int { return &v }
 
 // TestFaultMatrix runs every fault the test SCEP server can produce against
@@ -133,9 +139,11 @@ func TestFaultMatrix(t *testing.T) {
 			fc.unreached = true
 		}},
 		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 5, pkcsReqs: count(maxAttempts)},
-		{name: "http-500", behavior: scepserver.Behavior{Status: http.StatusInternalServerError, FaultOperations: pki}, contains: transient("500"), pkiOps: maxAttempts},
+		{name: "http-500", behavior: scepserver.Behavior{Status: http.StatusInternalServerError, FaultOperations: pki}, contains: transient("HTTP 500"), pkiOps: maxAttempts},
 		{name: "http-503-retry-after", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, RetryAfter: "1", FaultOperations: pki}, contains: transient("503"), pkiOps: maxAttempts},
-		{name: "html-200", behavior: scepserver.Behavior{HTMLStatus200: true, FaultOperations: pki}, contains: transient("text/html"), pkiOps: maxAttempts},
+		// The page is described, never quoted (what a server says reaches
+		// no status or Event).
+		{name: "html-200", behavior: scepserver.Behavior{HTMLStatus200: true, FaultOperations: pki}, contains: transient("an HTML page of", "text/html", "not a SCEP message"), omits: serverWords, pkiOps: maxAttempts},
 		{name: "truncated-der", behavior: scepserver.Behavior{TruncatedDER: true, FaultOperations: pki}, contains: transient("invalid SCEP reply", "PKCS#7"), pkiOps: maxAttempts},
 		{name: "garbage", behavior: scepserver.Behavior{Garbage: true, FaultOperations: pki}, contains: transient("not a SCEP message"), pkiOps: maxAttempts},
 		{name: "bad-signature", behavior: scepserver.Behavior{BadSignature: true}, contains: transient("signature"), pkiOps: maxAttempts},
@@ -145,7 +153,11 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "wrong-message-type", behavior: scepserver.Behavior{WrongMessageType: true}, contains: transient("messageType"), pkiOps: maxAttempts},
 		{name: "failure-badAlg", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadAlg)}, contains: []string{"refused", "badAlg"}, pkiOps: 1},
 		{name: "failure-badMessageCheck", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadMessageCheck)}, contains: []string{"refused", "badMessageCheck"}, pkiOps: 1},
-		{name: "failure-badRequest", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadRequest), FailInfoText: "template not allowed"}, contains: []string{"refused", "badRequest", "template not allowed"}, pkiOps: 1},
+		{name: "failure-badRequest", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadRequest), FailInfoText: "template not allowed"}, contains: []string{"refused", "badRequest", `the server says "template not allowed"`}, pkiOps: 1},
+		// Finding 11: the server's text reaches the request's status cleaned
+		// (one line, printable) and capped at 128 bytes.
+		{name: "failure-hostile-text", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadRequest), FailInfoText: "line one\r\nline two\x1b[31m " + strings.Repeat("x", 5000)},
+			contains: []string{"refused", `the server says "line one line two [31m xxx`}, omits: []string{"\r", "\n", "\x1b", strings.Repeat("x", 130)}, pkiOps: 1},
 		{name: "failure-badTime", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadTime)}, contains: []string{"refused", "badTime"}, pkiOps: 1},
 		{name: "failure-badCertId", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadCertID)}, contains: []string{"refused", "badCertId"}, pkiOps: 1},
 		// One PKCSReq, then a CertPoll every retryInterval (1s) until
@@ -239,6 +251,11 @@ func TestFaultMatrix(t *testing.T) {
 			for _, s := range fc.contains {
 				if !strings.Contains(strings.ToLower(ready.Message), strings.ToLower(s)) {
 					t.Errorf("Ready message lacks %q: %s", s, ready.Message)
+				}
+			}
+			for _, s := range fc.omits {
+				if strings.Contains(ready.Message, s) {
+					t.Errorf("Ready message repeats the server's %q: %s", s, ready.Message)
 				}
 			}
 			// issuer-lib prefixes the message once; re-wrapping an already

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,11 +32,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/ndes"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // Reasons of a profile's Ready condition.
@@ -52,6 +55,9 @@ const (
 	// ReasonCredentialsRejected: NDES refused the dynamic challenge's admin
 	// credentials (HTTP 401, or no permission to enroll).
 	ReasonCredentialsRejected = "CredentialsRejected"
+	// ReasonDestinationRefused: the profile's url or NDES admin url is (or
+	// resolves to) an address the operator's egress policy refuses.
+	ReasonDestinationRefused = "DestinationRefused"
 )
 
 // AnnotationValidateCredentials on a profile with a Dynamic challenge asks
@@ -65,8 +71,11 @@ const annotationValidated = "scep.certificates.dev/validated-credentials"
 
 // Event reasons that are not Ready reasons.
 const (
-	EventCAExpiringSoon     = "CAExpiringSoon"
-	EventInsecureTLS        = "InsecureTLS"
+	EventCAExpiringSoon = "CAExpiringSoon"
+	EventInsecureTLS    = "InsecureTLS"
+	// EventPlainHTTP: secrets travel over http by the profile's explicit
+	// choice (dynamic.allowPlainHTTP, challenge.allowUnpinnedHTTP).
+	EventPlainHTTP          = "PlainHTTP"
 	EventSignerCreated      = "SignerCreated"
 	EventSignerRenewed      = "SignerRenewed"
 	expiryWarningWindow     = 30 * 24 * time.Hour
@@ -175,6 +184,7 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 	if spec.TLS != nil && spec.TLS.InsecureSkipVerify {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of %s is turned off: anyone on the path can answer for the SCEP server", spec.URL)
 	}
+	r.warnInsecureTransport(p)
 	info, err := r.Registry.Discover(ctx, p)
 	if err != nil {
 		return classify(err), fmt.Errorf("checking %s: %w", spec.URL, err)
@@ -185,12 +195,35 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		left := cc.NotAfter.Sub(now)
 		switch {
 		case left <= 0:
-			return ReasonCAExpired, fmt.Errorf("the %s certificate %q expired on %s; renew it on the server (and update caFingerprint if it pins it)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339))
+			return ReasonCAExpired, fmt.Errorf("the %s certificate %s expired on %s; renew it on the server (and update caFingerprint if it pins it)", cc.Role, servertext.Quote(cc.Subject.String(), 256), cc.NotAfter.UTC().Format(time.RFC3339))
 		case left < expiryWarningWindow:
-			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %q expires on %s (in %d days)", cc.Role, cc.Subject, cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %s expires on %s (in %d days)", cc.Role, servertext.Quote(cc.Subject.String(), 256), cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
 		}
 	}
 	return "", nil
+}
+
+// warnInsecureTransport sets a Warning Event for each way the profile lets
+// secrets travel unprotected, by its explicit choice.
+func (r *ProfileReconciler) warnInsecureTransport(p scepv1alpha1.Profile) {
+	spec := p.GetSpec()
+	ch := spec.Challenge
+	if ch.Type == scepv1alpha1.ChallengeNone || ch.Type == "" {
+		return
+	}
+	if ch.AllowUnpinnedHTTP && spec.CAFingerprint == "" && strings.HasPrefix(strings.ToLower(spec.URL), "http://") {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventPlainHTTP, "Check", "challenge.allowUnpinnedHTTP: the challenge password is encrypted to whoever answers GetCACert at %s; set caFingerprint", spec.URL)
+	}
+	d := ch.Dynamic
+	if ch.Type != scepv1alpha1.ChallengeDynamic || d == nil {
+		return
+	}
+	if d.AllowPlainHTTP && strings.HasPrefix(strings.ToLower(d.URL), "http://") {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventPlainHTTP, "Check", "challenge.dynamic.allowPlainHTTP: the NDES account's credentials go to %s over plain http (NTLM can be relayed, Basic read); use https", d.URL)
+	}
+	if d.TLS != nil && d.TLS.InsecureSkipVerify {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of the NDES admin page %s is turned off: anyone on the path can answer for it and collect enrollment passwords", d.URL)
+	}
 }
 
 func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
@@ -215,6 +248,8 @@ func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Pro
 	switch {
 	case err == nil:
 		return "", nil
+	case egress.IsRefused(err):
+		return ReasonDestinationRefused, err
 	case errors.As(err, &se):
 		return ReasonSecretNotFound, err
 	case errors.As(err, &spe):
@@ -228,7 +263,10 @@ func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Pro
 func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
 	if err := r.Registry.CheckDynamic(ctx, p); err != nil {
 		var se *profiles.SecretError
-		if errors.As(err, &se) {
+		switch {
+		case egress.IsRefused(err):
+			return ReasonDestinationRefused, err
+		case errors.As(err, &se):
 			return ReasonSecretNotFound, err
 		}
 		return ReasonInvalidSpec, err
@@ -249,6 +287,8 @@ func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1
 			return ReasonCredentialsRejected, err
 		case ndes.IsCacheFull(err):
 			// The credentials work: NDES answered with its own page.
+		case egress.IsRefused(err):
+			return ReasonDestinationRefused, err
 		default:
 			return ReasonUnreachable, fmt.Errorf("fetching a challenge password from %s: %w", p.GetSpec().Challenge.Dynamic.URL, err)
 		}
@@ -314,7 +354,8 @@ func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclien
 	for _, cc := range info.CACerts.Certs {
 		fp := scep.FingerprintOf(cc.Certificate, crypto.SHA256).Hex()
 		status.CACertificates = append(status.CACertificates, scepv1alpha1.CACertificate{
-			Role: string(cc.Role), Subject: cc.Subject.String(), NotAfter: metav1.NewTime(cc.NotAfter), SHA256Fingerprint: fp,
+			// The subject is the server's text: cleaned and capped.
+			Role: string(cc.Role), Subject: servertext.Clean(cc.Subject.String(), 256), NotAfter: metav1.NewTime(cc.NotAfter), SHA256Fingerprint: fp,
 		})
 		if status.CAExpiry == nil || cc.NotAfter.Before(status.CAExpiry.Time) {
 			t := metav1.NewTime(cc.NotAfter)
@@ -330,6 +371,8 @@ func classify(err error) string {
 		mismatch *scep.FingerprintMismatchError
 		httpErr  *scepclient.HTTPError
 		content  *scepclient.ContentError
+		tooLarge *scepclient.TooLargeError
+		redirect *egress.RedirectError
 		specErr  *profiles.SpecError
 		secret   *profiles.SecretError
 		netErr   net.Error
@@ -337,13 +380,16 @@ func classify(err error) string {
 		unknown  x509.UnknownAuthorityError
 	)
 	switch {
+	// Before SpecError and net.Error, which carry it.
+	case egress.IsRefused(err):
+		return ReasonDestinationRefused
 	case errors.As(err, &mismatch):
 		return ReasonFingerprintMismatch
 	case errors.As(err, &specErr):
 		return ReasonInvalidSpec
 	case errors.As(err, &secret):
 		return ReasonSecretNotFound
-	case errors.As(err, &httpErr), errors.As(err, &content):
+	case errors.As(err, &httpErr), errors.As(err, &content), errors.As(err, &tooLarge), errors.As(err, &redirect):
 		return ReasonServerError
 	case errors.As(err, &netErr), errors.As(err, &tlsErr), errors.As(err, &unknown), errors.Is(err, context.DeadlineExceeded):
 		// A server certificate the CA bundle does not trust is the same

@@ -73,6 +73,8 @@ func TestProfileReadyReasons(t *testing.T) {
 		reason string
 		// message must contain each of these.
 		message []string
+		// omits must not be in the message: the server's own words.
+		omits []string
 	}{
 		{
 			name:    "secret-not-found",
@@ -110,7 +112,15 @@ func TestProfileReadyReasons(t *testing.T) {
 			name:    "html-portal",
 			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: html.URL, CSRMode: scepv1alpha1.CSRModeRebuild, Challenge: static("challenge")},
 			reason:  controllers.ReasonServerError,
-			message: []string{"GetCACert", "text/html"},
+			message: []string{"GetCACert", "an HTML page of", "text/html"},
+			omits:   serverWords,
+		},
+		{
+			// The operator's egress policy refuses cloud metadata addresses.
+			name:    "metadata-address",
+			spec:    scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: "http://169.254.169.254/latest/meta-data/"},
+			reason:  controllers.ReasonDestinationRefused,
+			message: []string{"169.254.169.254", "egress policy", "always refused"},
 		},
 	}
 	profiles := make([]*scepv1alpha1.SCEPProfile, len(cases))
@@ -129,6 +139,11 @@ func TestProfileReadyReasons(t *testing.T) {
 		for _, part := range tc.message {
 			if !strings.Contains(cond.Message, part) {
 				t.Errorf("%s: Ready message %q does not contain %q", tc.name, cond.Message, part)
+			}
+		}
+		for _, part := range tc.omits {
+			if strings.Contains(cond.Message, part) {
+				t.Errorf("%s: Ready message %q repeats the server's %q", tc.name, cond.Message, part)
 			}
 		}
 		if strings.Contains(cond.Message, password) {

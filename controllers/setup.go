@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/internal/signer"
@@ -74,6 +75,11 @@ type Options struct {
 	// whose key seals the state the signer keeps on requests; created when
 	// missing. Empty means DefaultStateKeySecretName.
 	StateKeySecretName string
+	// Egress is where profiles' SCEP servers and NDES admin pages may be
+	// (--egress-allow-cidrs, --egress-deny-cidrs); nil means
+	// egress.Default(): link-local, cloud metadata and unspecified
+	// addresses refused.
+	Egress *egress.Policy
 }
 
 // DefaultStateKeySecretName is the state-key Secret's name unless configured.
@@ -87,6 +93,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,
 		Logger:                   opts.Logger.WithName("scep"),
 		Timeout:                  opts.RequestTimeout,
+		Egress:                   opts.Egress,
 		Observe: func(k profiles.Key, op string, status int, d time.Duration) {
 			metrics.ObserveServerRequest(k.String(), op, status, d)
 		},

@@ -22,6 +22,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
+	"github.com/scep-operator/scep-operator/internal/egress"
 )
 
 func main() {
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers                                                               int
+		egressAllow, egressDeny                                               string
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (default :8443, or :8080 with --metrics-secure=false; 0 disables it)")
 	fs.BoolVar(&metricsSecure, "metrics-secure", true, "serve /metrics over HTTPS to clients whose bearer token may get /metrics (a TokenReview and a SubjectAccessReview per client); false serves plain HTTP to anyone")
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&maxRetry, "max-retry-duration", 24*time.Hour, "how long issuer-lib retries errors that are not SCEP errors (those count against maxAttempts)")
 	fs.BoolVar(&apiCompression, "kube-api-compression", false, "ask the Kubernetes API server to gzip its responses and watch streams (off: on a cluster's network gzip costs CPU on both sides and adds latency, which is why Kubernetes' own control-plane components turn it off)")
 	fs.IntVar(&workers, "max-concurrent-reconciles", 10, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests)")
+	fs.StringVar(&egressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs that profiles' SCEP servers and NDES admin pages may be in; empty allows every address the deny list does not refuse (checked on the address connected to, after DNS resolution; the most specific matching CIDR decides)")
+	fs.StringVar(&egressDeny, "egress-deny-cidrs", "", "comma-separated CIDRs that profiles' servers may not be in, beside the built-in ones (link-local 169.254.0.0/16 and fe80::/10, the cloud metadata addresses fd00:ec2::254 and 100.100.100.200, and the unspecified 0.0.0.0/8 and ::), which only a more specific --egress-allow-cidrs entry reopens")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	config.RegisterFlags(fs)
@@ -85,6 +89,10 @@ func run(ctx context.Context, args []string) error {
 	ctrl.SetLogger(logger)
 	if leaderNS == "" {
 		leaderNS = clusterNS
+	}
+	egressPolicy, err := egress.Parse(egressAllow, egressDeny)
+	if err != nil {
+		return err
 	}
 
 	scheme := runtime.NewScheme()
@@ -127,6 +135,7 @@ func run(ctx context.Context, args []string) error {
 		Logger:                   logger,
 		MaxConcurrentReconciles:  workers,
 		RequestTimeout:           requestTimeout,
+		Egress:                   egressPolicy,
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}
@@ -136,6 +145,7 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	logger.Info("starting scep-operator", "clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval)
+	logger.Info("starting scep-operator", "clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval,
+		"egressAllowCIDRs", egressAllow, "egressDenyCIDRs", egressDeny)
 	return mgr.Start(ctx)
 }

@@ -6,11 +6,12 @@
 //	scepctl caps   --url URL [--ca-bundle FILE]
 //	scepctl cacert --url URL [--ca-identifier ID] [--fingerprint FP] [--ca-bundle FILE] [--out FILE]
 //	scepctl ndes-password --url ADMIN_URL --username USER --password-file FILE [--auth ntlm|basic]
-//	               [--ca-bundle FILE] [--insecure]
+//	               [--ca-bundle FILE] [--insecure] [--allow-plain-http]
 //	scepctl enroll --url URL --subject DN [--dns NAME]... [--email ADDR]... [--uri URI]... [--upn UPN]...
 //	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both]
 //	               [--challenge PW | --challenge-file FILE |
-//	                --ndes-admin-url ADMIN_URL --ndes-username USER --ndes-password-file FILE [--ndes-auth ntlm|basic]]
+//	                --ndes-admin-url ADMIN_URL --ndes-username USER --ndes-password-file FILE [--ndes-auth ntlm|basic]
+//	                [--ndes-allow-plain-http]]
 //	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE
@@ -19,6 +20,12 @@
 // --ndes-admin-url fetches a fresh password before every PKCSReq, retries
 // included, since NDES accepts each only once; --ca-bundle and --insecure
 // apply to the admin page too. Neither ever prints the account's password.
+// An http:// admin page takes --allow-plain-http (--ndes-allow-plain-http).
+//
+// When a server answers with something other than SCEP or the admin page,
+// the error says what kind of answer it was, and the start of its text
+// (cleaned, quoted, at most 200 bytes) follows on the next line: this is
+// the admin's own terminal.
 //
 // Exit status: 0 when the command did what it was asked (for enroll: a
 // certificate was written), 1 on failure, 2 on a usage error.
@@ -32,6 +39,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/scep-operator/scep-operator/internal/ndes"
+	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
 
 // errUsage marks errors that are the caller's wording, not the server's.
@@ -86,6 +96,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "scepctl %s: %v\n", args[0], err)
+		if excerpt := serverExcerpt(err); excerpt != "" {
+			fmt.Fprintf(stderr, "the answer starts with: %s\n", excerpt)
+		}
 		return 1
 	}
+}
+
+// serverExcerpt is the cleaned start of the server's answer carried by err,
+// if any.
+func serverExcerpt(err error) string {
+	var (
+		httpErr *scepclient.HTTPError
+		content *scepclient.ContentError
+		page    *ndes.PageError
+		auth    *ndes.AuthError
+	)
+	switch {
+	case errors.As(err, &httpErr):
+		return httpErr.Excerpt
+	case errors.As(err, &content):
+		return content.Excerpt
+	case errors.As(err, &page):
+		return page.Excerpt
+	case errors.As(err, &auth):
+		return auth.Excerpt
+	}
+	return ""
 }

@@ -18,16 +18,18 @@ import (
 // for error messages.
 type ndesFlags struct {
 	url, username, passwordFile, auth string
+	allowPlainHTTP                    bool
 
-	urlFlag, usernameFlag, passwordFileFlag, authFlag string
+	urlFlag, usernameFlag, passwordFileFlag, authFlag, allowPlainHTTPFlag string
 }
 
 func (f *ndesFlags) register(fs *flag.FlagSet, urlFlag, prefix string) {
-	f.urlFlag, f.usernameFlag, f.passwordFileFlag, f.authFlag = urlFlag, prefix+"username", prefix+"password-file", prefix+"auth"
+	f.urlFlag, f.usernameFlag, f.passwordFileFlag, f.authFlag, f.allowPlainHTTPFlag = urlFlag, prefix+"username", prefix+"password-file", prefix+"auth", prefix+"allow-plain-http"
 	fs.StringVar(&f.url, f.urlFlag, "", "NDES admin page, e.g. https://ndes.corp/certsrv/mscep_admin/")
 	fs.StringVar(&f.username, f.usernameFlag, "", `account allowed to request challenge passwords: DOMAIN\user or user@domain`)
 	fs.StringVar(&f.passwordFile, f.passwordFileFlag, "", "file holding the account's password")
-	fs.StringVar(&f.auth, f.authFlag, "", "how IIS authenticates the account: ntlm (default) or basic (basic only over https)")
+	fs.StringVar(&f.auth, f.authFlag, "", "how IIS authenticates the account: ntlm (default) or basic")
+	fs.BoolVar(&f.allowPlainHTTP, f.allowPlainHTTPFlag, false, "allow an http:// admin page: the account's credentials then cross the network unprotected (NTLM can be relayed, Basic read); test servers only")
 }
 
 // given reports whether any of the flags was set.
@@ -58,10 +60,13 @@ func (f *ndesFlags) client(sf *serverFlags, stderr io.Writer) (*ndes.Client, err
 		return nil, err
 	}
 	c, err := ndes.New(ndes.Config{
-		URL: f.url, Auth: auth, Username: f.username, Password: password,
+		URL: f.url, Auth: auth, Username: f.username, Password: password, AllowPlainHTTP: f.allowPlainHTTP,
 		RootCAs: roots, InsecureSkipVerify: sf.insecure, Timeout: sf.timeout, Logger: sf.logger(stderr),
 	})
 	if err != nil {
+		if strings.HasPrefix(strings.ToLower(f.url), "http://") && !f.allowPlainHTTP {
+			return nil, fmt.Errorf("%w: %v (--%s accepts that risk)", errUsage, err, f.allowPlainHTTPFlag)
+		}
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return c, nil

@@ -159,16 +159,18 @@ func TestNDESPassword(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
+		says string
 	}{
 		{name: "no username", args: []string{"--url", page.adminURL(), "--password-file", good}},
 		{name: "no password file", args: []string{"--url", page.adminURL(), "--username", ndesUser}},
 		{name: "unknown auth", args: []string{"--url", page.adminURL(), "--username", ndesUser, "--password-file", good, "--auth", "kerberos"}},
 		{name: "Basic over plain http", args: []string{"--url", "http://ndes.corp/certsrv/mscep_admin/", "--username", ndesUser, "--password-file", good, "--auth", "basic"}},
+		{name: "NTLM over plain http", args: []string{"--url", "http://ndes.corp/certsrv/mscep_admin/", "--username", ndesUser, "--password-file", good}, says: "--allow-plain-http"},
 		{name: "stray argument", args: []string{"--url", page.adminURL(), "--username", ndesUser, "--password-file", good, "extra"}},
 	} {
 		t.Run("usage: "+tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCLI(append([]string{"ndes-password"}, tc.args...)...)
-			if code != 2 || stdout != "" || strings.Contains(stderr, ndesPassword) {
+			if code != 2 || stdout != "" || strings.Contains(stderr, ndesPassword) || !strings.Contains(stderr, tc.says) {
 				t.Fatalf("exit %d, stdout %q\n%s", code, stdout, stderr)
 			}
 		})
@@ -269,5 +271,21 @@ func TestEnrollNDES(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestServerExcerptOnTerminal: the operator's errors never quote a server,
+// but scepctl runs on an admin's own terminal: after the error it prints
+// the start of the answer, cleaned.
+func TestServerExcerptOnTerminal(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprint(w, "<html><body><h1>Proxy says no</h1>\x1b[31m<p>upstream down</p></body></html>")
+	}))
+	defer srv.Close()
+	code, _, stderr := runCLI("cacert", "--url", srv.URL+"/scep")
+	if code != 1 || !strings.Contains(stderr, "HTTP 502") || !strings.Contains(stderr, `the answer starts with: "Proxy says no [31m upstream down"`) || strings.Contains(stderr, "\x1b") {
+		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 }

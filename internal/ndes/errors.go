@@ -18,16 +18,21 @@ func IsCacheFull(err error) bool { return errors.Is(err, ErrCacheFull) }
 
 // AuthError is a refusal of the account: HTTP 401 or 403 from IIS, or NDES's
 // page "You do not have sufficient permission to enroll with SCEP." served
-// with HTTP 200. It names the user, never the password.
+// with HTTP 200. It names the user, never the password, and says what the
+// refusal was in our words: the page's own text stays in Excerpt.
 type AuthError struct {
 	// StatusCode is the HTTP status; 0 when ExtractPassword found the
 	// refusal in a page whose status it did not see.
 	StatusCode int
 	// User is the account that was refused, as configured.
 	User string
-	// Detail is what the server said: NDES's sentence, or an excerpt of
-	// IIS's error page and the authentication schemes it offers.
+	// Detail is our reading of the refusal: NDES's sentence when the page
+	// was NDES's known refusal, or the authentication schemes IIS offers
+	// when it does not offer ours.
 	Detail string
+	// Excerpt is the start of the page as quoted, cleaned text, for debug
+	// logs and an admin's terminal only; never in a status or an Event.
+	Excerpt string
 }
 
 // Error names the user and the server's reason, and says what to check.
@@ -57,34 +62,47 @@ func IsAuthError(err error) bool {
 
 // PageError is an answer that holds no challenge password and is not one of
 // NDES's known refusals: a wrong URL, an IIS or proxy error page, a login
-// portal, or an NDES page in a format this package does not know.
+// portal, or an NDES page in a format this package does not know. Its
+// message says what kind of answer it was, never what it said.
 type PageError struct {
 	// StatusCode is the HTTP status; 0 when ExtractPassword did not see it.
 	StatusCode int
 	// Reason, when set, says what was wrong with a page that looked like
 	// the admin page.
 	Reason string
-	// Excerpt is the start of the page as text, HTML stripped. It is left
-	// empty when the page may hold a password.
+	// Body says what kind of body came, e.g. "an HTML page of 1234 bytes"
+	// (servertext.Describe); empty when ExtractPassword did not see it.
+	Body string
+	// Excerpt is the start of the page as quoted, cleaned text, HTML
+	// stripped, for debug logs and an admin's terminal only; never in a
+	// status or an Event. It is left empty when the page may hold a
+	// password.
 	Excerpt string
 }
 
-// Error says what the page was instead, with its excerpt when safe.
+// Error says what the page was instead.
 func (e *PageError) Error() string {
 	var msg string
 	switch {
 	case e.StatusCode != 0 && (e.StatusCode < 200 || e.StatusCode > 299):
 		msg = fmt.Sprintf("the NDES admin page answered HTTP %d", e.StatusCode)
+		if text := http.StatusText(e.StatusCode); text != "" {
+			msg += " (" + text + ")"
+		}
+		if e.Body != "" {
+			msg += " with " + e.Body
+		}
 	case e.Reason != "":
 		msg = "the NDES admin page holds no challenge password we can read"
 	default:
-		msg = "the answer holds no enrollment challenge password (is the URL NDES's /certsrv/mscep_admin/ page?)"
+		msg = "the answer"
+		if e.Body != "" {
+			msg = e.Body
+		}
+		msg += " holds no enrollment challenge password (is the URL NDES's /certsrv/mscep_admin/ page?)"
 	}
 	if e.Reason != "" {
 		msg += ": " + e.Reason
-	}
-	if e.Excerpt != "" {
-		msg += "; it says: " + e.Excerpt
 	}
 	return msg
 }

@@ -18,12 +18,23 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/Azure/go-ntlmssp"
 	"github.com/go-logr/logr"
+
+	"github.com/scep-operator/scep-operator/internal/egress"
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
+
+// authScheme is what is repeated of a WWW-Authenticate scheme name, and
+// maxSchemes how many: IIS offers Negotiate, NTLM, Basic or a few more.
+var authScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]{0,31}$`)
+
+const maxSchemes = 6
 
 // Auth is how the client authenticates to IIS in front of the admin page.
 type Auth string
@@ -34,7 +45,7 @@ const (
 	// never crosses the wire, but the handshake binds the TCP connection.
 	AuthNTLM Auth = "NTLM"
 	// AuthBasic sends user name and password with every request, so it is
-	// only used over https unless Config.AllowInsecureBasic says otherwise.
+	// only used over https unless Config.AllowPlainHTTP says otherwise.
 	AuthBasic Auth = "Basic"
 )
 
@@ -72,10 +83,11 @@ type Config struct {
 	// Authorization header (Basic) or used to answer the NTLM challenge,
 	// and is never logged or put in an error.
 	Password string
-	// AllowInsecureBasic permits Basic over plain http, where anyone on
-	// the path reads the account's password. New refuses that combination
-	// without it, and warns with it.
-	AllowInsecureBasic bool
+	// AllowPlainHTTP permits an http:// URL. Credentials then cross the
+	// network unprotected: Basic in clear text, NTLM open to relaying (to
+	// AD CS web enrollment, for one). New refuses an http URL without it,
+	// and warns with it.
+	AllowPlainHTTP bool
 	// RootCAs trusts an https URL's server certificate; nil means the
 	// system roots.
 	RootCAs *x509.CertPool
@@ -88,9 +100,13 @@ type Config struct {
 	Timeout time.Duration
 	// MaxResponseBytes caps the page's size; zero means 1 MiB.
 	MaxResponseBytes int64
+	// Egress is where the client may connect (checked on every address it
+	// dials, after DNS resolution); nil means egress.Default().
+	Egress *egress.Policy
 	// Transport replaces the HTTP transport (tests); nil means a transport
 	// of this Client's own, built from the fields above. For NTLM it must
-	// keep connections alive, as the handshake is bound to one.
+	// keep connections alive, as the handshake is bound to one. Egress
+	// applies only to a transport the client builds.
 	Transport http.RoundTripper
 	// Logger receives a debug line per fetch and warnings about insecure
 	// settings. Passwords, the account's and NDES's, are never logged.
@@ -136,11 +152,18 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Username == "" || cfg.Password == "" {
 		return nil, fmt.Errorf("NDES admin page %s: a user name and a password are required", u.Redacted())
 	}
-	if auth == AuthBasic && u.Scheme == "http" {
-		if !cfg.AllowInsecureBasic {
-			return nil, fmt.Errorf("NDES admin page %s: Basic authentication over plain http would send the password of %s in clear; use https or NTLM", u.Redacted(), cfg.Username)
+	if u.Scheme == "http" {
+		if !cfg.AllowPlainHTTP {
+			if auth == AuthBasic {
+				return nil, fmt.Errorf("NDES admin page %s: Basic authentication over plain http would send the password of %s in clear; use https", u.Redacted(), cfg.Username)
+			}
+			return nil, fmt.Errorf("NDES admin page %s: NTLM over plain http can be relayed by anyone on the path (to AD CS web enrollment, for one) with the rights of %s; use https", u.Redacted(), cfg.Username)
 		}
-		cfg.Logger.Info("WARNING: Basic authentication over plain http: anyone on the path can read the account's password", "url", u.Redacted(), "user", cfg.Username)
+		if auth == AuthBasic {
+			cfg.Logger.Info("WARNING: Basic authentication over plain http: anyone on the path can read the account's password", "url", u.Redacted(), "user", cfg.Username)
+		} else {
+			cfg.Logger.Info("WARNING: NTLM over plain http: anyone on the path can relay the account's authentication", "url", u.Redacted(), "user", cfg.Username)
+		}
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -151,7 +174,14 @@ func New(cfg Config) (*Client, error) {
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		tr := newTransport(cfg)
+		policy := cfg.Egress
+		if policy == nil {
+			policy = egress.Default()
+		}
+		if err := policy.CheckHost(u.Hostname()); err != nil {
+			return nil, fmt.Errorf("NDES admin page %s: %w", u.Redacted(), err)
+		}
+		tr := policy.Secure(newTransport(cfg))
 		c.closeIdle = tr.CloseIdleConnections
 		rt = tr
 	}
@@ -161,7 +191,7 @@ func New(cfg Config) (*Client, error) {
 	// The timeout is the fetch's context deadline rather than
 	// http.Client.Timeout, so that fetch can tell a handshake cut short by
 	// it from a refusal.
-	c.http = &http.Client{Transport: rt, CheckRedirect: c.checkRedirect}
+	c.http = &http.Client{Transport: rt, CheckRedirect: egress.SameOriginRedirects("the NDES admin page", egress.MaxRedirects)}
 	return c, nil
 }
 
@@ -235,19 +265,6 @@ func (h handshakeTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return resp, nil
 }
 
-// checkRedirect follows IIS's redirects (mscep_admin to mscep_admin/) but
-// only on the same scheme and host: the credentials follow a redirect, and
-// one to http or to another host would hand them to someone else.
-func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
-	}
-	if req.URL.Scheme != c.page.Scheme || req.URL.Host != c.page.Host {
-		return fmt.Errorf("refusing the redirect to %s: the credentials would go to another scheme or host", req.URL.Redacted())
-	}
-	return nil
-}
-
 // URL returns the admin page's address.
 func (c *Client) URL() string { return c.page.Redacted() }
 
@@ -300,29 +317,34 @@ func (c *Client) fetch(ctx context.Context) (string, error) {
 		if errors.As(err, &urlErr) {
 			err = urlErr.Err
 		}
-		return "", err
+		return "", egress.ScrubTransportError(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
 	if err != nil {
-		return "", fmt.Errorf("reading the page: %w", err)
+		return "", fmt.Errorf("reading the page: %w", egress.ScrubTransportError(err))
 	}
 	c.cfg.Logger.V(1).Info("NDES admin page fetched", "url", c.URL(), "auth", c.cfg.Auth, "user", c.cfg.Username,
 		"status", resp.StatusCode, "bytes", len(body), "duration", time.Since(start))
 	if int64(len(body)) > c.maxBody {
 		return "", fmt.Errorf("the page is larger than %d bytes", c.maxBody)
 	}
-	text, err := Decode(body, resp.Header.Get("Content-Type"))
+	ct := resp.Header.Get("Content-Type")
+	text, err := Decode(body, ct)
 	if err != nil {
 		return "", fmt.Errorf("decoding the page: %w", err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized && trace.err != nil:
-		return "", fmt.Errorf("the NTLM handshake broke off: %w", trace.err)
+		return "", fmt.Errorf("the NTLM handshake broke off: %w", egress.ScrubTransportError(trace.err))
 	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
-		return "", &AuthError{StatusCode: resp.StatusCode, User: c.cfg.Username, Detail: c.refusalDetail(resp, text)}
+		e := &AuthError{StatusCode: resp.StatusCode, User: c.cfg.Username, Detail: c.refusalDetail(resp), Excerpt: excerpt(text)}
+		c.cfg.Logger.V(1).Info("NDES admin page refused the account", "url", c.URL(), "status", resp.StatusCode, "excerpt", e.Excerpt)
+		return "", e
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return "", &PageError{StatusCode: resp.StatusCode, Excerpt: excerpt(text)}
+		e := &PageError{StatusCode: resp.StatusCode, Body: servertext.Describe(body, ct), Excerpt: excerpt(text)}
+		c.cfg.Logger.V(1).Info("NDES admin page answered with an HTTP error", "url", c.URL(), "status", resp.StatusCode, "excerpt", e.Excerpt)
+		return "", e
 	}
 	pw, err := ExtractPassword(text)
 	var authErr *AuthError
@@ -332,23 +354,29 @@ func (c *Client) fetch(ctx context.Context) (string, error) {
 		authErr.StatusCode, authErr.User = resp.StatusCode, c.cfg.Username
 	case errors.As(err, &pageErr):
 		pageErr.StatusCode = resp.StatusCode
+		pageErr.Body = servertext.Describe(body, ct)
+		if pageErr.Excerpt != "" {
+			c.cfg.Logger.V(1).Info("NDES admin page holds no challenge password", "url", c.URL(), "excerpt", pageErr.Excerpt)
+		}
 	}
 	return pw, err
 }
 
-// refusalDetail is IIS's error text plus, when IIS does not offer the
-// scheme we speak, the schemes it does: the usual cause of a 401 that no
-// password fixes.
-func (c *Client) refusalDetail(resp *http.Response, text string) string {
-	detail := excerpt(text)
+// refusalDetail says, when IIS does not offer the scheme we speak, the
+// schemes it does: the usual cause of a 401 that no password fixes. The
+// page's own text is not repeated (see AuthError.Excerpt).
+func (c *Client) refusalDetail(resp *http.Response) string {
+	if resp.StatusCode != http.StatusUnauthorized {
+		return ""
+	}
 	var offered []string
 	for _, v := range resp.Header.Values("Www-Authenticate") {
 		// Only the scheme name: the rest may be an NTLM challenge token.
+		// It is the server's word, so only a token of a sane size is kept.
 		scheme, _, _ := strings.Cut(strings.TrimSpace(v), " ")
-		offered = append(offered, scheme)
-	}
-	if resp.StatusCode != http.StatusUnauthorized || len(offered) == 0 {
-		return detail
+		if authScheme.MatchString(scheme) && len(offered) < maxSchemes {
+			offered = append(offered, scheme)
+		}
 	}
 	speaks := func(s string) bool {
 		if c.cfg.Auth == AuthNTLM {
@@ -356,14 +384,8 @@ func (c *Client) refusalDetail(resp *http.Response, text string) string {
 		}
 		return strings.EqualFold(s, "Basic")
 	}
-	for _, s := range offered {
-		if speaks(s) {
-			return detail
-		}
+	if len(offered) == 0 || slices.ContainsFunc(offered, speaks) {
+		return ""
 	}
-	note := fmt.Sprintf("the server offers %s, not %s", strings.Join(offered, ", "), c.cfg.Auth)
-	if detail == "" {
-		return note
-	}
-	return detail + " (" + note + ")"
+	return fmt.Sprintf("the server offers %s, not %s", strings.Join(offered, ", "), c.cfg.Auth)
 }

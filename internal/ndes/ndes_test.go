@@ -24,6 +24,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"golang.org/x/crypto/md4" //nolint:staticcheck // NTLM is built on MD4; the test server has to compute it
+
+	"github.com/scep-operator/scep-operator/internal/egress"
 )
 
 const (
@@ -129,7 +131,8 @@ func TestExtractPassword(t *testing.T) {
 		wantErr   func(error) bool
 		errSays   string
 		errOmits  string
-		wantEmpty bool // PageError without excerpt
+		excerpt   string // the PageError's excerpt (for debug logs) says this
+		wantEmpty bool   // PageError without excerpt
 	}{
 		{name: "NDES page, thumbprint first", page: adminPage(pw), want: pw},
 		{name: "lower-case tags and line breaks", page: strings.NewReplacer("<B>", "<b>", "</B>", "</b >", "password is: ", "password\n   is:\r\n\t").Replace(adminPage(pw)), want: pw},
@@ -138,7 +141,12 @@ func TestExtractPassword(t *testing.T) {
 		{name: "cache full", page: ndesMessagePage("The password cache is full."), wantErr: IsCacheFull, errSays: "PasswordMax"},
 		{name: "cache full, other case and spacing", page: ndesMessagePage("THE PASSWORD\n CACHE IS   full."), wantErr: IsCacheFull},
 		{name: "no permission", page: ndesMessagePage("You do not have sufficient permission to enroll with SCEP. Please contact your system administrator."), wantErr: IsAuthError, errSays: "sufficient permission"},
-		{name: "IIS error page", page: iis401, wantErr: isPageError, errSays: "401 - Unauthorized", errOmits: "font-family"},
+		// The page's words stay out of the error (it reaches statuses and
+		// Events); the excerpt, for debug logs, has them without markup.
+		// A page in another language: no English sentence, but the
+		// password in bold, which the excerpt (for debug logs) leaves out.
+		{name: "localized admin page", page: "<HTML><Body><P> Das Kennwort lautet: <B> " + pw + " </B><P> Es gilt 60 Minuten.</Body></HTML>", wantErr: isPageError, errOmits: pw, excerpt: "Das Kennwort lautet: … Es gilt 60 Minuten."},
+		{name: "IIS error page", page: iis401, wantErr: isPageError, errSays: "holds no enrollment challenge password", errOmits: "401 - Unauthorized", excerpt: "401 - Unauthorized"},
 		{name: "garbage", page: "\x00\x01 not html at all", wantErr: isPageError},
 		{name: "thumbprint only", page: strings.Replace(adminPage(pw), "The enrollment challenge password is: <B> "+pw+" </B>", "", 1), wantErr: isPageError, errOmits: pw},
 		{name: "password not in bold", page: "The enrollment challenge password is: " + pw + "<P>More text <B>bold</B>", wantErr: isPageError, errOmits: pw, wantEmpty: true},
@@ -173,6 +181,12 @@ func TestExtractPassword(t *testing.T) {
 			var pe *PageError
 			if tc.wantEmpty && errors.As(err, &pe) && pe.Excerpt != "" {
 				t.Errorf("excerpt %q of a page that may hold a password", pe.Excerpt)
+			}
+			if tc.excerpt != "" && (!errors.As(err, &pe) || !strings.Contains(pe.Excerpt, tc.excerpt) || strings.ContainsAny(pe.Excerpt, "<>") || strings.Contains(pe.Excerpt, "font-family")) {
+				t.Errorf("excerpt %v does not say %q as text", pe, tc.excerpt)
+			}
+			if errors.As(err, &pe) && strings.Contains(pe.Excerpt, pw) {
+				t.Errorf("excerpt %s holds the password", pe.Excerpt)
 			}
 		})
 	}
@@ -285,8 +299,13 @@ func TestPasswordBasic(t *testing.T) {
 	if !errors.As(err, &ae) || ae.StatusCode != http.StatusUnauthorized || ae.User != testUser {
 		t.Fatalf("wrong password: %v; want *AuthError 401 for %s", err, testUser)
 	}
-	if !strings.Contains(err.Error(), testUser) || !strings.Contains(err.Error(), "invalid credentials") || !strings.Contains(err.Error(), srv.URL) {
-		t.Errorf("error %q does not name the user, the page and IIS's reason", err)
+	if !strings.Contains(err.Error(), testUser) || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), srv.URL) {
+		t.Errorf("error %q does not name the user, the page and the status", err)
+	}
+	// IIS's page is for the debug log, not for the error (which reaches
+	// statuses and Events).
+	if strings.Contains(err.Error(), "invalid credentials") || !strings.Contains(ae.Excerpt, "invalid credentials") {
+		t.Errorf("error %q repeats IIS's page, or its excerpt %q lacks it", err, ae.Excerpt)
 	}
 	assertNoSecrets(t, "wrong password error", err.Error(), append(issued, testPassword, "wrong-"+testPassword)...)
 	assertNoSecrets(t, "logs", logs.String(), append(issued, testPassword, "wrong-"+testPassword)...)
@@ -304,7 +323,7 @@ func TestPasswordPages(t *testing.T) {
 	}{
 		{name: "cache full", page: ndesMessagePage("The password cache is full."), check: IsCacheFull, errSays: "PasswordMax"},
 		{name: "no permission", page: ndesMessagePage("You do not have sufficient permission to enroll with SCEP."), check: IsAuthError, errSays: "user " + testUser},
-		{name: "not the admin page", page: "<html><body><h1>Welcome to IIS</h1></body></html>", check: isPageError, errSays: "Welcome to IIS"},
+		{name: "not the admin page", page: "<html><body><h1>Welcome to IIS</h1></body></html>", check: isPageError, errSays: "an HTML page of 98 bytes holds no enrollment challenge password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := basicPage(t, nil, func() string { return tc.page })
@@ -315,7 +334,9 @@ func TestPasswordPages(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.errSays) || !strings.Contains(err.Error(), srv.URL) {
 				t.Errorf("error %q does not say %q and name the page", err, tc.errSays)
 			}
-			assertNoSecrets(t, "error", err.Error(), testPassword)
+			// "Welcome to IIS" stands for any text of a page that is not
+			// NDES's: it never reaches an error.
+			assertNoSecrets(t, "error", err.Error(), testPassword, "Welcome to IIS")
 		})
 	}
 }
@@ -347,6 +368,9 @@ func TestNewRefuses(t *testing.T) {
 		says string
 	}{
 		{name: "Basic over http", cfg: Config{URL: "http://ndes/certsrv/mscep_admin/", Auth: AuthBasic, Username: testUser, Password: testPassword}, says: "in clear"},
+		// Finding 8: NTLM over http can be relayed (to AD CS web enrollment).
+		{name: "NTLM over http", cfg: Config{URL: "http://ndes/certsrv/mscep_admin/", Auth: AuthNTLM, Username: testUser, Password: testPassword}, says: "relayed"},
+		{name: "metadata address", cfg: Config{URL: "https://169.254.169.254/certsrv/mscep_admin/", Username: testUser, Password: testPassword}, says: "egress policy"},
 		{name: "credentials in URL", cfg: Config{URL: "https://u:" + testPassword + "@ndes/certsrv/mscep_admin/", Username: testUser, Password: testPassword}, says: "carries credentials"},
 		{name: "bad URL with password", cfg: Config{URL: "https://u:" + testPassword + "@nd es:x/", Username: testUser, Password: testPassword}, says: "does not parse"},
 		{name: "ftp", cfg: Config{URL: "ftp://ndes/", Username: testUser, Password: testPassword}, says: "scheme"},
@@ -362,11 +386,17 @@ func TestNewRefuses(t *testing.T) {
 		})
 	}
 	logs := &logSink{}
-	if _, err := New(Config{URL: "http://ndes/certsrv/mscep_admin/", Auth: AuthBasic, Username: testUser, Password: testPassword, AllowInsecureBasic: true, Logger: logs.logger()}); err != nil {
+	if _, err := New(Config{URL: "http://ndes/certsrv/mscep_admin/", Auth: AuthBasic, Username: testUser, Password: testPassword, AllowPlainHTTP: true, Logger: logs.logger()}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "WARNING: Basic authentication over plain http") {
-		t.Errorf("AllowInsecureBasic did not warn: %s", logs)
+		t.Errorf("AllowPlainHTTP did not warn: %s", logs)
+	}
+	if _, err := New(Config{URL: "http://ndes/certsrv/mscep_admin/", Auth: AuthNTLM, Username: testUser, Password: testPassword, AllowPlainHTTP: true, Logger: logs.logger()}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "WARNING: NTLM over plain http") {
+		t.Errorf("AllowPlainHTTP with NTLM did not warn: %s", logs)
 	}
 	assertNoSecrets(t, "logs", logs.String(), testPassword)
 }
@@ -383,7 +413,7 @@ func TestRedirectToOtherHostRefused(t *testing.T) {
 	srv := httptest.NewTLSServer(http.RedirectHandler(other.URL+"/certsrv/mscep_admin/", http.StatusFound))
 	defer srv.Close()
 	_, err := basicClient(t, srv, testPassword, &logSink{}).Password(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "refusing the redirect") || leaked.Load() {
+	if err == nil || !strings.Contains(err.Error(), "only redirects to the same scheme and host") || leaked.Load() {
 		t.Fatalf("Password: %v (credentials sent to the other host: %v)", err, leaked.Load())
 	}
 }
@@ -564,7 +594,7 @@ func TestPasswordNTLM(t *testing.T) {
 	p, srv := startNTLMPage(t, mint)
 	logs := &logSink{}
 	// The Client's own transport, as in production: one connection.
-	c, err := New(Config{URL: srv.URL + "/certsrv/mscep_admin/", Username: testUser, Password: testPassword, Timeout: 5 * time.Second, Logger: logs.logger()})
+	c, err := New(Config{URL: srv.URL + "/certsrv/mscep_admin/", Username: testUser, Password: testPassword, Timeout: 5 * time.Second, Logger: logs.logger(), AllowPlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,7 +620,7 @@ func TestPasswordNTLM(t *testing.T) {
 func TestPasswordNTLMConcurrent(t *testing.T) {
 	mint := &passwordMint{}
 	_, srv := startNTLMPage(t, mint)
-	c, err := New(Config{URL: srv.URL, Username: testUser, Password: testPassword, Timeout: 5 * time.Second})
+	c, err := New(Config{URL: srv.URL, Username: testUser, Password: testPassword, Timeout: 5 * time.Second, AllowPlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +649,7 @@ func TestPasswordNTLMWrongPassword(t *testing.T) {
 	_, srv := startNTLMPage(t, mint)
 	logs := &logSink{}
 	const wrong = "Not-" + testPassword
-	c, err := New(Config{URL: srv.URL, Auth: "ntlm", Username: testUser, Password: wrong, Timeout: 5 * time.Second, Logger: logs.logger()})
+	c, err := New(Config{URL: srv.URL, Auth: "ntlm", Username: testUser, Password: wrong, Timeout: 5 * time.Second, Logger: logs.logger(), AllowPlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,7 +669,7 @@ func TestPasswordNTLMWrongPassword(t *testing.T) {
 func TestPasswordNTLMHandshakeBrokenIsNotARefusal(t *testing.T) {
 	p, srv := startNTLMPage(t, &passwordMint{})
 	p.dropAfterNegotiate = true
-	c, err := New(Config{URL: srv.URL, Username: testUser, Password: testPassword, Timeout: 5 * time.Second})
+	c, err := New(Config{URL: srv.URL, Username: testUser, Password: testPassword, Timeout: 5 * time.Second, AllowPlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -674,5 +704,85 @@ func TestPasswordContextCancelledWhileWaiting(t *testing.T) {
 	defer cancel()
 	if _, err := c.Password(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Password: %v; want the context's deadline", err)
+	}
+}
+
+// TestNoPageTextInErrors: pages that are not NDES's own known ones (an
+// IIS or proxy error, a portal, something an SSRF would read) are
+// described in errors, never quoted; their text goes to the debug log.
+func TestNoPageTextInErrors(t *testing.T) {
+	const marker = "SECRET-MARKER-51c2"
+	page := "<html><head><title>" + marker + "</title></head><body><p>" + marker + "</p></body></html>"
+	for _, tc := range []struct {
+		name   string
+		status int
+		header map[string]string
+		says   string
+	}{
+		{name: "HTTP 500 page", status: http.StatusInternalServerError, says: "HTTP 500 (Internal Server Error) with an HTML page of"},
+		{name: "HTTP 401 page", status: http.StatusUnauthorized, header: map[string]string{"WWW-Authenticate": marker + "-scheme-too-long-to-be-a-scheme-name realm=" + marker}, says: "HTTP 401"},
+		{name: "HTTP 403 page", status: http.StatusForbidden, says: "HTTP 403"},
+		{name: "200 page that is not NDES's", status: http.StatusOK, says: "holds no enrollment challenge password"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.header {
+					w.Header().Set(k, v)
+				}
+				w.Header().Set("Content-Type", "text/html")
+				w.WriteHeader(tc.status)
+				fmt.Fprint(w, page)
+			}))
+			defer srv.Close()
+			logs := &logSink{}
+			_, err := basicClient(t, srv, testPassword, logs).Password(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Password: %v; want an error saying %q", err, tc.says)
+			}
+			assertNoSecrets(t, "error", err.Error(), marker, testPassword)
+			if !strings.Contains(logs.String(), marker) {
+				t.Errorf("the page's excerpt is not in the debug log: %s", logs)
+			}
+		})
+	}
+}
+
+// TestEgressAndRedirectLimits: the admin page client connects only where
+// the egress policy allows (nothing reaches a refused server) and follows
+// at most 3 redirects on its own host.
+func TestEgressAndRedirectLimits(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, r.URL.Path, http.StatusFound)
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	policy, err := egress.Parse("", "127.0.0.0/8,::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{URL: "http://localhost:" + port + "/certsrv/mscep_admin/", Auth: AuthBasic, Username: testUser, Password: testPassword, AllowPlainHTTP: true, Egress: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Password(context.Background())
+	if !egress.IsRefused(err) || !strings.Contains(err.Error(), egress.DenyFlag) {
+		t.Fatalf("Password = %v, want a refusal naming %s", err, egress.DenyFlag)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the refused server saw %d requests", n)
+	}
+	c, err = New(Config{URL: srv.URL + "/certsrv/mscep_admin/", Auth: AuthBasic, Username: testUser, Password: testPassword, AllowPlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Password(context.Background())
+	var re *egress.RedirectError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "more than 3 times") {
+		t.Fatalf("Password = %v, want a redirect limit", err)
+	}
+	if n := hits.Load(); n != egress.MaxRedirects+1 {
+		t.Errorf("%d requests, want %d", n, egress.MaxRedirects+1)
 	}
 }

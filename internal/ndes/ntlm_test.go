@@ -28,6 +28,8 @@ func emulatorClient(t *testing.T, s *ndesemu.Server, logs *logSink, change func(
 		Password: ndesemu.DefaultPassword,
 		Timeout:  10 * time.Second,
 		Logger:   logs.logger(),
+		// The emulator speaks plain http.
+		AllowPlainHTTP: true,
 	}
 	if change != nil {
 		change(&cfg)

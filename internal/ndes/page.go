@@ -5,6 +5,7 @@ import (
 	"html"
 	"mime"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -12,6 +13,8 @@ import (
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
 	xunicode "golang.org/x/text/encoding/unicode"
+
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // Phrases NDES writes on its admin page (English installations). They are
@@ -151,7 +154,9 @@ func ExtractPassword(text string) (string, error) {
 	case strings.Contains(plain, phraseNoPermission):
 		return "", &AuthError{Detail: "You do not have sufficient permission to enroll with SCEP."}
 	}
-	return "", &PageError{Excerpt: excerpt(text)}
+	// NDES pages in other languages say the sentence differently but
+	// still put the password in bold: bold text stays out of the excerpt.
+	return "", &PageError{Excerpt: excerpt(boldElement.ReplaceAllString(text, " … "))}
 }
 
 // boldAfter returns the trimmed text inside the first <B> element of s,
@@ -207,6 +212,7 @@ func hasPrefixFold(s, prefix string) bool {
 }
 
 var (
+	boldElement   = regexp.MustCompile(`(?is)<b\b[^>]*>.*?</b\s*>`)
 	scriptElement = regexp.MustCompile(`(?is)<script\b.*?</script\s*>`)
 	styleElement  = regexp.MustCompile(`(?is)<style\b.*?</style\s*>`)
 	anyTag        = regexp.MustCompile(`(?s)<[^>]*>`)
@@ -224,13 +230,12 @@ func plainText(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// excerpt is the start of a page as text, for error messages: at most 200
-// characters.
+// excerpt is the start of a page as quoted, cleaned text, for debug logs
+// and an admin's terminal: at most servertext.MaxExcerptBytes.
 func excerpt(page string) string {
-	text := plainText(page)
-	if utf8.RuneCountInString(text) <= 200 {
-		return text
+	text := servertext.Clean(plainText(page), servertext.MaxExcerptBytes)
+	if text == "" {
+		return ""
 	}
-	r := []rune(text)
-	return string(r[:200]) + "…"
+	return strconv.Quote(text)
 }

@@ -2,13 +2,16 @@ package profiles
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/ndes"
 )
 
@@ -93,17 +96,25 @@ func (r *Registry) dynamicClient(ctx context.Context, p scepv1alpha1.Profile) (c
 	if err != nil {
 		return nil, "", &SpecError{Field: "spec.challenge.dynamic.auth", Err: err}
 	}
-	cfg := ndes.Config{
-		URL:      spec.Challenge.Dynamic.URL,
-		Auth:     auth,
-		Username: user,
-		Password: pass,
-		Logger:   r.Logger.WithValues("profile", KeyOf(p).String()),
+	if err := CheckTransport(spec); err != nil {
+		return nil, "", err
 	}
-	if spec.TLS != nil {
-		// The admin page is on the NDES server, trusted like its SCEP URL.
-		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify
-		bundle, field, err := r.caBundle(ctx, p)
+	d := spec.Challenge.Dynamic
+	cfg := ndes.Config{
+		URL:            d.URL,
+		Auth:           auth,
+		Username:       user,
+		Password:       pass,
+		AllowPlainHTTP: d.AllowPlainHTTP,
+		Egress:         r.Egress,
+		Logger:         r.Logger.WithValues("profile", KeyOf(p).String()),
+	}
+	// The admin page has its own trust, independent of the SCEP url's: an
+	// http SCEP url may sit beside an https admin page, and the two may be
+	// served by different certificates.
+	if d.TLS != nil {
+		cfg.InsecureSkipVerify = d.TLS.InsecureSkipVerify
+		bundle, field, err := r.caBundle(ctx, p, d.TLS, "spec.challenge.dynamic.tls")
 		if err != nil {
 			return nil, "", err
 		}
@@ -114,7 +125,11 @@ func (r *Registry) dynamicClient(ctx context.Context, p scepv1alpha1.Profile) (c
 		}
 	}
 	if c, err = ndes.New(cfg); err != nil {
-		return nil, "", &SpecError{Field: "spec.challenge.dynamic", Err: err}
+		field := "spec.challenge.dynamic"
+		if egress.IsRefused(err) {
+			field += ".url"
+		}
+		return nil, "", &SpecError{Field: field, Err: err}
 	}
 	return c, version, nil
 }
@@ -138,6 +153,17 @@ func (r *Registry) DynamicPassword(ctx context.Context, p scepv1alpha1.Profile) 
 	}
 	defer c.CloseIdleConnections()
 	pw, err := c.Password(ctx)
+	var unknownCA x509.UnknownAuthorityError
+	switch spec := p.GetSpec(); {
+	case egress.IsRefused(err):
+		// The profile names a destination the operator may not reach: a
+		// fault of the profile, not of the request.
+		err = &SpecError{Field: "spec.challenge.dynamic.url", Err: err}
+	case errors.As(err, &unknownCA) && spec.Challenge.Dynamic.TLS == nil && spec.TLS != nil:
+		// Before challenge.dynamic.tls existed, spec.tls trusted the admin
+		// page too; a profile written then says so here.
+		err = fmt.Errorf("%w (spec.tls trusts the SCEP url only: give the admin page's CA in challenge.dynamic.tls)", err)
+	}
 	key := KeyOf(p)
 	switch {
 	case ndes.IsAuthError(err):

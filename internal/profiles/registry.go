@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
@@ -67,6 +68,9 @@ type Registry struct {
 	// Timeout bounds each HTTP round trip to a SCEP server; zero means
 	// scepclient.DefaultTimeout.
 	Timeout time.Duration
+	// Egress is where profiles' servers (SCEP URLs and NDES admin pages)
+	// may be; nil means egress.Default().
+	Egress *egress.Policy
 
 	mu      sync.Mutex
 	entries map[Key]*entry
@@ -161,15 +165,44 @@ func Pin(spec *scepv1alpha1.SCEPProfileSpec) (*scep.Fingerprint, error) {
 	return &fp, nil
 }
 
+// CheckTransport refuses what the API's validation refuses on new
+// objects about how secrets travel, for objects stored before those rules
+// existed: a Static or Dynamic challenge over an http:// url without
+// caFingerprint (the password would be encrypted to whoever answers
+// GetCACert) unless challenge.allowUnpinnedHTTP, and an http:// NDES admin
+// url unless challenge.dynamic.allowPlainHTTP.
+func CheckTransport(spec *scepv1alpha1.SCEPProfileSpec) error {
+	ch := spec.Challenge
+	if ch.Type != scepv1alpha1.ChallengeStatic && ch.Type != scepv1alpha1.ChallengeDynamic {
+		return nil
+	}
+	if isPlainHTTP(spec.URL) && strings.TrimSpace(spec.CAFingerprint) == "" && !ch.AllowUnpinnedHTTP {
+		return &SpecError{Field: "spec.caFingerprint", Err: fmt.Errorf("a %s challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)", ch.Type)}
+	}
+	if d := ch.Dynamic; ch.Type == scepv1alpha1.ChallengeDynamic && d != nil && isPlainHTTP(d.URL) && !d.AllowPlainHTTP {
+		return &SpecError{Field: "spec.challenge.dynamic.url", Err: errors.New("the NDES admin page over http:// exposes its credentials (NTLM can be relayed to AD CS, Basic is plain text): use an https:// url (with dynamic.tls for its trust), or set dynamic.allowPlainHTTP: true to accept that risk")}
+	}
+	return nil
+}
+
+func isPlainHTTP(u string) bool {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(u), "://")
+	return ok && strings.EqualFold(scheme, "http")
+}
+
 // Client returns the SCEP client for p, building a new one when the spec or
-// its trust material changed.
+// its trust material changed. A spec that CheckTransport refuses gets no
+// client.
 func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, error) {
 	spec := p.GetSpec()
-	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
+	if err := CheckTransport(spec); err != nil {
+		return nil, err
+	}
+	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Egress: r.Egress, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
 	version := fmt.Sprintf("%d", p.GetGeneration())
 	if spec.TLS != nil {
 		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify
-		bundle, field, err := r.caBundle(ctx, p)
+		bundle, field, err := r.caBundle(ctx, p, spec.TLS, "spec.tls")
 		if err != nil {
 			return nil, err
 		}
@@ -213,11 +246,11 @@ func (r *Registry) Discover(ctx context.Context, p scepv1alpha1.Profile) (*scepc
 		return nil, err
 	}
 	if _, err := c.RefreshCACaps(ctx); err != nil {
-		return nil, err
+		return nil, refusedIsSpec(err)
 	}
 	info, err := c.Discover(ctx, pin)
 	if err != nil {
-		return nil, err
+		return nil, refusedIsSpec(err)
 	}
 	r.mu.Lock()
 	if e, ok := r.entries[KeyOf(p)]; ok && e.client == c {
@@ -225,6 +258,16 @@ func (r *Registry) Discover(ctx context.Context, p scepv1alpha1.Profile) (*scepc
 	}
 	r.mu.Unlock()
 	return info, nil
+}
+
+// refusedIsSpec makes a destination the egress policy refuses (found when
+// the url's name resolved) a fault of the profile's url, as it is when the
+// url holds the address itself.
+func refusedIsSpec(err error) error {
+	if egress.IsRefused(err) {
+		return &SpecError{Field: "spec.url", Err: err}
+	}
+	return err
 }
 
 // ServerInfo returns the cached answer for p's current client, discovering
@@ -260,18 +303,18 @@ func objectKey(namespace, name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: namespace, Name: name}
 }
 
-// caBundle returns the profile's PEM CA bundle and the field it came from,
-// nil when the system roots apply.
-func (r *Registry) caBundle(ctx context.Context, p scepv1alpha1.Profile) ([]byte, string, error) {
-	spec := p.GetSpec()
+// caBundle returns the PEM CA bundle of tls (a TLSConfig of p at field,
+// e.g. "spec.tls") and the field it came from, nil when the system roots
+// apply.
+func (r *Registry) caBundle(ctx context.Context, p scepv1alpha1.Profile, tls *scepv1alpha1.TLSConfig, field string) ([]byte, string, error) {
 	switch {
-	case spec.TLS == nil:
+	case tls == nil:
 		return nil, "", nil
-	case spec.TLS.CABundle != "":
-		return []byte(spec.TLS.CABundle), "spec.tls.caBundle", nil
-	case spec.TLS.CABundleSecretRef != nil:
-		b, err := r.ReadSecretKey(ctx, r.SecretNamespace(p), *spec.TLS.CABundleSecretRef, "ca.crt")
-		return b, "spec.tls.caBundleSecretRef", err
+	case tls.CABundle != "":
+		return []byte(tls.CABundle), field + ".caBundle", nil
+	case tls.CABundleSecretRef != nil:
+		b, err := r.ReadSecretKey(ctx, r.SecretNamespace(p), *tls.CABundleSecretRef, "ca.crt")
+		return b, field + ".caBundleSecretRef", err
 	}
 	return nil, "", nil
 }

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/smallstep/pkcs7"
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // Role is what a certificate of a GetCACert answer is for.
@@ -33,7 +33,8 @@ const (
 // ParseCACerts reads a GetCACert answer. The shape is decided by the body,
 // not by contentType (servers send wrong types): a single DER certificate, a
 // degenerate PKCS#7 SignedData holding certificates, or PEM holding either.
-// contentType is only used to make errors clearer.
+// contentType is only used to make errors clearer. The structure is
+// bounded (CheckBER) before any PKCS#7 parse.
 func ParseCACerts(body []byte, contentType string) (*CACerts, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
@@ -50,19 +51,19 @@ func ParseCACerts(body []byte, contentType string) (*CACerts, error) {
 			}
 			got, err := parseDERCerts(block.Bytes)
 			if err != nil {
-				return nil, fmt.Errorf("GetCACert PEM block %q: %w", block.Type, err)
+				return nil, fmt.Errorf("GetCACert PEM block %s: %w", servertext.Quote(block.Type, 40), err)
 			}
 			certs = append(certs, got...)
 		}
 	} else {
 		got, err := parseDERCerts(body)
 		if err != nil {
-			return nil, fmt.Errorf("GetCACert answer (Content-Type %q) is neither a DER certificate nor a PKCS#7 bundle: %w", contentType, err)
+			return nil, fmt.Errorf("GetCACert answer is neither a DER certificate nor a PKCS#7 bundle: %w", err)
 		}
 		certs = got
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("GetCACert answer (Content-Type %q) holds no certificate", contentType)
+		return nil, fmt.Errorf("GetCACert answer (Content-Type %q) holds no certificate", servertext.ContentType(contentType))
 	}
 	return NewCACerts(certs), nil
 }
@@ -71,7 +72,7 @@ func parseDERCerts(der []byte) ([]*x509.Certificate, error) {
 	if cert, err := x509.ParseCertificate(der); err == nil {
 		return []*x509.Certificate{cert}, nil
 	}
-	p7, err := pkcs7.Parse(der)
+	p7, err := parsePKCS7(der)
 	if err != nil {
 		return nil, err
 	}
@@ -191,8 +192,12 @@ func (c *CACerts) Recipient() (*x509.Certificate, error) {
 		}
 	}
 	var seen []string
-	for _, cc := range c.Certs {
-		seen = append(seen, fmt.Sprintf("%s (%s, %T)", cc.Subject, cc.Role, cc.PublicKey))
+	for i, cc := range c.Certs {
+		if i == maxSeenListed {
+			seen = append(seen, fmt.Sprintf("and %d more", len(c.Certs)-i))
+			break
+		}
+		seen = append(seen, fmt.Sprintf("%s (%s, %T)", servertext.Quote(cc.Subject.String(), servertext.MaxFieldBytes), cc.Role, cc.PublicKey))
 	}
 	return nil, fmt.Errorf("%w among the GetCACert certificates: %s", errNoRSARecipient, strings.Join(seen, "; "))
 }
@@ -213,7 +218,7 @@ func (c *CACerts) Pin(fp Fingerprint) (*CACerts, error) {
 	if pinned < 0 {
 		err := &FingerprintMismatchError{Want: fp}
 		for _, cc := range c.Certs {
-			err.Seen = append(err.Seen, SeenFingerprint{Subject: cc.Subject.String(), Role: cc.Role, Fingerprint: FingerprintOf(cc.Certificate, fp.Hash)})
+			err.Seen = append(err.Seen, SeenFingerprint{Subject: servertext.Clean(cc.Subject.String(), servertext.MaxFieldBytes), Role: cc.Role, Fingerprint: FingerprintOf(cc.Certificate, fp.Hash)})
 		}
 		return nil, err
 	}
@@ -248,7 +253,12 @@ func (c *CACerts) Pin(fp Fingerprint) (*CACerts, error) {
 	return out, nil
 }
 
+// maxSeenListed bounds the certificates a mismatch report lists: a server
+// may send any number.
+const maxSeenListed = 8
+
 // SeenFingerprint is one certificate the server sent, for a mismatch report.
+// Subject is cleaned and capped (servertext.Clean).
 type SeenFingerprint struct {
 	Subject     string
 	Role        Role
@@ -266,6 +276,10 @@ func (e *FingerprintMismatchError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CA fingerprint mismatch: pinned %s, but the server sent ", e.Want)
 	for i, s := range e.Seen {
+		if i == maxSeenListed {
+			fmt.Fprintf(&b, " and %d more", len(e.Seen)-i)
+			break
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -50,14 +51,30 @@ func NewCapabilities(caps ...Capability) Capabilities {
 	return c
 }
 
+// Bounds on what of a GetCACaps answer is kept: the capabilities go into
+// a profile's status, and the server may be anyone's.
+const (
+	maxCapabilities   = 32
+	maxCapabilityLen  = 32
+	capabilityPattern = `^[A-Za-z0-9][A-Za-z0-9._-]*$`
+)
+
+var capabilityWord = regexp.MustCompile(capabilityPattern)
+
 // ParseCapabilities reads a GetCACaps body: one keyword a line, with LF or
-// CRLF endings. An empty body yields the minimal set, as RFC 8894 asks.
+// CRLF endings. Only words that can be keywords are kept (letters, digits,
+// '.', '_' and '-', at most 32 characters; at most 32 of them), so that no
+// other text of the answer reaches a status. An empty body yields the
+// minimal set, as RFC 8894 asks.
 func ParseCapabilities(body []byte) Capabilities {
 	var caps []Capability
 	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	for sc.Scan() && len(caps) < maxCapabilities {
 		for _, word := range strings.Fields(sc.Text()) {
-			caps = append(caps, Capability(word))
+			if len(word) <= maxCapabilityLen && capabilityWord.MatchString(word) && len(caps) < maxCapabilities {
+				caps = append(caps, Capability(word))
+			}
 		}
 	}
 	if len(caps) == 0 {

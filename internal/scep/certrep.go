@@ -10,6 +10,8 @@ import (
 	"math/big"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // CertRep is a server's reply, as read from the wire. ParseCertRep fills it
@@ -17,14 +19,18 @@ import (
 type CertRep struct {
 	// MessageType should be TypeCertRep.
 	MessageType MessageType
-	// TransactionID should echo the request's.
+	// TransactionID should echo the request's. It is the server's string,
+	// cleaned and capped (servertext.Clean, MaxFieldBytes), so it may be
+	// shown; ReadReply compares the server's exact bytes.
 	TransactionID TransactionID
 	// Status is SUCCESS, FAILURE or PENDING.
 	Status PKIStatus
 	// FailInfo says why, on FAILURE.
 	FailInfo FailInfo
 	// FailInfoText is the server's own words on FAILURE (RFC 8894's
-	// failInfoText attribute), when it sent any.
+	// failInfoText attribute), when it sent any: cleaned (printable, one
+	// line) and capped at servertext.MaxFieldBytes, since it ends up in a
+	// CertificateRequest's status and Events.
 	FailInfoText string
 	// SenderNonce is the server's nonce.
 	SenderNonce []byte
@@ -37,10 +43,14 @@ type CertRep struct {
 	CRL *x509.RevocationList
 
 	p7 *pkcs7.PKCS7
+	// rawTransactionID is the transactionID exactly as the server sent it.
+	rawTransactionID string
 }
 
 // ParseCertRep reads the structure and the authenticated attributes of a
 // pkiMessage. It checks nothing about who signed it; see Message.ReadReply.
+// The structure's nesting and size are bounded (CheckBER) before it is
+// parsed, and the server's strings are cleaned and capped.
 func ParseCertRep(der []byte) (rep *CertRep, err error) {
 	// pkcs7 parses without recovering; a malformed reply must be an error,
 	// never a crash of the operator.
@@ -52,7 +62,7 @@ func ParseCertRep(der []byte) (rep *CertRep, err error) {
 	if len(der) == 0 {
 		return nil, errors.New("empty pkiMessage")
 	}
-	p7, err := pkcs7.Parse(der)
+	p7, err := parsePKCS7(der)
 	if err != nil {
 		return nil, fmt.Errorf("reply is not a PKCS#7 pkiMessage: %w", err)
 	}
@@ -64,21 +74,23 @@ func ParseCertRep(der []byte) (rep *CertRep, err error) {
 	if err := p7.UnmarshalSignedAttribute(oidMessageType, &s); err != nil {
 		return nil, fmt.Errorf("reply has no messageType attribute: %w", err)
 	}
-	rep.MessageType = MessageType(s)
+	rep.MessageType = MessageType(servertext.Clean(s, servertext.MaxFieldBytes))
 	if err := p7.UnmarshalSignedAttribute(oidTransactionID, &s); err != nil {
 		return nil, fmt.Errorf("reply has no transactionID attribute: %w", err)
 	}
-	rep.TransactionID = TransactionID(s)
+	rep.rawTransactionID = s
+	rep.TransactionID = TransactionID(servertext.Clean(s, servertext.MaxFieldBytes))
 	if err := p7.UnmarshalSignedAttribute(oidPKIStatus, &s); err != nil {
 		return nil, fmt.Errorf("reply has no pkiStatus attribute: %w", err)
 	}
-	rep.Status = PKIStatus(s)
+	rep.Status = PKIStatus(servertext.Clean(s, servertext.MaxFieldBytes))
 	if rep.Status == StatusFailure {
 		if err := p7.UnmarshalSignedAttribute(oidFailInfo, &s); err == nil {
-			rep.FailInfo = FailInfo(s)
+			// A code, normally one digit; FailInfo.String caps what it shows.
+			rep.FailInfo = FailInfo(servertext.Clean(s, servertext.MaxFieldBytes))
 		}
 		if err := p7.UnmarshalSignedAttribute(oidFailInfoText, &s); err == nil {
-			rep.FailInfoText = s
+			rep.FailInfoText = servertext.Clean(s, servertext.MaxFieldBytes)
 		}
 	}
 	// Nonces are optional in some servers' FAILURE replies; their absence is
@@ -86,6 +98,16 @@ func ParseCertRep(der []byte) (rep *CertRep, err error) {
 	_ = p7.UnmarshalSignedAttribute(oidSenderNonce, &rep.SenderNonce)
 	_ = p7.UnmarshalSignedAttribute(oidRecipientNonce, &rep.RecipientNonce)
 	return rep, nil
+}
+
+// IssuedBy is the issuer of the issued certificate (Certificates[0]) as
+// text for an Event or a status: the server's words, so cleaned and capped
+// at servertext.MaxFieldBytes. It is "" before a successful ReadReply.
+func (r *CertRep) IssuedBy() string {
+	if len(r.Certificates) == 0 {
+		return ""
+	}
+	return servertext.Clean(r.Certificates[0].Issuer.String(), servertext.MaxFieldBytes)
 }
 
 // embedded returns the certificates the reply itself carries.
@@ -131,7 +153,8 @@ func (r *CertRep) VerifySignature(trusted []*x509.Certificate) (err error) {
 type FailureError struct {
 	// FailInfo is the server's reason code.
 	FailInfo FailInfo
-	// Text is the server's own explanation, if it sent one.
+	// Text is the server's own explanation, if it sent one, cleaned and
+	// capped (see CertRep.FailInfoText).
 	Text string
 	// TransactionID is the refused transaction.
 	TransactionID TransactionID
@@ -140,7 +163,8 @@ type FailureError struct {
 func (e *FailureError) Error() string {
 	msg := fmt.Sprintf("SCEP server refused the request: %s (%s)", e.FailInfo, e.FailInfo.Meaning())
 	if e.Text != "" {
-		msg += ": " + e.Text
+		// Quoted: the server's words, set apart from ours.
+		msg += ": the server says " + servertext.Quote(e.Text, servertext.MaxFieldBytes)
 	}
 	return msg
 }
@@ -179,8 +203,8 @@ func (m *Message) ReadReply(der []byte, trusted []*x509.Certificate) (*CertRep, 
 	if rep.MessageType != TypeCertRep {
 		return nil, replyErr("WrongMessageType", "messageType is %v, want CertRep", rep.MessageType)
 	}
-	if rep.TransactionID != m.TransactionID {
-		return nil, replyErr("TransactionIDMismatch", "transactionID %q does not match the request's %q", rep.TransactionID, m.TransactionID)
+	if rep.rawTransactionID != string(m.TransactionID) {
+		return nil, replyErr("TransactionIDMismatch", "transactionID %s does not match the request's %q", servertext.Quote(string(rep.TransactionID), 64), m.TransactionID)
 	}
 	if !bytes.Equal(rep.RecipientNonce, m.SenderNonce) {
 		return nil, replyErr("RecipientNonceMismatch", "recipientNonce %x does not echo the request's senderNonce %x (a replayed or misrouted reply)", rep.RecipientNonce, m.SenderNonce)
@@ -209,7 +233,7 @@ func (r *CertRep) decrypt(m *Message, caCerts []*x509.Certificate) (err error) {
 	if len(r.p7.Content) == 0 {
 		return errors.New("SUCCESS reply carries no content")
 	}
-	env, err := pkcs7.Parse(r.p7.Content)
+	env, err := parsePKCS7(r.p7.Content)
 	if err != nil {
 		return fmt.Errorf("reply content is not PKCS#7 EnvelopedData: %w", err)
 	}
@@ -217,7 +241,7 @@ func (r *CertRep) decrypt(m *Message, caCerts []*x509.Certificate) (err error) {
 	if err != nil {
 		return fmt.Errorf("decrypting the reply with the request's signer key: %w", err)
 	}
-	inner, err := pkcs7.Parse(plain)
+	inner, err := parsePKCS7(plain)
 	if err != nil {
 		return fmt.Errorf("decrypted reply is not a degenerate PKCS#7: %w", err)
 	}

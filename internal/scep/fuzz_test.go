@@ -12,7 +12,7 @@ import (
 // seeds returns the captured replies under testdata/seeds whose names
 // start with prefix: real answers from MicroMDM, step-ca and the NDES-like
 // test server.
-func seeds(f *testing.F, prefix string) [][]byte {
+func seeds(f testing.TB, prefix string) [][]byte {
 	f.Helper()
 	paths, err := filepath.Glob(filepath.Join("testdata", "seeds", prefix+"*"))
 	if err != nil {
@@ -40,6 +40,9 @@ func FuzzParseCACerts(f *testing.F) {
 	}
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "application/x-x509-ca-cert")
 	f.Add([]byte("<html>500</html>"), "text/html")
+	// Finding 7: deep nesting, refused before pkcs7 recurses into it.
+	f.Add(nestedIndefinite(5000), "application/x-x509-ca-ra-cert")
+	f.Add(nestedDefinite(100), "application/x-x509-ca-cert")
 	f.Fuzz(func(t *testing.T, body []byte, ct string) {
 		certs, err := ParseCACerts(body, ct)
 		if err != nil {
@@ -80,6 +83,8 @@ func FuzzReadReply(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(msg.Raw)
+	f.Add(nestedIndefinite(5000))
+	f.Add(nestedDefinite(100))
 	f.Fuzz(func(t *testing.T, der []byte) {
 		rep, err := msg.ReadReply(der, []*x509.Certificate{ca})
 		if err == nil && rep.Status == StatusSuccess && len(rep.Certificates) == 0 {

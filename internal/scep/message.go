@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // MessageType is a pkiMessage's messageType attribute (RFC 8894 section 3.2.1.2).
@@ -30,7 +32,12 @@ const (
 	TypeGetCRL     MessageType = "22"
 )
 
-// String names the type; an unknown value is shown as it came, never a panic.
+// maxCodeBytes bounds how much of an unknown messageType, pkiStatus or
+// failInfo (a server's string, normally a number) is shown.
+const maxCodeBytes = 16
+
+// String names the type; an unknown value is shown quoted, cleaned and
+// capped (it is the server's), never a panic.
 func (t MessageType) String() string {
 	switch t {
 	case TypeCertRep:
@@ -46,7 +53,7 @@ func (t MessageType) String() string {
 	case TypeGetCRL:
 		return "GetCRL"
 	}
-	return fmt.Sprintf("MessageType(%q)", string(t))
+	return "MessageType(" + servertext.Quote(string(t), maxCodeBytes) + ")"
 }
 
 // PKIStatus is a CertRep's pkiStatus attribute.
@@ -59,7 +66,7 @@ const (
 	StatusPending PKIStatus = "3"
 )
 
-// String names the status; an unknown value is shown as it came.
+// String names the status; an unknown value is shown quoted, cleaned and capped.
 func (s PKIStatus) String() string {
 	switch s {
 	case StatusSuccess:
@@ -69,7 +76,7 @@ func (s PKIStatus) String() string {
 	case StatusPending:
 		return "PENDING"
 	}
-	return fmt.Sprintf("PKIStatus(%q)", string(s))
+	return "PKIStatus(" + servertext.Quote(string(s), maxCodeBytes) + ")"
 }
 
 // FailInfo is a CertRep's failInfo attribute (RFC 8894 section 3.2.1.4).
@@ -84,7 +91,7 @@ const (
 	BadCertID       FailInfo = "4"
 )
 
-// String names the value; an unknown or missing one is shown as it came.
+// String names the value; an unknown one is shown quoted, cleaned and capped.
 func (f FailInfo) String() string {
 	switch f {
 	case BadAlg:
@@ -100,7 +107,7 @@ func (f FailInfo) String() string {
 	case "":
 		return "unspecified"
 	}
-	return fmt.Sprintf("failInfo(%q)", string(f))
+	return "failInfo(" + servertext.Quote(string(f), maxCodeBytes) + ")"
 }
 
 // Meaning says in words what the server objected to.

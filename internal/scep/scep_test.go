@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +41,13 @@ func TestParseCapabilities(t *testing.T) {
 	}
 	if got := ParseCapabilities([]byte("b\na\nA")).Strings(); !reflect.DeepEqual(got, []string{"A", "b"}) {
 		t.Errorf("Strings = %v", got)
+	}
+	// The capabilities go into a profile's status: only keyword-shaped
+	// words are kept, and at most 32, whatever the server sent.
+	hostile := "<html>\nAES\ntoken=SECRET\n" + strings.Repeat("x", 40) + "\nPOSTPKIOperation\u202e\n" + strings.Repeat("W ", 100)
+	got := ParseCapabilities([]byte(hostile)).Strings()
+	if len(got) > 32 || !slices.Contains(got, "AES") || slices.ContainsFunc(got, func(s string) bool { return strings.ContainsAny(s, "<=\u202e") || len(s) > 32 }) {
+		t.Errorf("Strings of a hostile answer = %q", got)
 	}
 }
 

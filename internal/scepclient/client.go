@@ -2,6 +2,12 @@
 // and PKIOperation, with GET or POST as the server allows, bounded reads,
 // TLS trust and readable errors. Message building and parsing live in
 // package scep; this package knows no ASN.1.
+//
+// The server may be hostile (a namespaced profile may name any URL), so
+// the client connects only where the operator's egress policy allows,
+// follows redirects only on the same scheme and host, caps each answer by
+// operation, and its errors say what kind of answer came (status, content
+// type, size, "an HTML page") without repeating what it said.
 package scepclient
 
 import (
@@ -18,11 +24,12 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/internal/servertext"
 )
 
 // Operation names as they appear in SCEP's operation= query parameter.
@@ -34,12 +41,31 @@ const (
 
 // Defaults for Config's zero values.
 const (
-	DefaultTimeout          = 30 * time.Second
-	DefaultMaxResponseBytes = 1 << 20
+	DefaultTimeout = 30 * time.Second
 	// MaxGETQueryBytes is IIS's default maxQueryString, which NDES runs
 	// behind; a longer query is answered with HTTP 404.15.
 	MaxGETQueryBytes = 2048
 )
+
+// The most each operation's answer may hold, in bytes. A capabilities list
+// is a few lines; a GetCACert bundle a few certificates; a CertRep one
+// certificate and its chain.
+const (
+	MaxCACapsBytes       = 64 << 10
+	MaxCACertBytes       = 1 << 20
+	MaxPKIOperationBytes = 1 << 20
+)
+
+// maxBytes returns op's cap.
+func maxBytes(op string) int64 {
+	switch op {
+	case OpGetCACaps:
+		return MaxCACapsBytes
+	case OpGetCACert:
+		return MaxCACertBytes
+	}
+	return MaxPKIOperationBytes
+}
 
 // Config describes one SCEP server and how to reach it.
 type Config struct {
@@ -56,12 +82,19 @@ type Config struct {
 	InsecureSkipVerify bool
 	// Timeout bounds each HTTP round trip; zero means DefaultTimeout.
 	Timeout time.Duration
-	// MaxResponseBytes caps a response body; zero means 1 MiB.
+	// MaxResponseBytes lowers the cap of every answer below its
+	// operation's own (MaxCACapsBytes, MaxCACertBytes,
+	// MaxPKIOperationBytes); zero means those alone.
 	MaxResponseBytes int64
 	// MaxGETQueryBytes caps a GET PKIOperation's query; zero means 2048.
 	MaxGETQueryBytes int
+	// Egress is where the client may connect (checked on every address it
+	// dials, after DNS resolution); nil means egress.Default(), which
+	// refuses link-local, cloud metadata and unspecified addresses.
+	Egress *egress.Policy
 	// Transport replaces the HTTP transport (tests, proxies); nil means one
 	// built from the fields above, with the proxy from the environment.
+	// Egress applies only to a transport the client builds.
 	Transport http.RoundTripper
 	// Logger receives debug lines for each round trip; message contents,
 	// challenges and keys are never logged.
@@ -100,15 +133,19 @@ func New(cfg Config) (*Client, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	c := &Client{cfg: cfg, base: u, maxBody: cfg.MaxResponseBytes, maxGET: cfg.MaxGETQueryBytes}
-	if c.maxBody <= 0 {
-		c.maxBody = DefaultMaxResponseBytes
-	}
 	if c.maxGET <= 0 {
 		c.maxGET = MaxGETQueryBytes
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
+		policy := cfg.Egress
+		if policy == nil {
+			policy = egress.Default()
+		}
+		if err := policy.CheckHost(u.Hostname()); err != nil {
+			return nil, fmt.Errorf("SCEP URL %s: %w", u.Redacted(), err)
+		}
+		tr := policy.Secure(http.DefaultTransport.(*http.Transport).Clone())
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 		if cfg.InsecureSkipVerify {
 			tr.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // explicit, logged opt-in
@@ -116,15 +153,17 @@ func New(cfg Config) (*Client, error) {
 		}
 		rt = tr
 	}
-	c.http = &http.Client{Transport: rt, Timeout: cfg.Timeout}
+	c.http = &http.Client{Transport: rt, Timeout: cfg.Timeout, CheckRedirect: egress.SameOriginRedirects("the SCEP server", egress.MaxRedirects)}
 	return c, nil
 }
 
 // URL returns the server's endpoint.
 func (c *Client) URL() string { return c.cfg.URL }
 
-// HTTPError is a non-2xx answer, with a short excerpt of its body so that an
-// IIS or proxy error page says what went wrong.
+// HTTPError is a non-2xx answer. Its message says what kind of answer it
+// was (status, content type, size), never what it said: the server may be
+// anyone's. Excerpt keeps the start of the body for debug logs and for
+// scepctl; it never goes into a status or an Event.
 type HTTPError struct {
 	// Operation is the SCEP operation that failed.
 	Operation string
@@ -132,16 +171,36 @@ type HTTPError struct {
 	StatusCode int
 	// RetryAfter is the server's Retry-After, if it sent one.
 	RetryAfter time.Duration
-	// Excerpt is the start of the body, as text.
+	// ContentType is the answer's media type, when it has the shape of
+	// one (servertext.ContentType).
+	ContentType string
+	// Body says what kind of body came, e.g. "an HTML page of 1234 bytes"
+	// (servertext.Describe).
+	Body string
+	// Recognized, when set, is our reading of a page we know, e.g. IIS's
+	// 404.15 for a query string over its limit.
+	Recognized string
+	// Excerpt is the start of the body as quoted, cleaned text, at most
+	// 200 bytes (servertext.Excerpt); "" for binary bodies. Only for debug
+	// logs and an admin's terminal.
 	Excerpt string
 }
 
 func (e *HTTPError) Error() string {
 	msg := fmt.Sprintf("SCEP %s answered HTTP %d", e.Operation, e.StatusCode)
-	if e.Excerpt != "" {
-		msg += ": " + e.Excerpt
+	if text := http.StatusText(e.StatusCode); text != "" {
+		msg += " (" + text + ")"
 	}
-	if e.StatusCode == http.StatusNotFound && e.Operation != "PKIOperation" {
+	if e.Body != "" {
+		msg += " with " + e.Body
+		if e.ContentType != "" {
+			msg += fmt.Sprintf(" (Content-Type %q)", e.ContentType)
+		}
+	}
+	if e.Recognized != "" {
+		msg += ": " + e.Recognized
+	}
+	if e.StatusCode == http.StatusNotFound && e.Operation != OpPKIOperation {
 		msg += " (nothing serves SCEP at this URL: check its path, e.g. /scep or /certsrv/mscep/mscep.dll)"
 	}
 	return msg
@@ -153,28 +212,49 @@ func (e *HTTPError) Temporary() bool {
 }
 
 // ContentError is a 2xx answer whose body is not what the operation returns,
-// such as an HTML page served with status 200.
+// such as an HTML page served with status 200. Like HTTPError, its message
+// describes the answer without quoting it.
 type ContentError struct {
 	// Operation is the SCEP operation.
 	Operation string
-	// ContentType is what the server said it sent.
+	// ContentType is the media type the server said it sent, when it has
+	// the shape of one (servertext.ContentType).
 	ContentType string
-	// Excerpt is the start of the body, as text.
+	// Body says what kind of body came (servertext.Describe).
+	Body string
+	// Excerpt is the start of the body as quoted, cleaned text, for debug
+	// logs and an admin's terminal only (see HTTPError.Excerpt).
 	Excerpt string
-	// Err is the parse failure.
+	// Err is the parse failure, in our words.
 	Err error
 }
 
 func (e *ContentError) Error() string {
-	msg := fmt.Sprintf("SCEP %s answer (Content-Type %q) is not a SCEP message: %v", e.Operation, e.ContentType, e.Err)
-	if e.Excerpt != "" {
-		msg += "; it starts with: " + e.Excerpt
+	kind := e.Body
+	if kind == "" {
+		kind = "the answer"
 	}
-	return msg
+	if e.ContentType != "" {
+		kind += fmt.Sprintf(" (Content-Type %q)", e.ContentType)
+	}
+	return fmt.Sprintf("SCEP %s answer is not a SCEP message: %s: %v", e.Operation, kind, e.Err)
 }
 
 // Unwrap returns the parse failure.
 func (e *ContentError) Unwrap() error { return e.Err }
+
+// TooLargeError is an answer longer than its operation may be; reading
+// stopped at the cap.
+type TooLargeError struct {
+	// Operation is the SCEP operation.
+	Operation string
+	// Limit is the cap, in bytes.
+	Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("SCEP %s answer is larger than %d bytes, the most this operation may return; is the URL a SCEP endpoint?", e.Operation, e.Limit)
+}
 
 // ErrQueryTooLong is returned for a GET PKIOperation whose query exceeds the
 // limit; see QueryTooLongError.
@@ -223,27 +303,55 @@ func (c *Client) do(ctx context.Context, op string, req *http.Request) ([]byte, 
 		if errors.As(err, &urlErr) {
 			err = urlErr.Err
 		}
-		return nil, "", fmt.Errorf("SCEP %s to %s: %w", op, c.base.Redacted(), err)
+		return nil, "", fmt.Errorf("SCEP %s to %s: %w", op, c.base.Redacted(), egress.ScrubTransportError(err))
 	}
 	defer resp.Body.Close()
 	status = resp.StatusCode
-	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	limit := maxBytes(op)
+	if c.maxBody > 0 && c.maxBody < limit {
+		limit = c.maxBody
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("SCEP %s to %s: reading the answer: %w", op, c.base.Redacted(), err)
+		return nil, "", fmt.Errorf("SCEP %s to %s: reading the answer: %w", op, c.base.Redacted(), egress.ScrubTransportError(err))
 	}
 	c.cfg.Logger.V(1).Info("SCEP round trip", "operation", op, "method", req.Method, "status", resp.StatusCode, "bytes", len(body), "duration", time.Since(start))
-	if int64(len(body)) > c.maxBody {
-		return nil, "", fmt.Errorf("SCEP %s answer from %s is larger than %d bytes", op, c.base.Redacted(), c.maxBody)
+	if int64(len(body)) > limit {
+		return nil, "", &TooLargeError{Operation: op, Limit: limit}
 	}
 	ct := resp.Header.Get("Content-Type")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &HTTPError{Operation: op, StatusCode: resp.StatusCode, Excerpt: Excerpt(body)}
+		e := &HTTPError{
+			Operation:   op,
+			StatusCode:  resp.StatusCode,
+			ContentType: servertext.ContentType(ct),
+			Body:        servertext.Describe(body, ct),
+			Recognized:  recognize(resp.StatusCode, body),
+			Excerpt:     servertext.Excerpt(body),
+		}
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
 			e.RetryAfter = parseRetryAfter(ra)
 		}
+		c.cfg.Logger.V(1).Info("SCEP server answered with an HTTP error", "operation", op, "status", resp.StatusCode, "excerpt", e.Excerpt)
 		return nil, ct, e
 	}
 	return body, ct, nil
+}
+
+// recognize reads error pages whose meaning we know, in our words.
+func recognize(status int, body []byte) string {
+	if status == http.StatusNotFound && bytes.Contains(body, []byte("404.15")) {
+		return "IIS refused the query string as too long (404.15): the server's requestFiltering maxQueryString is lower than the GET message needs; enable POSTPKIOperation or raise the limit"
+	}
+	return ""
+}
+
+// contentError describes a 2xx answer that is not what op returns, and
+// logs its excerpt at debug verbosity.
+func (c *Client) contentError(op, ct string, body []byte, err error) *ContentError {
+	e := &ContentError{Operation: op, ContentType: servertext.ContentType(ct), Body: servertext.Describe(body, ct), Excerpt: servertext.Excerpt(body), Err: err}
+	c.cfg.Logger.V(1).Info("SCEP server's answer is not a SCEP message", "operation", op, "excerpt", e.Excerpt)
+	return e
 }
 
 func parseRetryAfter(v string) time.Duration {
@@ -257,39 +365,6 @@ func parseRetryAfter(v string) time.Duration {
 		}
 	}
 	return 0
-}
-
-// Excerpt turns the start of an error body into one line of text: HTML tags
-// and runs of white space removed, at most 200 characters. Binary bodies
-// give "".
-func Excerpt(body []byte) string {
-	if len(body) == 0 {
-		return ""
-	}
-	if len(body) > 4096 {
-		body = body[:4096]
-	}
-	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 {
-		return ""
-	}
-	var b strings.Builder
-	inTag := false
-	for _, r := range string(body) {
-		switch {
-		case r == '<':
-			inTag = true
-			b.WriteByte(' ')
-		case r == '>':
-			inTag = false
-		case !inTag:
-			b.WriteRune(r)
-		}
-	}
-	text := strings.Join(strings.Fields(b.String()), " ")
-	if len(text) > 200 {
-		text = text[:200] + "…"
-	}
-	return text
 }
 
 // GetCACaps returns the server's capabilities, cached after the first
@@ -342,7 +417,7 @@ func (c *Client) GetCACert(ctx context.Context) (*scep.CACerts, error) {
 	}
 	certs, err := scep.ParseCACerts(body, ct)
 	if err != nil {
-		return nil, &ContentError{Operation: OpGetCACert, ContentType: ct, Excerpt: Excerpt(body), Err: err}
+		return nil, c.contentError(OpGetCACert, ct, body, err)
 	}
 	return certs, nil
 }
@@ -379,7 +454,7 @@ func (c *Client) PKIOperation(ctx context.Context, caps scep.Capabilities, msg [
 	// with 200, a proxy's text) is reported as what it is. The full parse
 	// happens once, in scep.Message.ReadReply.
 	if len(body) < 2 || body[0] != 0x30 {
-		return nil, &ContentError{Operation: OpPKIOperation, ContentType: ct, Excerpt: Excerpt(body), Err: errors.New("not DER")}
+		return nil, c.contentError(OpPKIOperation, ct, body, errors.New("it does not start like DER"))
 	}
 	return body, nil
 }

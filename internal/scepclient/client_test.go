@@ -4,25 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
-
-func TestExcerpt(t *testing.T) {
-	for in, want := range map[string]string{
-		"<html><head><title>IIS 10.0 Detailed Error - 404.15 - Not Found</title></head><body>\n<h3>The request filtering module is configured to deny a request where the query string is too long.</h3></body></html>": "IIS 10.0 Detailed Error - 404.15 - Not Found The request filtering module is configured to deny a request where the query string is too long.",
-		"":                       "",
-		"\x00\x01binary":         "",
-		strings.Repeat("a", 300): strings.Repeat("a", 200) + "…",
-	} {
-		if got := Excerpt([]byte(in)); got != want {
-			t.Errorf("Excerpt(%.40q) = %q, want %q", in, got, want)
-		}
-	}
-}
 
 func TestParseRetryAfter(t *testing.T) {
 	if d := parseRetryAfter("120"); d != 2*time.Minute {
@@ -49,6 +36,9 @@ func TestIsTransient(t *testing.T) {
 		{&HTTPError{StatusCode: 429}, true},
 		{&HTTPError{StatusCode: 404}, false},
 		{&ContentError{Err: errors.New("html")}, true},
+		{&TooLargeError{Operation: OpGetCACert, Limit: 1 << 20}, false},
+		{&net.OpError{Op: "dial", Err: &egress.RefusedError{}}, false},
+		{&egress.RedirectError{What: "the SCEP server"}, false},
 		{&scep.ReplyError{Reason: "RecipientNonceMismatch", Err: errors.New("x")}, true},
 		{context.DeadlineExceeded, true},
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
 
@@ -13,8 +14,9 @@ import (
 // succeed: network errors and timeouts, HTTP 5xx/429/408, answers that are
 // not SCEP (an HTML page from a proxy) and replies that break the protocol
 // (a wrong nonce may be a misrouted reply). A server's FAILURE, a CA
-// fingerprint mismatch, a query too long for GET and a cancelled context are
-// not transient.
+// fingerprint mismatch, a query too long for GET, an answer over its size
+// cap, a destination the egress policy refuses, a redirect elsewhere and
+// a cancelled context are not transient.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
@@ -26,13 +28,18 @@ func IsTransient(err error) bool {
 		failure  *scep.FailureError
 		mismatch *scep.FingerprintMismatchError
 		tooLong  *QueryTooLongError
+		tooLarge *TooLargeError
+		refused  *egress.RefusedError
+		redirect *egress.RedirectError
 		httpErr  *HTTPError
 		content  *ContentError
 		reply    *scep.ReplyError
 		netErr   net.Error
 	)
 	switch {
-	case errors.As(err, &failure), errors.As(err, &mismatch), errors.As(err, &tooLong):
+	case errors.As(err, &failure), errors.As(err, &mismatch), errors.As(err, &tooLong), errors.As(err, &tooLarge),
+		// Checked before net.Error: a refusal travels in a *net.OpError.
+		errors.As(err, &refused), errors.As(err, &redirect):
 		return false
 	case errors.As(err, &httpErr):
 		return httpErr.Temporary()

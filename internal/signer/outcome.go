@@ -38,7 +38,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	e.forgetSend(e.cr.UID, e.tx)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
 	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.Certificates[0].Issuer.String(), rep.Certificates[0].SerialNumber.Text(16), e.tx)
+	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.IssuedBy(), rep.Certificates[0].SerialNumber.Text(16), e.tx)
 	e.log.Info("certificate issued", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.tx), "serial", rep.Certificates[0].SerialNumber.Text(16))
 	return bundle, nil
 }

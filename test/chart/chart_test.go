@@ -775,6 +775,7 @@ func TestDeployment(t *testing.T) {
 		"maxRetryDuration":         "2h",
 		"logging":                  map[string]any{"level": "debug", "format": "console"},
 		"extraArgs":                []any{"--zap-stacktrace-level=panic"},
+		"egress":                   map[string]any{"allowCIDRs": []any{"10.20.0.0/16", "fd00:20::/64"}, "denyCIDRs": []any{"10.20.9.0/24"}},
 		"extraEnv":                 []any{map[string]any{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}},
 		"resources":                map[string]any{"limits": map[string]any{"memory": "1Gi"}},
 		"securityContext":          map[string]any{"runAsUser": nil, "runAsGroup": nil},
@@ -828,6 +829,8 @@ func TestDeployment(t *testing.T) {
 		"--max-retry-duration=2h",
 		"--zap-log-level=debug",
 		"--zap-encoder=console",
+		"--egress-allow-cidrs=10.20.0.0/16,fd00:20::/64",
+		"--egress-deny-cidrs=10.20.9.0/24",
 		"--zap-stacktrace-level=panic",
 	}
 	if args := managerArgs(t, d); !reflect.DeepEqual(args, wantArgs) {
@@ -1043,6 +1046,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		"root user":                {"securityContext": map[string]any{"runAsUser": 0}},
 		"scep server without cidr": {"networkPolicy": map[string]any{"scepServers": []any{map[string]any{"ports": []any{443}}}}},
 		"port out of range":        {"networkPolicy": map[string]any{"kubeAPI": map[string]any{"ports": []any{70000}}}},
+		"egress not a CIDR":        {"egress": map[string]any{"denyCIDRs": []any{"example.com"}}},
+		"egress CIDRs as a string": {"egress": map[string]any{"allowCIDRs": "10.0.0.0/8"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := templateErr(t, values)
