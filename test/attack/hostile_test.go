@@ -52,8 +52,7 @@ func TestHostileServer(t *testing.T) {
 			want: profileVerdict{ready: true, reached: true},
 		},
 		{
-			name:  "GetCACert answered with 1 MiB of nested indefinite-length BER",
-			needs: "BER nesting bounds",
+			name: "GetCACert answered with 1 MiB of nested indefinite-length BER",
 			attack: func(t *testing.T) (scepv1alpha1.Profile, func() int64) {
 				base, reached := listen(t, "127.0.0.1", http.HandlerFunc(nestedBER))
 				stacks = watchStacks(t)
@@ -87,8 +86,7 @@ func TestHostileServer(t *testing.T) {
 			want: verdict{rejected: true, says: []string{"ticket 4711"}, clean: maxShownBytes},
 		},
 		{
-			name:  "a failInfoText of 5,000 characters with terminal escapes, a line break and NUL",
-			needs: "server text capped and cleaned",
+			name: "a failInfoText of 5,000 characters with terminal escapes, a line break and NUL",
 			attack: func(t *testing.T) *cmapi.CertificateRequest {
 				return refusedWith(hostileFailInfoText)(t, "hostile-fail-info")
 			},

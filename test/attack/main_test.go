@@ -18,6 +18,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
+	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/test/hygiene"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -42,11 +43,15 @@ const (
 // connection that reaches it.
 const deniedCIDR = "127.0.0.2/32"
 
-// operatorOptions are the manager flags the suite sets beyond the chart's.
-// The egress deny-list (--egress-deny-cidrs=deniedCIDR) belongs here once
-// controllers.Options has it (e.g. o.Egress, _ = egress.Parse("",
-// deniedCIDR)); until then TestSSRF's row for it is skipped.
-func operatorOptions(*controllers.Options) {}
+// operatorOptions are the manager flags the suite sets beyond the chart's:
+// the egress deny-list (--egress-deny-cidrs=deniedCIDR).
+func operatorOptions(o *controllers.Options) {
+	p, err := egress.Parse("", deniedCIDR)
+	if err != nil {
+		panic(err)
+	}
+	o.Egress = p
+}
 
 // world is the product running once for the package's tests.
 var world struct {
