@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +26,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -52,6 +52,10 @@ const (
 	ReasonUnsupportedServer   = "UnsupportedServer"
 	ReasonCAExpired           = "CAExpired"
 	ReasonSignerError         = "SignerError"
+	// ReasonSignerSecretConflict: a Secret with the signer Secret's name
+	// exists that the operator did not create for this profile; it is left
+	// untouched and nothing is sent until it is deleted or renamed.
+	ReasonSignerSecretConflict = "SignerSecretConflict"
 	// ReasonCredentialsRejected: NDES refused the dynamic challenge's admin
 	// credentials (HTTP 401, or no permission to enroll).
 	ReasonCredentialsRejected = "CredentialsRejected"
@@ -172,8 +176,8 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		return reason, err
 	}
 	if profiles.NeedsSigner(spec) {
-		if err := r.ensureSigner(ctx, p); err != nil {
-			return ReasonSignerError, err
+		if reason, err := r.ensureSigner(ctx, p); err != nil {
+			return reason, err
 		}
 	}
 	if spec.Challenge.Type == scepv1alpha1.ChallengeDynamic {
@@ -299,49 +303,83 @@ func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1
 	return "", nil
 }
 
-// ensureSigner creates the Passthrough signer Secret, or renews it a month
-// before its certificate ends.
-func (r *ProfileReconciler) ensureSigner(ctx context.Context, p scepv1alpha1.Profile) error {
+// ensureSigner creates the Passthrough signer Secret if there is none, or
+// renews it a month before its certificate ends. A Secret of that name is
+// used only when the operator created it for this very profile (see
+// profiles.CheckSignerSecret); any other is never overwritten, patched or
+// adopted, and the check fails with ReasonSignerSecretConflict.
+func (r *ProfileReconciler) ensureSigner(ctx context.Context, p scepv1alpha1.Profile) (string, error) {
 	s := &corev1.Secret{}
-	s.Namespace, s.Name = r.Registry.SecretNamespace(p), profiles.SignerSecretName(p)
+	ns, name := r.Registry.SecretNamespace(p), profiles.SignerSecretName(p)
 	event := ""
-	_, err := controllerutil.CreateOrPatch(ctx, r.Client, s, func() error {
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeTLS}
+		if err := profiles.MarkSignerSecret(s, p, r.Client.Scheme()); err != nil {
+			return ReasonSignerError, err
 		}
-		s.Labels[profiles.ManagedByLabel] = "scep-operator"
-		if s.CreationTimestamp.IsZero() {
-			s.Type = corev1.SecretTypeTLS
+		if s.Data, err = profiles.NewSignerSecretData(p, r.now()); err != nil {
+			return ReasonSignerError, err
 		}
-		if p.GetNamespace() != "" {
-			if err := controllerutil.SetControllerReference(p, s, r.Client.Scheme()); err != nil {
-				return err
+		// Create fails if a Secret of that name appeared meanwhile, rather
+		// than overwrite it; the next check looks at it.
+		if err := r.Client.Create(ctx, s); err != nil {
+			return ReasonSignerError, fmt.Errorf("creating the signer Secret %s/%s: %w", ns, name, err)
+		}
+		event = EventSignerCreated
+	case err != nil:
+		return ReasonSignerError, fmt.Errorf("reading the signer Secret %s/%s: %w", ns, name, err)
+	default:
+		if event, err = r.keepSigner(ctx, p, s); err != nil {
+			var conflict *profiles.SignerSecretConflictError
+			if errors.As(err, &conflict) {
+				p.GetStatus().SignerSecretName = ""
+				return ReasonSignerSecretConflict, err
 			}
+			return ReasonSignerError, err
 		}
-		signer, perr := profiles.ParseSigner(s.Data)
-		if perr == nil && signer.Certificate.NotAfter.Sub(r.now()) > profiles.SignerRenewBefore {
-			return nil
+	}
+	p.GetStatus().SignerSecretName = name
+	if event != "" {
+		r.Registry.ForgetSigner(profiles.KeyOf(p))
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, event, "Check", "Passthrough signer (RSA-2048, self-signed) stored in Secret %s/%s", ns, name)
+	}
+	return "", nil
+}
+
+// keepSigner renews the operator's own signer Secret s when its certificate
+// is about to end, and returns the Event to emit, if any. A Secret from an
+// operator that did not label its Secrets yet is labelled and owned first.
+func (r *ProfileReconciler) keepSigner(ctx context.Context, p scepv1alpha1.Profile, s *corev1.Secret) (string, error) {
+	orig := s.DeepCopy()
+	if profiles.IsLegacySignerSecret(s, p) {
+		if err := profiles.MarkSignerSecret(s, p, r.Client.Scheme()); err != nil {
+			return "", err
 		}
+	} else if err := profiles.CheckSignerSecret(s, p); err != nil {
+		return "", err
+	}
+	event := ""
+	signer, perr := profiles.ParseSigner(s.Data)
+	if perr != nil || signer.Certificate.NotAfter.Sub(r.now()) <= profiles.SignerRenewBefore {
 		data, err := profiles.NewSignerSecretData(p, r.now())
 		if err != nil {
-			return err
+			return "", err
 		}
 		s.Data = data
 		event = EventSignerCreated
 		if perr == nil {
 			event = EventSignerRenewed
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("keeping the signer Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	p.GetStatus().SignerSecretName = s.Name
-	if event != "" {
-		r.Registry.ForgetSigner(profiles.KeyOf(p))
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, event, "Check", "Passthrough signer (RSA-2048, self-signed) stored in Secret %s/%s", s.Namespace, s.Name)
+	if equality.Semantic.DeepEqual(orig, s) {
+		return "", nil
 	}
-	return nil
+	if err := r.Client.Patch(ctx, s, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return "", fmt.Errorf("updating the signer Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return event, nil
 }
 
 func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclient.ServerInfo) {
