@@ -26,6 +26,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -102,6 +103,14 @@ type ProfileReconciler struct {
 	NewProfile func() scepv1alpha1.Profile
 	// CheckInterval is the period between checks of a healthy profile.
 	CheckInterval time.Duration
+	// CheckTimeout bounds one check (all its round trips), so a server that
+	// does not answer holds a worker no longer; zero means no bound beyond
+	// the client's per-round-trip timeout.
+	CheckTimeout time.Duration
+	// Workers is how many profiles of this kind are checked at once, so
+	// that one slow server does not delay the checks of the others; zero
+	// means 1.
+	Workers int
 	// Clock is the time source; nil means the real clock.
 	Clock clock.Clock
 }
@@ -130,7 +139,13 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	logger := log.FromContext(ctx)
 	before := p.GetStatus().DeepCopy()
-	reason, checkErr := r.check(ctx, p)
+	checkCtx := ctx
+	if r.CheckTimeout > 0 {
+		var cancel context.CancelFunc
+		checkCtx, cancel = context.WithTimeout(ctx, r.CheckTimeout)
+		defer cancel()
+	}
+	reason, checkErr := r.check(checkCtx, p)
 	status := p.GetStatus()
 	now := metav1.NewTime(r.now())
 	status.LastCheckTime = &now
@@ -451,6 +466,7 @@ func (r *ProfileReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(obj, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WatchesRawSource(source.Channel(r.Registry.Notifications(kindOf(obj)), &handler.EnqueueRequestForObject{})).
-		Named(kindOf(obj))
+		Named(kindOf(obj)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)})
 	return b.Complete(r)
 }

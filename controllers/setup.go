@@ -1,12 +1,14 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
+	issuersigner "github.com/cert-manager/issuer-lib/controllers/signer"
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
@@ -21,6 +23,7 @@ import (
 	"github.com/scep-operator/scep-operator/internal/egress"
 	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/profiles"
+	"github.com/scep-operator/scep-operator/internal/scepclient"
 	"github.com/scep-operator/scep-operator/internal/signer"
 )
 
@@ -66,8 +69,12 @@ type Options struct {
 	Logger logr.Logger
 	// MaxConcurrentReconciles is how many CertificateRequests are worked on
 	// at once, across profiles (each profile bounds its own share with
-	// maxConcurrentRequests). Zero means 10.
+	// maxConcurrentRequests, and to one while its server does not answer).
+	// Zero means DefaultRequestWorkers.
 	MaxConcurrentReconciles int
+	// ProfileCheckWorkers is how many profiles of each kind are checked at
+	// once. Zero means DefaultProfileCheckWorkers.
+	ProfileCheckWorkers int
 	// RequestTimeout bounds each HTTP round trip to a SCEP server; zero
 	// means 30 seconds. A request that times out counts as a failed attempt.
 	RequestTimeout time.Duration
@@ -80,10 +87,29 @@ type Options struct {
 	// egress.Default(): link-local, cloud metadata and unspecified
 	// addresses refused.
 	Egress *egress.Policy
+	// CheckTimeout bounds one profile check (GetCACaps and GetCACert
+	// together); zero means RequestTimeout.
+	CheckTimeout time.Duration
 }
 
 // DefaultStateKeySecretName is the state-key Secret's name unless configured.
 const DefaultStateKeySecretName = "scep-operator-request-state"
+
+// Defaults of Options.
+const (
+	// DefaultRequestWorkers: a server that does not answer holds at most its
+	// profile's maxConcurrentRequests (4 by default) workers until its
+	// breaker opens (profiles.Registry.Admit), then one; 32 leave most of
+	// them to the other profiles even with several such servers. A worker
+	// is a goroutine; the load on each SCEP server is bounded per profile,
+	// not by this number.
+	DefaultRequestWorkers = 32
+	// DefaultProfileCheckWorkers: a check of a server that does not answer
+	// holds a worker for up to CheckTimeout, and a failing profile is
+	// checked again every minute or so; four workers per kind keep the
+	// other profiles' checks on time with several such servers.
+	DefaultProfileCheckWorkers = 4
+)
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
 // CertificateRequest controller with the signer, and returns the signer.
@@ -99,11 +125,16 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		},
 	}
 	recorder := mgr.GetEventRecorder("scep-operator")
+	checkTimeout := opts.CheckTimeout
+	if checkTimeout <= 0 {
+		checkTimeout = cmp.Or(opts.RequestTimeout, scepclient.DefaultTimeout)
+	}
 	for _, newProfile := range []func() scepv1alpha1.Profile{
 		func() scepv1alpha1.Profile { return &scepv1alpha1.SCEPProfile{} },
 		func() scepv1alpha1.Profile { return &scepv1alpha1.ClusterSCEPProfile{} },
 	} {
-		r := &ProfileReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, NewProfile: newProfile, CheckInterval: opts.CheckInterval}
+		r := &ProfileReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, NewProfile: newProfile, CheckInterval: opts.CheckInterval,
+			CheckTimeout: checkTimeout, Workers: cmp.Or(opts.ProfileCheckWorkers, DefaultProfileCheckWorkers)}
 		if err := r.SetupWithManager(mgr); err != nil {
 			return nil, err
 		}
@@ -131,7 +162,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	}
 	workers := opts.MaxConcurrentReconciles
 	if workers <= 0 {
-		workers = 10
+		workers = DefaultRequestWorkers
 	}
 	crc := &issuercontrollers.CertificateRequestReconciler{
 		RequestController: issuercontrollers.RequestController{
@@ -140,7 +171,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			FieldOwner:         FieldOwner,
 			MaxRetryDuration:   opts.MaxRetryDuration,
 			Client:             mgr.GetClient(),
-			Sign:               sg.Sign,
+			Sign:               admitted(registry, sg.Sign),
 			EventRecorder:      recorder,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
@@ -172,5 +203,25 @@ func leadingSince(sg *signer.Signer) manager.RunnableFunc {
 		sg.StartLeading(time.Now())
 		<-ctx.Done()
 		return nil
+	}
+}
+
+// admitted puts the profile's circuit breaker in front of sign: while the
+// profile's server does not answer in time, its requests go back to the
+// queue (PendingError: no attempt spent, no worker held) but for one probe
+// at a time. It must be the only caller of Admit on this path (a second,
+// nested Admit would refuse every probe).
+func admitted(registry *profiles.Registry, sign issuersigner.Sign) issuersigner.Sign {
+	return func(ctx context.Context, cr issuersigner.CertificateRequestObject, issuer issuerapi.Issuer) (issuersigner.PEMBundle, error) {
+		p, ok := issuer.(scepv1alpha1.Profile)
+		if !ok {
+			return sign(ctx, cr, issuer)
+		}
+		release, retryAfter, err := registry.Admit(profiles.KeyOf(p))
+		if err != nil {
+			return issuersigner.PEMBundle{}, issuersigner.PendingError{Err: err, RequeueAfter: retryAfter}
+		}
+		defer release()
+		return sign(ctx, cr, issuer)
 	}
 }

@@ -21,42 +21,6 @@ import (
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
-// recheck makes the profile controller check p now (it watches
-// annotations) and waits for that check to be done.
-func recheck(t *testing.T, p scepv1alpha1.Profile) {
-	t.Helper()
-	c := apiServer(t).Client
-	if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
-		t.Fatal(err)
-	}
-	var last time.Time
-	if lc := p.GetStatus().LastCheckTime; lc != nil {
-		last = lc.Time
-		// lastCheckTime has a resolution of one second: check in the next
-		// one, so that the new check is told apart.
-		time.Sleep(time.Until(last.Add(time.Second)))
-	}
-	eventuallyNoConflict(t, func() error {
-		if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
-			return err
-		}
-		anns := p.GetAnnotations()
-		if anns == nil {
-			anns = map[string]string{}
-		}
-		anns["test.scep.certificates.dev/recheck"] = time.Now().Format(time.RFC3339Nano)
-		p.SetAnnotations(anns)
-		return c.Update(t.Context(), p)
-	})
-	eventually(t, 30*time.Second, "another check of "+p.GetName(), func() (bool, string) {
-		if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
-			return false, err.Error()
-		}
-		lc := p.GetStatus().LastCheckTime
-		return lc != nil && lc.After(last), "no new check yet"
-	})
-}
-
 // TestSignerSecretNotTakenOver: a Secret that already has the name of a
 // profile's signer Secret, and that the operator did not create for that
 // profile, is left exactly as it was (same data, labels and owners, not

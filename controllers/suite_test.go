@@ -211,7 +211,12 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
-	w.t.Log(string(p))
+	// A manager's goroutines (the Event broadcaster's retries) may still
+	// log while the test's cleanup stops it; t.Log would panic after the
+	// test ended.
+	if w.t.Context().Err() == nil {
+		w.t.Log(string(p))
+	}
 	return len(p), nil
 }
 
@@ -450,4 +455,42 @@ func txOf(t *testing.T, cr *cmapi.CertificateRequest) string {
 func stateOf(cr *cmapi.CertificateRequest) signer.State {
 	st, _ := signer.StateOf(cr)
 	return st
+}
+
+// askCheck asks the profile controller to check p now (it watches
+// annotations), without waiting for the check.
+func askCheck(t *testing.T, p scepv1alpha1.Profile) {
+	t.Helper()
+	c := apiServer(t).Client
+	// A merge patch of the annotation alone: it leaves the generation, and
+	// so the Ready condition issuer-lib reads, as they are.
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{"test.scep.certificates.dev/recheck":%q}}}`, time.Now().Format(time.RFC3339Nano))
+	if err := c.Patch(t.Context(), p, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recheck makes the profile controller check p now (it watches
+// annotations) and waits for that check to be done.
+func recheck(t *testing.T, p scepv1alpha1.Profile) {
+	t.Helper()
+	c := apiServer(t).Client
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
+		t.Fatal(err)
+	}
+	var last time.Time
+	if lc := p.GetStatus().LastCheckTime; lc != nil {
+		last = lc.Time
+		// lastCheckTime has a resolution of one second: check in the next
+		// one, so that the new check is told apart.
+		time.Sleep(time.Until(last.Add(time.Second)))
+	}
+	askCheck(t, p)
+	eventually(t, 30*time.Second, "another check of "+p.GetName(), func() (bool, string) {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
+			return false, err.Error()
+		}
+		lc := p.GetStatus().LastCheckTime
+		return lc != nil && lc.After(last), "no new check yet"
+	})
 }

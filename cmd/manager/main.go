@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string) error {
 		leaderElect, apiCompression, metricsSecure                            bool
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
-		workers                                                               int
+		workers, checkWorkers                                                 int
 		egressAllow, egressDeny                                               string
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (default :8443, or :8080 with --metrics-secure=false; 0 disables it)")
@@ -72,7 +72,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, the value of %domainname%")
 	fs.DurationVar(&maxRetry, "max-retry-duration", 24*time.Hour, "how long issuer-lib retries errors that are not SCEP errors (those count against maxAttempts)")
 	fs.BoolVar(&apiCompression, "kube-api-compression", false, "ask the Kubernetes API server to gzip its responses and watch streams (off: on a cluster's network gzip costs CPU on both sides and adds latency, which is why Kubernetes' own control-plane components turn it off)")
-	fs.IntVar(&workers, "max-concurrent-reconciles", 10, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests)")
+	fs.IntVar(&workers, "max-concurrent-reconciles", controllers.DefaultRequestWorkers, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests, and 1 while its server does not answer)")
+	fs.IntVar(&checkWorkers, "profile-check-workers", controllers.DefaultProfileCheckWorkers, "profiles of each kind checked at once (a check of a server that does not answer takes up to --scep-request-timeout)")
 	fs.StringVar(&egressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs that profiles' SCEP servers and NDES admin pages may be in; empty allows every address the deny list does not refuse (checked on the address connected to, after DNS resolution; the most specific matching CIDR decides)")
 	fs.StringVar(&egressDeny, "egress-deny-cidrs", "", "comma-separated CIDRs that profiles' servers may not be in, beside the built-in ones (link-local 169.254.0.0/16 and fe80::/10, the cloud metadata addresses fd00:ec2::254 and 100.100.100.200, and the unspecified 0.0.0.0/8 and ::), which only a more specific --egress-allow-cidrs entry reopens")
 	zapOpts := zap.Options{}
@@ -134,6 +135,7 @@ func run(ctx context.Context, args []string) error {
 		MaxRetryDuration:         maxRetry,
 		Logger:                   logger,
 		MaxConcurrentReconciles:  workers,
+		ProfileCheckWorkers:      checkWorkers,
 		RequestTimeout:           requestTimeout,
 		Egress:                   egressPolicy,
 	}); err != nil {

@@ -165,6 +165,9 @@ func (r *Registry) DynamicPassword(ctx context.Context, p scepv1alpha1.Profile) 
 		err = fmt.Errorf("%w (spec.tls trusts the SCEP url only: give the admin page's CA in challenge.dynamic.tls)", err)
 	}
 	key := KeyOf(p)
+	if !errors.Is(err, context.Canceled) {
+		r.observeRoundTrip(key, answeredErr(err))
+	}
 	switch {
 	case ndes.IsAuthError(err):
 		r.dyn.mu.Lock()

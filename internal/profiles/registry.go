@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -71,11 +72,19 @@ type Registry struct {
 	// Egress is where profiles' servers (SCEP URLs and NDES admin pages)
 	// may be; nil means egress.Default().
 	Egress *egress.Policy
+	// MaxSilence is how long a profile's server may leave the requests
+	// Admit let through without any answer before the profile's other
+	// requests are held back; zero means DefaultMaxSilence, or half of
+	// Timeout if that is less.
+	MaxSilence time.Duration
+	// Clock is the time source of the breakers; nil means the real clock.
+	Clock clock.Clock
 
 	mu      sync.Mutex
 	entries map[Key]*entry
 	signers map[Key]*signerEntry
 	dyn     dynamicState
+	brk     breakers
 }
 
 type entry struct {
@@ -220,8 +229,12 @@ func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepcli
 	if e, ok := r.entries[key]; ok && e.version == version {
 		return e.client, nil
 	}
-	if r.Observe != nil {
-		cfg.Observe = func(op string, status int, d time.Duration) { r.Observe(key, op, status, d) }
+	cfg.Observe = func(op string, status int, d time.Duration) {
+		// Status 0: no HTTP answer came (timeout, connection refused or lost).
+		r.observeRoundTrip(key, status != 0)
+		if r.Observe != nil {
+			r.Observe(key, op, status, d)
+		}
 	}
 	c, err := scepclient.New(cfg)
 	if err != nil {
