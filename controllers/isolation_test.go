@@ -66,23 +66,29 @@ func startHangingFront(t *testing.T, srv *scepserver.Server) (*hangingFront, str
 // TestHangingServerIsolated: one profile's SCEP server that accepts
 // connections and never answers (Ready before it hung, so its requests
 // reach the signer and its check is under way) delays neither the checks
-// nor the enrollments of six other profiles. The request timeout is longer
-// than the test, so nothing relies on it: the hanging server still holds
-// unanswered requests when the others are done. How long the others took,
-// alone and beside the hanging profile, is logged (docs/performance.md),
-// never asserted.
+// nor the enrollments of six other profiles, whether its
+// maxConcurrentRequests is the default 4 or as wide as 16. The request
+// timeout is longer than the test, so nothing relies on it: the hanging
+// server still holds unanswered requests when the others are done, and
+// never more PKIOperations than its profile's limit. How long the others
+// took, alone and beside the hanging profile, is logged
+// (docs/performance.md), never asserted.
 func TestHangingServerIsolated(t *testing.T) {
 	const (
 		healthyProfiles    = 6
 		requestsPerProfile = 4
-		hangingRequests    = 12
 	)
-	for _, withHanging := range []bool{false, true} {
-		name := "alone"
-		if withHanging {
-			name = "beside-a-hanging-profile"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, sc := range []struct {
+		name string
+		// hangingLimit is the hanging profile's maxConcurrentRequests (0:
+		// no hanging profile); hangingRequests how many it gets.
+		hangingLimit, hangingRequests int
+	}{
+		{name: "alone"},
+		{name: "beside-a-hanging-profile", hangingLimit: 4, hangingRequests: 12},
+		{name: "beside-a-hanging-profile-of-16-slots", hangingLimit: 16, hangingRequests: 24},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
 			ns := namespace(t)
 			startManager(t, func(o *controllers.Options) { o.RequestTimeout = 5 * time.Minute })
 			c := apiServer(t).Client
@@ -102,12 +108,13 @@ func TestHangingServerIsolated(t *testing.T) {
 				healthy, servers = append(healthy, p), append(servers, srv)
 			}
 			var front *hangingFront
-			var hungAt time.Time
 			var stuck *scepv1alpha1.SCEPProfile
-			if withHanging {
+			var hungAt time.Time
+			if sc.hangingLimit > 0 {
 				var url string
 				front, url = startHangingFront(t, scepserver.Start(t, scepserver.Behavior{}))
 				stuck = &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hanging"}, Spec: spec(url)}
+				stuck.Spec.MaxConcurrentRequests = int32(sc.hangingLimit)
 				if err := c.Create(t.Context(), stuck); err != nil {
 					t.Fatal(err)
 				}
@@ -120,19 +127,19 @@ func TestHangingServerIsolated(t *testing.T) {
 				lastCheck = maxTime(lastCheck, p.Status.LastCheckTime.Time)
 			}
 
-			if withHanging {
+			if stuck != nil {
 				// The server hangs; the profile's requests wait on it, as
-				// many as its maxConcurrentRequests (4), and its check too.
+				// many as its maxConcurrentRequests, and its check too.
 				front.hang.Store(true)
 				hungAt = time.Now()
-				for i := range hangingRequests {
+				for i := range sc.hangingRequests {
 					cr := request(t, ns, fmt.Sprintf("hanging-%d", i), refTo(stuck), csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: fmt.Sprintf("hanging-%d", i)}}, rsaKey(2048, i%4)), nil)
 					setApproval(t, cr, true)
 				}
 				askCheck(t, stuck)
-				eventually(t, 30*time.Second, "the hanging server to hold its profile's check and 4 PKIOperations", func() (bool, string) {
+				eventually(t, 30*time.Second, "the hanging server to hold its profile's check and PKIOperations", func() (bool, string) {
 					n := front.unanswered.Load()
-					return n >= 5, fmt.Sprintf("%d unanswered requests", n)
+					return n > int64(sc.hangingLimit), fmt.Sprintf("%d unanswered requests", n)
 				})
 			}
 
@@ -179,9 +186,9 @@ func TestHangingServerIsolated(t *testing.T) {
 				issued(t, got, servers[i/requestsPerProfile].CA)
 			}
 
-			if !withHanging {
-				t.Logf("ISOLATION alone: %d profiles checked again in %s; %d requests issued in %s",
-					healthyProfiles, checksTook.Round(10*time.Millisecond), len(crs), enrollTook.Round(10*time.Millisecond))
+			if stuck == nil {
+				t.Logf("ISOLATION %s: %d profiles checked again in %s; %d requests issued in %s",
+					sc.name, healthyProfiles, checksTook.Round(10*time.Millisecond), len(crs), enrollTook.Round(10*time.Millisecond))
 				return
 			}
 			held := front.unanswered.Load()
@@ -189,7 +196,7 @@ func TestHangingServerIsolated(t *testing.T) {
 				t.Errorf("the hanging server holds no request any more: the test did not measure what it means to")
 			}
 			var stuckIssued int
-			for i := range hangingRequests {
+			for i := range sc.hangingRequests {
 				var cr cmapi.CertificateRequest
 				if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("hanging-%d", i)}, &cr); err != nil {
 					t.Fatal(err)
@@ -217,11 +224,11 @@ func TestHangingServerIsolated(t *testing.T) {
 				return false, "no request of the hanging profile says so yet"
 			})
 			heldBackAfter := time.Since(hungAt)
-			if n := front.pkiOps.Load(); n > 4 {
-				t.Errorf("%d PKIOperations reached the hanging server, more than its maxConcurrentRequests (4)", n)
+			if n := front.pkiOps.Load(); n > int64(sc.hangingLimit) {
+				t.Errorf("%d PKIOperations reached the hanging server, more than its maxConcurrentRequests (%d)", n, sc.hangingLimit)
 			}
-			t.Logf("ISOLATION beside a hanging profile: %d profiles checked again in %s; %d requests issued in %s; the hanging server held %d unanswered requests then (%d PKIOperations received while hanging, for %d requests); its other requests held back %s after it hung",
-				healthyProfiles, checksTook.Round(10*time.Millisecond), len(crs), enrollTook.Round(10*time.Millisecond), held, front.pkiOps.Load(), hangingRequests, heldBackAfter.Round(100*time.Millisecond))
+			t.Logf("ISOLATION %s: %d profiles checked again in %s; %d requests issued in %s; the hanging server held %d unanswered requests then (%d PKIOperations received while hanging, for %d requests); its other requests held back %s after it hung",
+				sc.name, healthyProfiles, checksTook.Round(10*time.Millisecond), len(crs), enrollTook.Round(10*time.Millisecond), held, front.pkiOps.Load(), sc.hangingRequests, heldBackAfter.Round(100*time.Millisecond))
 		})
 	}
 }
