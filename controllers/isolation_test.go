@@ -67,10 +67,11 @@ func startHangingFront(t *testing.T, srv *scepserver.Server) (*hangingFront, str
 // connections and never answers (Ready before it hung, so its requests
 // reach the signer and its check is under way) delays neither the checks
 // nor the enrollments of six other profiles, whether its
-// maxConcurrentRequests is the default 4 or as wide as 16. The request
+// maxConcurrentRequests is the default 4 or the most a tenant may write
+// (256, which the operator caps at its per-profile share). The request
 // timeout is longer than the test, so nothing relies on it: the hanging
 // server still holds unanswered requests when the others are done, and
-// never more PKIOperations than its profile's limit. How long the others
+// never more PKIOperations than the profile's effective limit. How long the others
 // took, alone and beside the hanging profile, is logged
 // (docs/performance.md), never asserted.
 func TestHangingServerIsolated(t *testing.T) {
@@ -81,12 +82,13 @@ func TestHangingServerIsolated(t *testing.T) {
 	for _, sc := range []struct {
 		name string
 		// hangingLimit is the hanging profile's maxConcurrentRequests (0:
-		// no hanging profile); hangingRequests how many it gets.
-		hangingLimit, hangingRequests int
+		// no hanging profile); inFlight how many of its requests may wait
+		// on its server at once; hangingRequests how many it gets.
+		hangingLimit, inFlight, hangingRequests int
 	}{
 		{name: "alone"},
-		{name: "beside-a-hanging-profile", hangingLimit: 4, hangingRequests: 12},
-		{name: "beside-a-hanging-profile-of-16-slots", hangingLimit: 16, hangingRequests: 24},
+		{name: "beside-a-hanging-profile", hangingLimit: 4, inFlight: 4, hangingRequests: 12},
+		{name: "beside-a-hanging-profile-of-256-slots", hangingLimit: 256, inFlight: int(controllers.ProfileShare(controllers.DefaultRequestWorkers)), hangingRequests: 40},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			ns := namespace(t)
@@ -139,7 +141,7 @@ func TestHangingServerIsolated(t *testing.T) {
 				askCheck(t, stuck)
 				eventually(t, 30*time.Second, "the hanging server to hold its profile's check and PKIOperations", func() (bool, string) {
 					n := front.unanswered.Load()
-					return n > int64(sc.hangingLimit), fmt.Sprintf("%d unanswered requests", n)
+					return n > int64(sc.inFlight), fmt.Sprintf("%d unanswered requests", n)
 				})
 			}
 
@@ -224,8 +226,8 @@ func TestHangingServerIsolated(t *testing.T) {
 				return false, "no request of the hanging profile says so yet"
 			})
 			heldBackAfter := time.Since(hungAt)
-			if n := front.pkiOps.Load(); n > int64(sc.hangingLimit) {
-				t.Errorf("%d PKIOperations reached the hanging server, more than its maxConcurrentRequests (%d)", n, sc.hangingLimit)
+			if n := front.pkiOps.Load(); n > int64(sc.inFlight) {
+				t.Errorf("%d PKIOperations reached the hanging server, more than its effective maxConcurrentRequests (%d)", n, sc.inFlight)
 			}
 			t.Logf("ISOLATION %s: %d profiles checked again in %s; %d requests issued in %s; the hanging server held %d unanswered requests then (%d PKIOperations received while hanging, for %d requests); its other requests held back %s after it hung",
 				sc.name, healthyProfiles, checksTook.Round(10*time.Millisecond), len(crs), enrollTook.Round(10*time.Millisecond), held, front.pkiOps.Load(), sc.hangingRequests, heldBackAfter.Round(100*time.Millisecond))

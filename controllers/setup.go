@@ -68,9 +68,9 @@ type Options struct {
 	// Logger is the root logger.
 	Logger logr.Logger
 	// MaxConcurrentReconciles is how many CertificateRequests are worked on
-	// at once, across profiles (each profile bounds its own share with
-	// maxConcurrentRequests, and to one while its server does not answer).
-	// Zero means DefaultRequestWorkers.
+	// at once, across profiles. Each profile has at most
+	// maxConcurrentRequests of them, capped at ProfileShare, and one while
+	// its server does not answer. Zero means DefaultRequestWorkers.
 	MaxConcurrentReconciles int
 	// ProfileCheckWorkers is how many profiles of each kind are checked at
 	// once. Zero means DefaultProfileCheckWorkers.
@@ -98,11 +98,12 @@ const DefaultStateKeySecretName = "scep-operator-request-state"
 // Defaults of Options.
 const (
 	// DefaultRequestWorkers: a server that does not answer holds at most its
-	// profile's maxConcurrentRequests (4 by default) workers until its
-	// breaker opens (profiles.Registry.Admit), then one; 32 leave most of
-	// them to the other profiles even with several such servers. A worker
-	// is a goroutine; the load on each SCEP server is bounded per profile,
-	// not by this number.
+	// profile's maxConcurrentRequests (4 by default, never more than
+	// ProfileShare: 8 of 32) workers until its breaker opens
+	// (profiles.Registry.Admit), then one; 32 leave most of them to the
+	// other profiles even with several such servers. A worker is a
+	// goroutine; the load on each SCEP server is bounded per profile, not
+	// by this number.
 	DefaultRequestWorkers = 32
 	// DefaultProfileCheckWorkers: a check of a server that does not answer
 	// holds a worker for up to CheckTimeout, and a failing profile is
@@ -171,7 +172,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			FieldOwner:         FieldOwner,
 			MaxRetryDuration:   opts.MaxRetryDuration,
 			Client:             mgr.GetClient(),
-			Sign:               admitted(registry, sg.Sign),
+			Sign:               admitted(registry, ProfileShare(workers), sg.Sign),
 			EventRecorder:      recorder,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
@@ -206,12 +207,17 @@ func leadingSince(sg *signer.Signer) manager.RunnableFunc {
 	}
 }
 
-// admitted puts the profile's circuit breaker in front of sign: while the
-// profile's server does not answer in time, its requests go back to the
-// queue (PendingError: no attempt spent, no worker held) but for one probe
-// at a time. It must be the only caller of Admit on this path (a second,
-// nested Admit would refuse every probe).
-func admitted(registry *profiles.Registry, sign issuersigner.Sign) issuersigner.Sign {
+// admitted puts two bounds in front of sign, so that no profile holds more
+// than its share of the shared workers:
+//   - the profile's circuit breaker: while its server does not answer, its
+//     requests go back to the queue (PendingError: no attempt spent, no
+//     worker held) but for one probe at a time. It must be the only caller
+//     of Admit on this path (a nested Admit would refuse every probe).
+//   - share caps maxConcurrentRequests, which a tenant writes (up to 256)
+//     on its own SCEPProfile: with a server that takes connections and
+//     answers slowly, or only its breaker's probes, a tenant could
+//     otherwise hold every worker.
+func admitted(registry *profiles.Registry, share int32, sign issuersigner.Sign) issuersigner.Sign {
 	return func(ctx context.Context, cr issuersigner.CertificateRequestObject, issuer issuerapi.Issuer) (issuersigner.PEMBundle, error) {
 		p, ok := issuer.(scepv1alpha1.Profile)
 		if !ok {
@@ -222,6 +228,17 @@ func admitted(registry *profiles.Registry, sign issuersigner.Sign) issuersigner.
 			return issuersigner.PEMBundle{}, issuersigner.PendingError{Err: err, RequeueAfter: retryAfter}
 		}
 		defer release()
-		return sign(ctx, cr, issuer)
+		if p.GetSpec().MaxConcurrentRequests > share {
+			p = p.DeepCopyObject().(scepv1alpha1.Profile)
+			p.GetSpec().MaxConcurrentRequests = share
+		}
+		return sign(ctx, cr, p)
 	}
+}
+
+// ProfileShare is the most CertificateRequests of one profile worked on at
+// once, whatever its maxConcurrentRequests: a quarter of the shared
+// workers, and never less than the default maxConcurrentRequests (4).
+func ProfileShare(workers int) int32 {
+	return int32(max(4, workers/4))
 }
