@@ -197,8 +197,7 @@ func TestSignerSecret(t *testing.T) {
 			},
 		},
 		{
-			name:  "a SCEPProfile named after another application's Secret (app-scep-signer)",
-			needs: "the signer Secret never taken over",
+			name: "a SCEPProfile named after another application's Secret (app-scep-signer)",
 			attack: func(t *testing.T) (scepv1alpha1.Profile, func() int64) {
 				app := &corev1.Secret{ObjectMeta: objectMeta(tenant, "app-scep-signer"), StringData: map[string]string{"token": "app-token-5b1c77e0"}}
 				create(t, attacker(t), app)
