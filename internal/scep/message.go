@@ -179,10 +179,15 @@ func NewSelfSignedSigner(key *rsa.PrivateKey, rawSubject []byte, validity time.D
 		validity = 24 * time.Hour
 	}
 	now := time.Now()
+	return selfSign(key, rawSubject, serial, now.Add(-5*time.Minute), now.Add(validity))
+}
+
+// selfSign makes the self-signed signer certificate of key for rawSubject.
+func selfSign(key *rsa.PrivateKey, rawSubject []byte, serial *big.Int, notBefore, notAfter time.Time) (*Signer, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(validity),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
 	if isEmptyName(rawSubject) {

@@ -1,11 +1,8 @@
 package scep
 
 import (
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
 	"math/big"
@@ -56,24 +53,5 @@ func NewDeterministicSigner(key *rsa.PrivateKey, rawSubject []byte, opts SignerC
 		serial.SetInt64(1)
 	}
 	notBefore := opts.NotBefore.UTC().Truncate(time.Second).Add(-time.Hour)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		NotBefore:    notBefore,
-		NotAfter:     notBefore.Add(366 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-	}
-	if isEmptyName(rawSubject) {
-		tmpl.Subject = pkix.Name{CommonName: "SCEP requester"}
-	} else {
-		tmpl.RawSubject = rawSubject
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("creating the self-signed SCEP signer certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &Signer{Certificate: cert, Key: key}, nil
+	return selfSign(key, rawSubject, serial, notBefore, notBefore.Add(366*24*time.Hour))
 }
