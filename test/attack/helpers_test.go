@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -535,6 +536,9 @@ func waitFinished(t *testing.T, cr *cmapi.CertificateRequest) *cmapi.Certificate
 	got := &cmapi.CertificateRequest{}
 	eventually(t, finishTimeout, "CertificateRequest "+cr.Namespace+"/"+cr.Name+" to finish", func() (bool, string) {
 		if err := admin(t).Get(t.Context(), client.ObjectKeyFromObject(cr), got); err != nil {
+			if apierrors.IsNotFound(err) && remake(t, cr) {
+				return false, "deleted by cert-manager; made again"
+			}
 			return false, err.Error()
 		}
 		c := condition(got, cmapi.CertificateRequestConditionReady)
@@ -1057,4 +1061,31 @@ func try(t *testing.T, c client.Client, obj client.Object) error {
 // fingerprint is srv's CA pin, as a profile's caFingerprint.
 func fingerprint(srv *scepserver.Server) string {
 	return scep.FingerprintOf(srv.CA, crypto.SHA256).Hex()
+}
+
+// remakeable are hand-made requests owned by a frozen Certificate, by
+// namespace/name. cert-manager's request manager deletes requests a
+// Certificate owns but did not ask for, until its cache shows that the
+// Certificate is being deleted; when that race takes one, the attacker (and
+// waitFinished) simply makes it again, as a real attacker would.
+var remakeable sync.Map
+
+// keepMaking registers cr to be made again if cert-manager deletes it.
+func keepMaking(cr *cmapi.CertificateRequest) {
+	remakeable.Store(cr.Namespace+"/"+cr.Name, cr.DeepCopy())
+}
+
+// remake makes a registered request again; false if cr is not registered.
+func remake(t *testing.T, cr *cmapi.CertificateRequest) bool {
+	t.Helper()
+	v, ok := remakeable.Load(cr.Namespace + "/" + cr.Name)
+	if !ok {
+		return false
+	}
+	again := v.(*cmapi.CertificateRequest).DeepCopy()
+	again.ResourceVersion, again.UID, again.CreationTimestamp = "", "", metav1.Time{}
+	if err := attacker(t).Create(t.Context(), again); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Logf("making %s again: %v", cr.Name, err)
+	}
+	return true
 }

@@ -104,7 +104,9 @@ func TestRebuildPointers(t *testing.T) {
 	victimRequest := waitFinished(t, requestOf(t, victimWeb))
 	// request is a hand-made request for p owned as owners say, with csr.
 	request := func(t *testing.T, name string, owners []metav1.OwnerReference, csr []byte) *cmapi.CertificateRequest {
-		return handMade(t, name, p, csr, func(cr *cmapi.CertificateRequest) { cr.OwnerReferences = owners })
+		cr := handMade(t, name, p, csr, func(cr *cmapi.CertificateRequest) { cr.OwnerReferences = owners })
+		keepMaking(cr)
+		return cr
 	}
 	signedBy := func(t *testing.T, key *rsa.PrivateKey, cn string) []byte {
 		return csrPEM(t, key, scep.CSRTemplate{Subject: pkix.Name{CommonName: cn}})

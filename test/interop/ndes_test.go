@@ -24,7 +24,7 @@ func TestScepctlNDES(t *testing.T) {
 	user := ndes.DefaultDomain + `\` + ndes.DefaultUsername
 
 	t.Run("ndes-password prints one fresh password", func(t *testing.T) {
-		code, stdout, stderr := scepctl(t, "ndes-password", "--url", srv.AdminURL, "--username", user, "--password-file", pwFile)
+		code, stdout, stderr := scepctl(t, "ndes-password", "--url", srv.AdminURL, "--allow-plain-http", "--username", user, "--password-file", pwFile)
 		if code != 0 || !regexp.MustCompile(`^[0-9A-F]{16}\n$`).MatchString(stdout) {
 			t.Fatalf("exit %d, stdout %q, stderr %s", code, stdout, stderr)
 		}
@@ -39,7 +39,7 @@ func TestScepctlNDES(t *testing.T) {
 	t.Run("wrong credentials: exit 1 naming the user", func(t *testing.T) {
 		bad := filepath.Join(dir, "bad")
 		_ = os.WriteFile(bad, []byte("not-the-password"), 0o600)
-		code, _, stderr := scepctl(t, "ndes-password", "--url", srv.AdminURL, "--username", user, "--password-file", bad)
+		code, _, stderr := scepctl(t, "ndes-password", "--url", srv.AdminURL, "--allow-plain-http", "--username", user, "--password-file", bad)
 		if code != 1 || !strings.Contains(stderr, ndes.DefaultUsername) || strings.Contains(stderr, "not-the-password") {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
@@ -49,7 +49,7 @@ func TestScepctlNDES(t *testing.T) {
 		before := srv.Counters()
 		out := filepath.Join(dir, "dev.pem")
 		code, stdout, stderr := scepctl(t, "enroll", "--url", srv.URL, "--subject", "CN=device-1,O=Corp", "--upn", "device-1@corp.example",
-			"--fingerprint", srv.Thumbprint, "--ndes-admin-url", srv.AdminURL, "--ndes-username", user, "--ndes-password-file", pwFile, "--out", out)
+			"--fingerprint", srv.Thumbprint, "--ndes-admin-url", srv.AdminURL, "--ndes-allow-plain-http", "--ndes-username", user, "--ndes-password-file", pwFile, "--out", out)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 		}
