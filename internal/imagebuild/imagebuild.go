@@ -12,6 +12,7 @@
 package imagebuild
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -100,8 +101,11 @@ type Options struct {
 	// Log receives a line per step (nil: none).
 	Log io.Writer
 
-	// compile replaces Compile in the tests about packaging.
-	compile func(context.Context, Options, v1.Platform, string) (map[string][]byte, error)
+	// compile replaces Compile in the tests about packaging, and
+	// gzipLevel (default gzip.BestCompression) BestSpeed: their
+	// binaries are large.
+	compile   func(context.Context, Options, v1.Platform, string) (map[string][]byte, error)
+	gzipLevel int
 }
 
 // Tarball is the name of the image tarball in Options.Out.
@@ -156,6 +160,9 @@ func (o *Options) complete() error {
 	}
 	if o.compile == nil {
 		o.compile = Compile
+	}
+	if o.gzipLevel == 0 {
+		o.gzipLevel = gzip.BestCompression
 	}
 	if !safeValue.MatchString(o.Version) {
 		return fmt.Errorf("imagebuild: version %q: want letters, digits and . _ + - (a tag)", o.Version)
@@ -243,7 +250,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := baseLayer(o.Created, fallback)
+	base, err := baseLayer(o.Created, o.gzipLevel, fallback)
 	if err != nil {
 		return nil, fmt.Errorf("base layer: %w", err)
 	}
@@ -297,7 +304,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 // platformImage assembles one platform's image: the base layer, then the
 // binaries and the SBOM, and a config as the Dockerfile's.
 func platformImage(o Options, p v1.Platform, base v1.Layer, bins map[string][]byte, sbom []byte) (v1.Image, error) {
-	app, err := appLayer(o.Created, bins, sbom)
+	app, err := appLayer(o.Created, o.gzipLevel, bins, sbom)
 	if err != nil {
 		return nil, err
 	}

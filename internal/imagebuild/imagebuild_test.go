@@ -3,6 +3,7 @@ package imagebuild
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -33,7 +34,7 @@ import (
 func fakeBuild(t *testing.T, mutate func(*Options)) *Result {
 	t.Helper()
 	o := testOptions(t, t.TempDir())
-	o.compile = fakeCompile
+	o.compile, o.gzipLevel = fakeCompile, gzip.BestSpeed
 	if mutate != nil {
 		mutate(&o)
 	}

@@ -3,6 +3,7 @@ package imagebuild
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -52,12 +53,12 @@ const (
 // baseLayer holds what distroless/static:nonroot gives the Dockerfile's
 // image and the binaries use: users, groups, the CA bundle, a home for
 // nonroot and a /tmp. It is the same for every platform (one blob).
-func baseLayer(created time.Time, fallbackVersion string) (v1.Layer, error) {
+func baseLayer(created time.Time, level int, fallbackVersion string) (v1.Layer, error) {
 	cas, err := CACertificates(fallbackVersion)
 	if err != nil {
 		return nil, err
 	}
-	return layer(created, []entry{
+	return layer(created, level, []entry{
 		{name: "etc/", mode: 0o755},
 		{name: "etc/group", mode: 0o644, data: []byte(group)},
 		{name: "etc/nsswitch.conf", mode: 0o644, data: []byte(nsswitch)},
@@ -73,7 +74,7 @@ func baseLayer(created time.Time, fallbackVersion string) (v1.Layer, error) {
 }
 
 // appLayer holds the binaries (/NAME) and the SBOM.
-func appLayer(created time.Time, bins map[string][]byte, sbom []byte) (v1.Layer, error) {
+func appLayer(created time.Time, level int, bins map[string][]byte, sbom []byte) (v1.Layer, error) {
 	var es []entry
 	for _, b := range Binaries {
 		es = append(es, entry{name: b, mode: 0o755, data: bins[b]})
@@ -83,13 +84,13 @@ func appLayer(created time.Time, bins map[string][]byte, sbom []byte) (v1.Layer,
 		es = append(es, entry{name: d + "/", mode: 0o755})
 	}
 	es = append(es, entry{name: sbomName, mode: 0o644, data: sbom})
-	return layer(created, es)
+	return layer(created, level, es)
 }
 
-// layer writes es as a gzipped OCI layer. Entries are sorted by name, all
+// layer writes es as an OCI layer gzipped at level. Entries are sorted by name, all
 // carry the time created, numeric ids and no user or group names, so the
 // bytes depend on nothing but es.
-func layer(created time.Time, es []entry) (v1.Layer, error) {
+func layer(created time.Time, level int, es []entry) (v1.Layer, error) {
 	es = append([]entry(nil), es...)
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	var buf bytes.Buffer
@@ -121,7 +122,21 @@ func layer(created time.Time, es []entry) (v1.Layer, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	b := buf.Bytes()
+	// Compressed here, once, at level (what a pull transfers);
+	// go-containerregistry takes gzipped bytes as they are. Go's gzip
+	// header has no time or name, so the bytes depend on the tar alone.
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, level)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(buf.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	b := gz.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}, tarball.WithMediaType(types.OCILayer))
