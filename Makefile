@@ -128,7 +128,7 @@ build: ## Build the manager and scepctl into bin/.
 RUN_FLAGS ?=
 
 .PHONY: run
-run: ## Run the manager on this machine against the current kubeconfig ($$KUBECONFIG, else ~/.kube/config; RUN_FLAGS='--kubeconfig=FILE ...').
+run: ## Run the manager on this machine against the current kubeconfig (KUBECONFIG, else ~/.kube/config; RUN_FLAGS='--kubeconfig=FILE ...').
 	$(GO) run ./cmd/manager $(RUN_FLAGS)
 
 ##@ Image
