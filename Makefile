@@ -124,11 +124,37 @@ build: ## Build the manager and scepctl into bin/.
 		if ls cmd/$$c/*.go >/dev/null 2>&1; then $(GO) build -trimpath -o $(BIN)/$$c ./cmd/$$c; fi; \
 	done
 
-IMG ?= ghcr.io/scep-operator/scep-operator:latest
+# Flags for `make run`, e.g. RUN_FLAGS='--kubeconfig=/path --cluster-resource-namespace=scep-operator'.
+RUN_FLAGS ?=
+
+.PHONY: run
+run: ## Run the manager on this machine against the current kubeconfig (KUBECONFIG, else ~/.kube/config; RUN_FLAGS='--kubeconfig=FILE ...').
+	$(GO) run ./cmd/manager $(RUN_FLAGS)
+
+##@ Image
+
+# `make image` needs no container engine: hack/image cross-compiles the
+# binaries and writes the image with go-containerregistry (internal/imagebuild).
+# Unset, VERSION is the chart's appVersion (so the chart's default tag finds
+# the image), REVISION the checked-out commit, and every time in the image the
+# commit's (or SOURCE_DATE_EPOCH): two builds of one commit have one digest.
+IMAGE_DIR ?= dist/image
+IMAGE_REPOSITORY ?= ghcr.io/scep-operator/scep-operator
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+VERSION ?=
+REVISION ?=
+IMAGE_FLAGS = -out $(IMAGE_DIR) -repository $(IMAGE_REPOSITORY) -platforms $(IMAGE_PLATFORMS) \
+	$(if $(VERSION),-version $(VERSION)) $(if $(REVISION),-revision $(REVISION))
+
+.PHONY: image
+image: ## Build the image without Docker: an OCI index for IMAGE_PLATFORMS in dist/image/oci, dist/image/scep-operator.tar (docker load, ctr images import, kind load image-archive) and CycloneDX SBOMs.
+	$(GO) run ./hack/image $(IMAGE_FLAGS)
+
+IMG ?= $(IMAGE_REPOSITORY):latest
 
 .PHONY: docker-build
-docker-build: ## Build the manager image (needs a Docker engine).
-	docker build -t $(IMG) .
+docker-build: ## Build the same image from the Dockerfile (needs a Docker engine with BuildKit).
+	docker build $$($(GO) run ./hack/image build-args $(IMAGE_FLAGS)) -t $(IMG) .
 
 ##@ Tools (built into bin/, once)
 

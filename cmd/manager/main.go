@@ -23,6 +23,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/egress"
+	"github.com/scep-operator/scep-operator/internal/version"
 )
 
 func main() {
@@ -147,7 +148,8 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	logger.Info("starting scep-operator", "clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval,
+	logger.Info("starting scep-operator", "version", version.Version(), "revision", version.Revision(),
+		"clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval,
 		"egressAllowCIDRs", egressAllow, "egressDenyCIDRs", egressDeny)
 	return mgr.Start(ctx)
 }

@@ -15,6 +15,7 @@
 //	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE
+//	scepctl version
 //
 // ndes-password prints the password alone on stdout. enroll with
 // --ndes-admin-url fetches a fresh password before every PKCSReq, retries
@@ -42,6 +43,7 @@ import (
 
 	"github.com/scep-operator/scep-operator/internal/ndes"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
+	"github.com/scep-operator/scep-operator/internal/version"
 )
 
 // errUsage marks errors that are the caller's wording, not the server's.
@@ -62,6 +64,7 @@ Commands:
   ndes-password  print one fresh challenge password from NDES's admin page (/certsrv/mscep_admin/)
   enroll         enroll a certificate and write it with its chain as PEM; with --ndes-admin-url,
                  each request gets a fresh password from NDES's admin page
+  version        print scepctl's version and the commit it was built from
 
 Run 'scepctl COMMAND -h' for a command's flags.
 `
@@ -84,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runNDESPassword(ctx, args[1:], stdout, stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "scepctl", version.String())
 	default:
 		fmt.Fprintf(stderr, "scepctl: unknown command %q\n\n%s", args[0], usage)
 		return 2
