@@ -80,6 +80,10 @@ test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM 
 	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
 		$(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS)
 
+.PHONY: test-image
+test-image: ## Build the image twice and check it (reproducible digests, static binaries, SBOM, containerd import): about 20 CPU-minutes cold.
+	SCEP_IMAGE_TESTS=1 $(GO) test ./internal/imagebuild/ -count=1 -timeout 40m -v -run . $(TEST_FLAGS)
+
 .PHONY: test-deps
 test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 
