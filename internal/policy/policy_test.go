@@ -48,7 +48,6 @@ var (
 	oidAnyEKU     = asn1.ObjectIdentifier{2, 5, 29, 37, 0}
 	oidNTDSSID    = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 25, 2}
 	oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
-	oidOrg        = asn1.ObjectIdentifier{2, 5, 4, 10}
 )
 
 func TestCheck(t *testing.T) {

@@ -222,8 +222,8 @@ func (r *Registry) openLocked(key Key, b *breaker, now time.Time, reason string)
 func answeredErr(err error) bool {
 	var netErr net.Error
 	var opErr *net.OpError
-	return err == nil || !(errors.As(err, &netErr) || errors.As(err, &opErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
+	return err == nil || (!errors.As(err, &netErr) && !errors.As(err, &opErr) &&
+		!errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF))
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -213,8 +213,7 @@ func TestRedirects(t *testing.T) {
 		w.Write(ca)
 	})
 	otherURL, _ := url.Parse(other.URL)
-	var self *server
-	self = startServer(t, func(w http.ResponseWriter, r *http.Request) {
+	self := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/moved":
 			http.Redirect(w, r, "/scep?"+r.URL.RawQuery, http.StatusMovedPermanently)

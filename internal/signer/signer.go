@@ -124,7 +124,7 @@ func (s *Signer) StartLeading(t time.Time) {
 func (s *Signer) createdWhileLeading(cr *cmapi.CertificateRequest) bool {
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
-	return !s.leadingSince.IsZero() && cr.CreationTimestamp.Time.After(s.leadingSince)
+	return !s.leadingSince.IsZero() && cr.CreationTimestamp.After(s.leadingSince)
 }
 
 // settings are the profile's retry knobs with defaults applied.

@@ -59,7 +59,7 @@ func (e *enrollment) workloadKey(csr *x509.CertificateRequest) (crypto.Signer, e
 		return nil, fmt.Errorf("reading the pending private key Secret: %w", err)
 	}
 	if sec.Labels[cmapi.IsNextPrivateKeySecretLabelKey] != "true" || !controlledBy(&sec, cert.UID) {
-		return nil, e.refuse(ReasonNotACertificateRequest, fmt.Errorf("Secret %s/%s is not Certificate %s's pending private key as cert-manager makes it (label %s=true and a controller ownerReference to the Certificate); it was not read further", e.cr.Namespace, name, certName, cmapi.IsNextPrivateKeySecretLabelKey))
+		return nil, e.refuse(ReasonNotACertificateRequest, fmt.Errorf("the Secret %s/%s is not Certificate %s's pending private key as cert-manager makes it (label %s=true and a controller ownerReference to the Certificate); it was not read further", e.cr.Namespace, name, certName, cmapi.IsNextPrivateKeySecretLabelKey))
 	}
 	key, err := pemkey.Parse(sec.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
