@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -47,18 +46,6 @@ const (
 	eventTimeout  = 30 * time.Second
 	readyTimeout  = 60 * time.Second
 )
-
-// runPendingEnv, set to any value, runs the rows that wait for a feature
-// not on main yet instead of skipping them.
-const runPendingEnv = "ATTACK_RUN_PENDING"
-
-// needs skips a row whose defence is not on main yet.
-func needs(t *testing.T, feature string) {
-	t.Helper()
-	if feature != "" && os.Getenv(runPendingEnv) == "" {
-		t.Skip("needs " + feature + " (set " + runPendingEnv + "=1 to run it)")
-	}
-}
 
 // eventually polls cond every 100 ms until it holds, or fails the test after
 // timeout with cond's last message.
@@ -642,9 +629,6 @@ type verdict struct {
 // requestRow is one attack (or control) that ends in a CertificateRequest.
 type requestRow struct {
 	name string
-	// needs names the defence this row waits for when it is not on main
-	// yet; the row is skipped until it is.
-	needs string
 	// attack writes the attacker's objects and returns the request to judge.
 	attack func(t *testing.T) *cmapi.CertificateRequest
 	want   verdict
@@ -661,7 +645,6 @@ func runRequestRows(t *testing.T, peers []*scepserver.Server, rows []requestRow)
 	t.Helper()
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			needs(t, row.needs)
 			before := talliesOf(peers)
 			if row.madeBefore {
 				before = make([]tally, len(peers))
@@ -876,8 +859,7 @@ type profileVerdict struct {
 
 // profileRow is an attack through a SCEPProfile the attacker writes.
 type profileRow struct {
-	name  string
-	needs string
+	name string
 	// attack creates the profile and returns it with a count of the
 	// connections that reached the host under attack.
 	attack func(t *testing.T) (scepv1alpha1.Profile, func() int64)
@@ -889,7 +871,6 @@ func runProfileRows(t *testing.T, rows []profileRow) {
 	t.Helper()
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			needs(t, row.needs)
 			p, reached := row.attack(t)
 			w := row.want
 			var cond *metav1.Condition
@@ -956,8 +937,7 @@ func noHost() int64 { return 0 }
 // apiRow is a write the API server must refuse (or, for a control,
 // accept).
 type apiRow struct {
-	name  string
-	needs string
+	name string
 	// attack makes the write and returns its error.
 	attack func(t *testing.T) error
 	// invalid, forbidden: the API server refuses the write so; neither
@@ -974,7 +954,6 @@ func runAPIRows(t *testing.T, rows []apiRow) {
 	t.Helper()
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			needs(t, row.needs)
 			before := 0
 			if row.reached != nil {
 				before = row.reached()
