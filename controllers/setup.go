@@ -8,7 +8,6 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
-	issuersigner "github.com/cert-manager/issuer-lib/controllers/signer"
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
@@ -140,6 +139,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			return nil, err
 		}
 	}
+	workers := opts.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = DefaultRequestWorkers
+	}
 	stateSecret := opts.StateKeySecretName
 	if stateSecret == "" {
 		stateSecret = DefaultStateKeySecretName
@@ -155,15 +158,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		ClusterDomain: opts.ClusterDomain,
 		Recorder:      recorder,
 		StateKey:      stateKey,
+		ProfileShare:  ProfileShare(workers),
 	}
 	// Runs once this process leads (or at start without leader election):
 	// requests created before then are asked about before being sent.
 	if err := mgr.Add(leadingSince(sg)); err != nil {
 		return nil, err
-	}
-	workers := opts.MaxConcurrentReconciles
-	if workers <= 0 {
-		workers = DefaultRequestWorkers
 	}
 	crc := &issuercontrollers.CertificateRequestReconciler{
 		RequestController: issuercontrollers.RequestController{
@@ -172,7 +172,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			FieldOwner:         FieldOwner,
 			MaxRetryDuration:   opts.MaxRetryDuration,
 			Client:             mgr.GetClient(),
-			Sign:               admitted(registry, ProfileShare(workers), sg.Sign),
+			Sign:               sg.Sign,
 			EventRecorder:      recorder,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
@@ -204,35 +204,6 @@ func leadingSince(sg *signer.Signer) manager.RunnableFunc {
 		sg.StartLeading(time.Now())
 		<-ctx.Done()
 		return nil
-	}
-}
-
-// admitted puts two bounds in front of sign, so that no profile holds more
-// than its share of the shared workers:
-//   - the profile's circuit breaker: while its server does not answer, its
-//     requests go back to the queue (PendingError: no attempt spent, no
-//     worker held) but for one probe at a time. It must be the only caller
-//     of Admit on this path (a nested Admit would refuse every probe).
-//   - share caps maxConcurrentRequests, which a tenant writes (up to 256)
-//     on its own SCEPProfile: with a server that takes connections and
-//     answers slowly, or only its breaker's probes, a tenant could
-//     otherwise hold every worker.
-func admitted(registry *profiles.Registry, share int32, sign issuersigner.Sign) issuersigner.Sign {
-	return func(ctx context.Context, cr issuersigner.CertificateRequestObject, issuer issuerapi.Issuer) (issuersigner.PEMBundle, error) {
-		p, ok := issuer.(scepv1alpha1.Profile)
-		if !ok {
-			return sign(ctx, cr, issuer)
-		}
-		release, retryAfter, err := registry.Admit(profiles.KeyOf(p))
-		if err != nil {
-			return issuersigner.PEMBundle{}, issuersigner.PendingError{Err: err, RequeueAfter: retryAfter}
-		}
-		defer release()
-		if p.GetSpec().MaxConcurrentRequests > share {
-			p = p.DeepCopyObject().(scepv1alpha1.Profile)
-			p.GetSpec().MaxConcurrentRequests = share
-		}
-		return sign(ctx, cr, p)
 	}
 }
 

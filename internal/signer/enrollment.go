@@ -80,11 +80,24 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		return signer.PEMBundle{}, e.pendingf(wait, "%s", msg)
 	}
 
+	// The profile's circuit breaker: while its server does not answer, its
+	// requests go back to the queue (no attempt spent, no worker held) but
+	// for one probe at a time. Policy and this request's own backoff come
+	// first, so neither a refusal nor a wait takes the probe.
+	release, retryAfter, err := e.Registry.Admit(e.key)
+	if err != nil {
+		return signer.PEMBundle{}, signer.PendingError{Err: err, RequeueAfter: retryAfter}
+	}
+	defer release()
+
 	// Bound what this profile has in flight at the server; the rest wait
 	// (PendingError spends no attempt) and come back after a short pause.
 	limit := e.p.GetSpec().MaxConcurrentRequests
 	if limit <= 0 {
 		limit = defaultMaxConcurrentRequests
+	}
+	if e.ProfileShare > 0 && limit > e.ProfileShare {
+		limit = e.ProfileShare
 	}
 	if !e.acquireWithin(e.ctx, e.key, limit, slotWait) {
 		return signer.PEMBundle{}, e.pendingf(time.Duration(200+rand.IntN(300))*time.Millisecond, "waiting for one of the profile's %d request slots (maxConcurrentRequests)", limit)

@@ -83,6 +83,11 @@ type Signer struct {
 	// (HMAC-SHA256). LoadStateKey reads or creates it; empty means a random
 	// key for this process only, so state from before a restart is ignored.
 	StateKey []byte
+	// ProfileShare caps maxConcurrentRequests, which a tenant writes (up to
+	// 256) on its own SCEPProfile: with a server that takes connections and
+	// answers slowly, a tenant could otherwise hold every shared worker.
+	// Zero means no cap.
+	ProfileShare int32
 
 	stateKeyOnce sync.Once
 
