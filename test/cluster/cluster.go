@@ -447,4 +447,3 @@ func freePort(addr netip.Addr) (int, error) {
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-

@@ -53,7 +53,7 @@ func TestDeploymentGetsAScheduledPodOnThePodNetwork(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					TerminationGracePeriodSeconds: ptr.To[int64](1),
-					Containers: []corev1.Container{{Name: "pause", Image: node.PauseImage.Ref, ImagePullPolicy: corev1.PullNever}},
+					Containers:                    []corev1.Container{{Name: "pause", Image: node.PauseImage.Ref, ImagePullPolicy: corev1.PullNever}},
 				},
 			},
 		},
