@@ -253,9 +253,9 @@ func (c *Cluster) startAPIServer() error {
 		Configure: func(env *ctrlenvtest.Environment) {
 			api := env.ControlPlane.GetAPIServer()
 			api.CertDir = certDir
-			api.SecureServing.ListenAddr.Address = c.Gateway.String()
-			api.SecureServing.ListenAddr.Port = strconv.Itoa(port)
-			api.SecureServing.CA = caPEM
+			api.ListenAddr.Address = c.Gateway.String()
+			api.ListenAddr.Port = strconv.Itoa(port)
+			api.CA = caPEM
 			api.Configure().Disable("disable-admission-plugins")
 		},
 	})
