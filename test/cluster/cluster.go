@@ -253,8 +253,8 @@ func (c *Cluster) startAPIServer() error {
 		Configure: func(env *ctrlenvtest.Environment) {
 			api := env.ControlPlane.GetAPIServer()
 			api.CertDir = certDir
-			api.ListenAddr.Address = c.Gateway.String()
-			api.ListenAddr.Port = strconv.Itoa(port)
+			api.Address = c.Gateway.String()
+			api.Port = strconv.Itoa(port)
 			api.CA = caPEM
 			api.Configure().Disable("disable-admission-plugins")
 		},
