@@ -87,6 +87,16 @@ test-image: ## Build the image twice and check it (reproducible digests, static 
 .PHONY: test-deps
 test-deps: envtest kubelet cluster-binaries node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 
+# `make flake-hunt`: FLAKE_N runs of the tests (FLAKE_PKGS, default all),
+# FLAKE_HOG=1 with every core kept busy; prints each failing test.
+FLAKE_N ?= 20
+FLAKE_PKGS ?= ./...
+FLAKE_HOG ?=
+
+.PHONY: flake-hunt
+flake-hunt: test-deps ## Run the tests FLAKE_N (20) times, FLAKE_HOG=1 beside a CPU hog, and list every failing test (hack/flake-hunt.sh).
+	hack/flake-hunt.sh -n $(FLAKE_N) -p '$(FLAKE_PKGS)' $(if $(FLAKE_HOG),-hog)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).
 	@failed=; for pkg in $$($(GO) list ./...); do \
