@@ -65,6 +65,18 @@ type Options struct {
 	Progress func(format string, args ...any)
 }
 
+// auditPolicy records who did what (metadata only: never a request's or
+// response's body, which may hold Secrets) for writes, so that a test can
+// tell which identity wrote an object.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  verbs: ["get", "list", "watch"]
+- level: Metadata
+`
+
 // Cluster is a running single-node cluster. Stop it with Stop.
 type Cluster struct {
 	// Env is the API server (admin client and config).
@@ -82,6 +94,9 @@ type Cluster struct {
 	// KubernetesServiceIP is the `kubernetes` Service's address, which
 	// in-cluster clients use.
 	KubernetesServiceIP netip.Addr
+	// AuditLog is the API server's audit log (JSON lines, metadata of
+	// every write): see AuditEvents.
+	AuditLog string
 
 	opts      Options
 	lock      *node.Lock
@@ -242,6 +257,11 @@ func (c *Cluster) startAPIServer() error {
 	if err != nil {
 		return err
 	}
+	policy := filepath.Join(c.Dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		return err
+	}
+	c.AuditLog = filepath.Join(c.Dir, "audit.log")
 	c.Env, err = envtest.New(envtest.Options{
 		Root:     c.opts.Root,
 		CRDPaths: c.opts.CRDPaths,
@@ -249,6 +269,9 @@ func (c *Cluster) startAPIServer() error {
 			"kubelet-preferred-address-types": "Hostname",
 			"service-cluster-ip-range":        DefaultServiceSubnet.String(),
 			"allow-privileged":                "true",
+			"audit-policy-file":               policy,
+			"audit-log-path":                  c.AuditLog,
+			"audit-log-mode":                  "blocking",
 		},
 		Configure: func(env *ctrlenvtest.Environment) {
 			api := env.ControlPlane.GetAPIServer()

@@ -118,6 +118,28 @@ func TestHelmInstall(t *testing.T) {
 			}
 		}
 		issue(t, samples.Certificate)
+		// The request's status was written by the operator's own
+		// ServiceAccount, with no impersonation: its Pod's token.
+		events, err := in.Cluster.AuditEvents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		operator := "system:serviceaccount:" + in.Namespace + ":" + in.Release
+		wrote := 0
+		for _, e := range events {
+			if e.ObjectRef == nil || e.ObjectRef.Resource != "certificaterequests" || e.ObjectRef.Subresource != "status" || e.ObjectRef.Namespace != tenant {
+				continue
+			}
+			if e.User.Username == operator {
+				wrote++
+				if e.ImpersonatedUser != nil {
+					t.Errorf("the operator impersonated %q", e.ImpersonatedUser.Username)
+				}
+			}
+		}
+		if wrote == 0 {
+			t.Errorf("no write of a CertificateRequest's status by %s in the audit log (%d events)", operator, len(events))
+		}
 		logs := operatorLogs(t, ctx, in)
 		if strings.Contains(logs, challenge) {
 			t.Error("the operator's log holds the challenge password")
