@@ -69,7 +69,7 @@ func ndesSigner(t *testing.T, der []byte) ndesSignerInfo {
 		Version          int
 		DigestAlgorithms asn1.RawValue
 		ContentInfo      asn1.RawValue
-		Certificates     asn1.RawValue `asn1:"optional,tag:0"`
+		Certificates     asn1.RawValue    `asn1:"optional,tag:0"`
 		SignerInfos      []ndesSignerInfo `asn1:"set"`
 	}
 	if _, err := asn1.Unmarshal(outer.Content.Bytes, &sd); err != nil {
