@@ -663,7 +663,7 @@ func closeConnection(w http.ResponseWriter) {
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
-	conn.Close()
+	_ = conn.Close() // nothing to tell the client: closing is the answer
 }
 
 func (s *Server) getCACaps(b Behavior) reply {
