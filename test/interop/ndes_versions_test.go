@@ -2,14 +2,12 @@ package interop
 
 import (
 	"crypto"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
@@ -127,22 +125,7 @@ func TestNDESReplyEncryption(t *testing.T) {
 			}
 			e := simple("enc")
 			e.tmpl.ChallengePassword = srv.IssuePassword()
-			csrDER, err := scep.NewCSR(e.tmpl, e.key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			csr, err := x509.ParseCertificateRequest(csrDER)
-			if err != nil {
-				t.Fatal(err)
-			}
-			signer, err := scep.NewSelfSignedSigner(e.key, csr.RawSubject, time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg, err := scep.NewPKCSReq(csrDER, info.MessageOptions(signer, ""))
-			if err != nil {
-				t.Fatal(err)
-			}
+			msg, csr := request(t, info, e)
 			raw, err := c.PKIOperation(ctxT(t), info.Caps, msg.Raw)
 			if err != nil {
 				t.Fatal(err)

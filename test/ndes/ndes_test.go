@@ -732,25 +732,15 @@ func (c *scepClient) checkIssued(t *testing.T, rep *scep.PKIMessage) {
 
 func failInfoText(t *testing.T, certRep []byte) string {
 	t.Helper()
-	p7, err := pkcs7.Parse(certRep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text string
-	_ = p7.UnmarshalSignedAttribute(oidFailInfoText, &text)
-	return text
+	return stringAttr(t, certRep, oidFailInfoText)
 }
 
 // msError returns the HRESULT in a CertRep's Microsoft error-code
 // attribute, 0 if it has none.
 func msError(t *testing.T, certRep []byte) int32 {
 	t.Helper()
-	p7, err := pkcs7.Parse(certRep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text string
-	if p7.UnmarshalSignedAttribute(oidMSError, &text) != nil {
+	text := stringAttr(t, certRep, oidMSError)
+	if text == "" {
 		return 0
 	}
 	code, err := strconv.ParseInt(text, 10, 32)
@@ -758,4 +748,16 @@ func msError(t *testing.T, certRep []byte) int32 {
 		t.Fatalf("error code %q: %v", text, err)
 	}
 	return int32(code)
+}
+
+// stringAttr returns a CertRep's string attribute oid, "" if it has none.
+func stringAttr(t *testing.T, certRep []byte, oid asn1.ObjectIdentifier) string {
+	t.Helper()
+	p7, err := pkcs7.Parse(certRep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	_ = p7.UnmarshalSignedAttribute(oid, &text)
+	return text
 }
