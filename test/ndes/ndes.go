@@ -4,8 +4,9 @@
 //
 //   - /certsrv/mscep/mscep.dll (and its /pkiclient.exe alias) speaks SCEP
 //     through a test/scepserver.Server in its NDES shape: GetCACert returns
-//     the CA, an RA signing certificate (Enrollment Agent, digitalSignature)
-//     and an RA encryption certificate (CEP Encryption, keyEncipherment);
+//     an RA signing certificate (Enrollment Agent, digitalSignature), an RA
+//     encryption certificate (CEP Encryption, keyEncipherment) and the CA,
+//     in that order;
 //     a request not enveloped to the RA encryption certificate gets HTTP 500
 //     "cannot decrypt the client's PKCS7 message (0x80090005)"; GET queries
 //     over IIS's 2048 bytes get "HTTP Error 404.15".
