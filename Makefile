@@ -58,7 +58,7 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint (built into bin/ on first use).
-	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags soak ./...
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods for the API types.
@@ -97,6 +97,16 @@ FLAKE_HOG ?=
 .PHONY: flake-hunt
 flake-hunt: test-deps ## Run the tests FLAKE_N (20) times, FLAKE_HOG=1 beside a CPU hog, and list every failing test (hack/flake-hunt.sh).
 	hack/flake-hunt.sh -n $(FLAKE_N) -p '$(FLAKE_PKGS)' $(if $(FLAKE_HOG),-hog)
+
+# `make soak`: the chaos soak (test/soak, build tag soak), SOAK_DURATION
+# long, SOAK_SEED to repeat a run's faults.
+SOAK_DURATION ?= 30m
+SOAK_SEED ?= 0
+
+.PHONY: soak
+soak: envtest step-ca helm ## The chaos soak: load plus random kills, API server and etcd restarts and server faults for SOAK_DURATION (30m); accounts for every certificate (test/soak).
+	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
+		$(GO) test -tags soak ./test/soak/ -run TestSoak -count=1 -v -timeout 3h -args -soak.duration=$(SOAK_DURATION) -soak.seed=$(SOAK_SEED)
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).

@@ -135,6 +135,9 @@ func (p *ManagerProcess) Exited() (bool, error) {
 	}
 }
 
+// PID is the process's ID.
+func (p *ManagerProcess) PID() int { return p.cmd.Process.Pid }
+
 // Logs returns what the process wrote so far (stdout and stderr).
 func (p *ManagerProcess) Logs() string { return p.logs.String() }
 

@@ -65,6 +65,10 @@ type Options struct {
 	// APIServerFlags are set on kube-apiserver (e.g. node.APIServerFlags,
 	// so that it reaches a kubelet on this machine).
 	APIServerFlags map[string]string
+	// Configure, when set, changes the API server's environment before it
+	// starts (envtest.Options.Configure), e.g. fixed directories so that
+	// kube-apiserver and etcd can be stopped and started again.
+	Configure func(*ctrlenvtest.Environment)
 	// OperatorOptions, when set, changes the in-process operator's options
 	// after the chart's are filled in (e.g. what a manager flag the chart
 	// does not set would change).
@@ -140,7 +144,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags}); err != nil {
+	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags, Configure: opts.Configure}); err != nil {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })

@@ -1,0 +1,274 @@
+//go:build soak
+
+package soak
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+
+	"github.com/scep-operator/scep-operator/test/micromdm"
+	"github.com/scep-operator/scep-operator/test/scepserver"
+	"github.com/scep-operator/scep-operator/test/stack"
+)
+
+// sample is one reading of a manager process.
+type sample struct {
+	process    string // name#start
+	at         time.Duration
+	rssKiB     int
+	goroutines int
+}
+
+// sample reads every live manager's RSS and goroutines every 5 s.
+func (h *harness) sample(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for name, slot := range h.snapshotManagers() {
+			if exited, _ := slot.proc.Exited(); exited {
+				continue
+			}
+			rss := rssKiB(slot.proc.PID())
+			g := goroutines(ctx, slot.metricsPort)
+			if rss == 0 || g == 0 {
+				continue
+			}
+			h.mu.Lock()
+			h.samples = append(h.samples, sample{process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), rssKiB: rss, goroutines: g})
+			h.mu.Unlock()
+		}
+	}
+}
+
+func rssKiB(pid int) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+func goroutines(ctx context.Context, port int) int {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f)
+		}
+	}
+	return 0
+}
+
+// waitAllReady waits until every Certificate is Ready and not issuing.
+func (h *harness) waitAllReady(ctx context.Context, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var list cmapi.CertificateList
+		err := h.st.Client().List(ctx, &list)
+		var stuck []string
+		if err == nil {
+			for _, crt := range list.Items {
+				if crt.DeletionTimestamp == nil && (!stack.IsReady(&crt) || issuing(&crt)) {
+					stuck = append(stuck, crt.Namespace+"/"+crt.Name+": "+stack.ReadyMessage(&crt))
+				}
+			}
+			if len(stuck) == 0 {
+				h.logf("soak: all %d Certificates Ready", len(list.Items))
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			sort.Strings(stuck)
+			h.t.Errorf("after %s, %d Certificates are not Ready (list error %v):\n  %s", timeout, len(stuck), err, strings.Join(stuck, "\n  "))
+			for name, slot := range h.snapshotManagers() {
+				h.t.Logf("last logs of manager %s:\n%s", name, tailLines(slot.proc.Logs(), 40))
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// account compares the servers' records with the cluster's requests and
+// reports the run.
+func (h *harness) account(ctx context.Context) {
+	t := h.t
+	var crs cmapi.CertificateRequestList
+	if err := h.st.Client().List(ctx, &crs); err != nil {
+		t.Fatal(err)
+	}
+	perIssuer := map[string]int{}
+	for _, cr := range crs.Items {
+		perIssuer[cr.Spec.IssuerRef.Name]++
+	}
+	h.mu.Lock()
+	t.Logf("soak: %s; Certificates created %d, renewed %d, deleted %d; CertificateRequests %d", *duration, h.created, h.renewed, h.deleted, len(crs.Items))
+	var kinds []string
+	for k, n := range h.faults {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	t.Logf("soak: faults injected: %s", strings.Join(kinds, ", "))
+	explained := h.faults["kill-leader"] + h.faults["kill-standby"] + h.faults["apiserver-down"] + h.faults["etcd-restart"]
+	h.mu.Unlock()
+
+	for _, srv := range h.servers {
+		if srv.issued == nil {
+			t.Logf("soak: %s: %d requests; the server keeps no record to count duplicates by", srv.name, perIssuer[srv.name])
+			continue
+		}
+		issued := srv.issued()
+		bySPKI := map[string]int{}
+		for _, k := range issued {
+			bySPKI[k]++
+		}
+		dups := 0
+		for _, n := range bySPKI {
+			dups += n - 1
+		}
+		lost := srv.proxy.LostAnswers()
+		t.Logf("soak: %s: %d requests, %d certificates issued for %d keys, %d duplicates; %d answers lost after the server had the request", srv.name, perIssuer[srv.name], len(issued), len(bySPKI), dups, lost)
+		switch {
+		case srv.certPoll && dups > 0:
+			t.Errorf("%s answers CertPoll, yet issued %d duplicates", srv.name, dups)
+		case !srv.certPoll && dups > lost+explained:
+			t.Errorf("%s issued %d duplicates, more than the %d lost answers and %d process or API faults explain", srv.name, dups, lost, explained)
+		}
+		if len(bySPKI) > perIssuer[srv.name] {
+			t.Errorf("%s issued for %d keys, more than the %d requests", srv.name, len(bySPKI), perIssuer[srv.name])
+		}
+	}
+	h.reportMemory()
+}
+
+// reportMemory gives, for the longest-lived manager process, its RSS and
+// goroutines at start and end and their slopes.
+func (h *harness) reportMemory() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	byProcess := map[string][]sample{}
+	for _, s := range h.samples {
+		byProcess[s.process] = append(byProcess[s.process], s)
+	}
+	var names []string
+	for n := range byProcess {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ss := byProcess[n]
+		if len(ss) < 6 {
+			continue
+		}
+		span := ss[len(ss)-1].at - ss[0].at
+		rssSlope := slope(ss, func(s sample) float64 { return float64(s.rssKiB) })
+		gSlope := slope(ss, func(s sample) float64 { return float64(s.goroutines) })
+		h.t.Logf("soak: manager %s over %s: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)",
+			n, span.Round(time.Second), ss[0].rssKiB, ss[len(ss)-1].rssKiB, rssSlope, ss[0].goroutines, ss[len(ss)-1].goroutines, gSlope)
+	}
+}
+
+// slope is the least-squares slope of v over time, per minute.
+func slope(ss []sample, v func(sample) float64) float64 {
+	var sx, sy, sxx, sxy float64
+	for _, s := range ss {
+		x := s.at.Minutes()
+		y := v(s)
+		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
+	}
+	n := float64(len(ss))
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
+}
+
+// spkiOf is the hex SHA-256 of a certificate's public key.
+func spkiOf(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
+
+func serialsOf(s *scepserver.Server) []string {
+	var out []string
+	for _, c := range s.Issued() {
+		out = append(out, spkiOf(c))
+	}
+	return out
+}
+
+// micromdmIssued reads the certificates MicroMDM's file depot stored.
+func micromdmIssued(t *testing.T, s *micromdm.Server) []string {
+	var out []string
+	_ = filepath.WalkDir(s.Depot, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".pem") || filepath.Base(p) == "ca.pem" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil || c.IsCA {
+				continue
+			}
+			out = append(out, spkiOf(c))
+		}
+		return nil
+	})
+	return out
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

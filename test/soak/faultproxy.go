@@ -1,0 +1,204 @@
+package soak
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is what a FaultProxy does to the requests it passes.
+type Fault int
+
+// The faults: each is what a network or a server in trouble does.
+const (
+	// Healthy passes every request and answer.
+	Healthy Fault = iota
+	// Down refuses connections: the server is dead (the listener is
+	// closed, so a client sees "connection refused").
+	Down
+	// Slow holds each answer for the proxy's Latency.
+	Slow
+	// Reset closes the connection before forwarding: the request never
+	// reached the server.
+	Reset
+	// ServerError answers 503 without forwarding.
+	ServerError
+	// CutAfterSend forwards the request (the server acts on it: it may
+	// issue a certificate) and closes the connection instead of answering:
+	// the answer is lost.
+	CutAfterSend
+)
+
+func (f Fault) String() string {
+	return [...]string{"healthy", "down", "slow", "reset", "server-error", "cut-after-send"}[f]
+}
+
+// FaultProxy stands in front of a SCEP server on its own loopback port and
+// injects one Fault at a time. It counts the PKIOperation requests whose
+// answer was lost after the server had them (CutAfterSend), the only ones
+// that may legitimately make a server without CertPoll issue twice.
+type FaultProxy struct {
+	// URL is the proxied SCEP URL (same path as the server's).
+	URL string
+
+	backend *url.URL
+	proxy   *httputil.ReverseProxy
+	addr    string
+
+	mu           sync.Mutex
+	fault        Fault
+	latency      time.Duration
+	listener     net.Listener
+	srv          *http.Server
+	lostAnswers  int
+}
+
+// NewFaultProxy starts a healthy proxy for the SCEP URL target; the proxy
+// itself serves plain HTTP. transport (nil: http.DefaultTransport) reaches
+// the target, e.g. trusting an https server's root.
+func NewFaultProxy(target string, transport http.RoundTripper) (*FaultProxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &FaultProxy{backend: u, addr: l.Addr().String(), latency: 3 * time.Second}
+	p.proxy = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: u.Scheme, Host: u.Host})
+	p.proxy.Transport = transport
+	director := p.proxy.Director
+	p.proxy.Director = func(r *http.Request) {
+		director(r)
+		r.Host = u.Host // the backend's name, for TLS and virtual hosts
+	}
+	p.URL = "http://" + p.addr + u.Path
+	if u.RawQuery != "" {
+		p.URL += "?" + u.RawQuery
+	}
+	p.serve(l)
+	return p, nil
+}
+
+func (p *FaultProxy) serve(l net.Listener) {
+	p.listener = l
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(l) }()
+}
+
+// Set changes the fault; leaving Down reopens the listener on the same port.
+func (p *FaultProxy) Set(f Fault) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f == p.fault {
+		return nil
+	}
+	if f == Down {
+		_ = p.srv.Close()
+	}
+	if p.fault == Down {
+		var l net.Listener
+		var err error
+		// The port was ours a moment ago; another process rarely takes it.
+		for i := 0; i < 50; i++ {
+			if l, err = net.Listen("tcp", p.addr); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("reopening %s: %w", p.addr, err)
+		}
+		p.serve(l)
+	}
+	p.fault = f
+	return nil
+}
+
+// LostAnswers is how many PKIOperation answers CutAfterSend withheld after
+// the server had acted on the request.
+func (p *FaultProxy) LostAnswers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lostAnswers
+}
+
+// Close stops the proxy.
+func (p *FaultProxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.srv.Close()
+}
+
+// ServeHTTP applies the current fault.
+func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	fault, latency := p.fault, p.latency
+	p.mu.Unlock()
+	pki := strings.Contains(r.URL.RawQuery, "PKIOperation")
+	switch fault {
+	case Reset:
+		hijackClose(w)
+		return
+	case ServerError:
+		http.Error(w, "injected fault: service unavailable", http.StatusServiceUnavailable)
+		return
+	case CutAfterSend:
+		rec := &recorder{header: http.Header{}}
+		p.proxy.ServeHTTP(rec, r)
+		if pki && rec.code == http.StatusOK {
+			p.mu.Lock()
+			p.lostAnswers++
+			p.mu.Unlock()
+		}
+		hijackClose(w)
+		return
+	case Slow:
+		t := time.NewTimer(latency)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	p.proxy.ServeHTTP(w, r)
+}
+
+// hijackClose closes the client's connection without an answer.
+func hijackClose(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// recorder keeps an answer the client will never get.
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.body.Write(b)
+}

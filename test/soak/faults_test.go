@@ -1,0 +1,144 @@
+//go:build soak
+
+package soak
+
+import (
+	"context"
+	"net"
+	"time"
+)
+
+// inject applies a random fault every 10-30 s until ctx ends; each lasts
+// its own while and is undone before the next.
+func (h *harness) inject(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.between(10*time.Second, 30*time.Second)):
+		}
+		switch h.intn(6) {
+		case 0:
+			h.killManager(true)
+		case 1:
+			h.killManager(false)
+		case 2:
+			h.stopAPIServer(ctx, h.between(5*time.Second, min(60*time.Second, *duration/6)))
+		case 3:
+			h.restartEtcd()
+		case 4:
+			srv := h.servers[h.intn(len(h.servers))]
+			h.serverFault(ctx, srv, Down, h.between(5*time.Second, 20*time.Second))
+		default:
+			srv := h.servers[h.intn(len(h.servers))]
+			f := []Fault{Slow, Reset, ServerError, CutAfterSend}[h.intn(4)]
+			h.serverFault(ctx, srv, f, h.between(10*time.Second, 30*time.Second))
+		}
+	}
+}
+
+func (h *harness) count(fault string) {
+	h.mu.Lock()
+	h.faults[fault]++
+	h.mu.Unlock()
+}
+
+// killManager SIGKILLs the leader (or the standby); the supervisor starts
+// it again 2-8 s later.
+func (h *harness) killManager(leader bool) {
+	lead := h.leader()
+	target := ""
+	for name := range h.snapshotManagers() {
+		if (name == lead) == leader {
+			target = name
+		}
+	}
+	if target == "" {
+		h.logf("fault: no %s to kill (leader %q)", map[bool]string{true: "leader", false: "standby"}[leader], lead)
+		return
+	}
+	h.mu.Lock()
+	slot := h.managers[target]
+	slot.restartAt = time.Now().Add(h.between(2*time.Second, 8*time.Second))
+	proc := slot.proc
+	h.mu.Unlock()
+	role := map[bool]string{true: "leader", false: "standby"}[leader]
+	h.logf("fault: SIGKILL %s (manager %s, pid %d)", role, target, proc.PID())
+	h.count("kill-" + role)
+	_ = proc.Kill()
+}
+
+// stopAPIServer stops kube-apiserver for d (etcd keeps the data), then
+// starts it again on the same address with the same certificates.
+func (h *harness) stopAPIServer(ctx context.Context, d time.Duration) {
+	api := h.st.Env.Environment.ControlPlane.GetAPIServer()
+	h.logf("fault: kube-apiserver stopped for %s", d.Round(time.Second))
+	h.count("apiserver-down")
+	if err := api.Stop(); err != nil {
+		h.logf("  stopping kube-apiserver: %v", err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	if err := api.Start(); err != nil {
+		h.t.Errorf("starting kube-apiserver again: %v", err)
+		return
+	}
+	h.logf("  kube-apiserver back")
+}
+
+// restartEtcd stops etcd and starts it again with its data.
+func (h *harness) restartEtcd() {
+	etcd := h.st.Env.Environment.ControlPlane.Etcd
+	h.logf("fault: etcd restarted")
+	h.count("etcd-restart")
+	if err := etcd.Stop(); err != nil {
+		h.logf("  stopping etcd: %v", err)
+	}
+	if err := etcd.Start(); err != nil {
+		h.t.Errorf("starting etcd again: %v", err)
+	}
+}
+
+// serverFault sets a fault on a server's proxy for d.
+func (h *harness) serverFault(ctx context.Context, srv *server, f Fault, d time.Duration) {
+	h.logf("fault: %s %s for %s", srv.name, f, d.Round(time.Second))
+	h.count(f.String())
+	if err := srv.proxy.Set(f); err != nil {
+		h.t.Errorf("%s: %v", srv.name, err)
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	if err := srv.proxy.Set(Healthy); err != nil {
+		h.t.Errorf("%s: %v", srv.name, err)
+	}
+}
+
+// heal undoes every fault: servers healthy, both managers running.
+func (h *harness) heal(ctx context.Context) {
+	for _, srv := range h.servers {
+		if err := srv.proxy.Set(Healthy); err != nil {
+			h.t.Errorf("%s: %v", srv.name, err)
+		}
+	}
+	for name, slot := range h.snapshotManagers() {
+		if exited, _ := slot.proc.Exited(); exited {
+			h.startManager(ctx, name)
+		}
+	}
+}
+
+// freePort finds a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+

@@ -1,0 +1,354 @@
+//go:build soak
+
+package soak
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/test/micromdm"
+	"github.com/scep-operator/scep-operator/test/scepserver"
+	"github.com/scep-operator/scep-operator/test/stack"
+	"github.com/scep-operator/scep-operator/test/stepca"
+)
+
+var (
+	duration = flag.Duration("soak.duration", 3*time.Minute, "how long Certificates are created, renewed and deleted while faults hit")
+	seed     = flag.Uint64("soak.seed", 0, "random seed (0: from the time; the log prints it)")
+)
+
+var namespaces = []string{"soak-a", "soak-b", "soak-c"}
+
+// TestSoak runs the soak (see the package's documentation).
+func TestSoak(t *testing.T) {
+	ctx := t.Context()
+	s := *seed
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	h := &harness{t: t, rng: rand.New(rand.NewPCG(s, s>>1)), start: time.Now()}
+	h.logf("soak: %s, seed %d", *duration, s)
+	h.up(ctx)
+
+	runCtx, stopRun := context.WithTimeout(ctx, *duration)
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() { defer wg.Done(); h.supervise(runCtx) }()
+	go func() { defer wg.Done(); h.generate(runCtx) }()
+	go func() { defer wg.Done(); h.inject(runCtx) }()
+	go func() { defer wg.Done(); h.sample(runCtx) }()
+	<-runCtx.Done()
+	stopRun()
+	wg.Wait()
+
+	h.logf("soak: load and faults stopped; healing and waiting for every Certificate")
+	h.heal(ctx)
+	superviseCtx, stopSupervise := context.WithCancel(ctx)
+	go h.supervise(superviseCtx)
+	defer stopSupervise()
+	h.waitAllReady(ctx, 5*time.Minute)
+	h.account(ctx)
+}
+
+// harness is the soak's world.
+type harness struct {
+	t     *testing.T
+	rng   *rand.Rand
+	rngMu sync.Mutex
+	start time.Time
+
+	st         *stack.Stack
+	managerBin string
+	servers    []*server
+
+	mu       sync.Mutex
+	managers map[string]*managerSlot
+	events   []string
+	created  int
+	renewed  int
+	deleted  int
+	faults   map[string]int
+	samples  []sample
+}
+
+// server is one SCEP server behind its fault proxy.
+type server struct {
+	name     string
+	proxy    *FaultProxy
+	certPoll bool // the server answers PENDING and issues on CertPoll
+	// issued lists what the server's own records say it issued.
+	issued func() []string
+}
+
+// managerSlot is one of the two operator replicas; the supervisor restarts
+// it after it exits or after a kill, as a kubelet would.
+type managerSlot struct {
+	proc        *stack.ManagerProcess
+	restartAt   time.Time
+	starts      int
+	metricsPort int
+}
+
+func (h *harness) intn(n int) int {
+	h.rngMu.Lock()
+	defer h.rngMu.Unlock()
+	return h.rng.IntN(n)
+}
+
+func (h *harness) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(h.intn(int(hi-lo)+1))
+}
+
+// logf prints and keeps a timestamped line.
+func (h *harness) logf(format string, args ...any) {
+	line := fmt.Sprintf("%7.1fs %s", time.Since(h.start).Seconds(), fmt.Sprintf(format, args...))
+	h.mu.Lock()
+	h.events = append(h.events, line)
+	h.mu.Unlock()
+	h.t.Log(line)
+}
+
+// up starts the API server (with fixed directories, so it and etcd can be
+// restarted), cert-manager, the servers, their profiles and two managers.
+func (h *harness) up(ctx context.Context) {
+	t := h.t
+	dir := t.TempDir()
+	var err error
+	h.st, err = stack.Up(ctx, stack.Options{
+		HelmValues: []string{"replicaCount=2"},
+		NoOperator: true,
+		Configure: func(env *ctrlenvtest.Environment) {
+			env.ControlPlane.GetAPIServer().CertDir = filepath.Join(dir, "apiserver")
+			if env.ControlPlane.Etcd == nil {
+				env.ControlPlane.Etcd = &ctrlenvtest.Etcd{}
+			}
+			env.ControlPlane.Etcd.DataDir = filepath.Join(dir, "etcd")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.st.Down)
+	for _, d := range []string{"apiserver", "etcd"} {
+		_ = os.MkdirAll(filepath.Join(dir, d), 0o700)
+	}
+	if h.managerBin, err = h.st.BuildManager(ctx, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range namespaces {
+		if err := h.st.Env.CreateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pending := scepserver.Start(t, scepserver.Behavior{Pending: 1})
+	mdm := micromdm.Start(t, micromdm.Options{})
+	sca := stepca.Start(t, stepca.Options{IncludeRoot: true})
+	stepTransport := http.DefaultTransport.(*http.Transport).Clone()
+	stepTransport.TLSClientConfig = sca.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
+	for _, s := range []struct {
+		name      string
+		url       string
+		transport http.RoundTripper
+		certPoll  bool
+		issued    func() []string
+	}{
+		{"pending", pending.URL, nil, true, func() []string { return serialsOf(pending) }},
+		{"micromdm", mdm.URL, nil, false, func() []string { return micromdmIssued(t, mdm) }},
+		{"stepca", sca.URL, stepTransport, false, nil},
+	} {
+		p, err := NewFaultProxy(s.url, s.transport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		h.servers = append(h.servers, &server{name: s.name, proxy: p, certPoll: s.certPoll, issued: s.issued})
+		profile := &scepv1alpha1.ClusterSCEPProfile{
+			ObjectMeta: metav1.ObjectMeta{Name: s.name},
+			Spec: scepv1alpha1.SCEPProfileSpec{
+				AllowAnySubject: true, AllowAnySubjectAltNames: true,
+				URL:           p.URL,
+				RetryInterval: &metav1.Duration{Duration: 2 * time.Second},
+			},
+		}
+		if err := h.st.Client().Create(ctx, profile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.managers = map[string]*managerSlot{"a": {}, "b": {}}
+	h.faults = map[string]int{}
+	for name := range h.managers {
+		h.startManager(ctx, name)
+	}
+}
+
+// fastLease: a standby takes over within seconds of the leader's death.
+var fastLease = []string{
+	"--leader-election-lease-duration=6s",
+	"--leader-election-renew-deadline=4s",
+	"--leader-election-retry-period=1s",
+}
+
+func (h *harness) startManager(ctx context.Context, name string) {
+	port, err := freePort()
+	if err != nil {
+		h.t.Errorf("starting manager %s: %v", name, err)
+		return
+	}
+	// Plain-HTTP metrics on a loopback port of its own, for the samples.
+	args := append(append([]string{}, fastLease...), fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--metrics-secure=false")
+	p, err := h.st.StartManagerProcess(ctx, h.managerBin, name, args...)
+	if err != nil {
+		h.t.Errorf("starting manager %s: %v", name, err)
+		return
+	}
+	h.mu.Lock()
+	slot := h.managers[name]
+	slot.proc, slot.restartAt, slot.metricsPort = p, time.Time{}, port
+	slot.starts++
+	h.mu.Unlock()
+}
+
+// supervise restarts a manager that exited (it loses its lease when the
+// API server is away, and exits, as controller-runtime does) or was killed.
+func (h *harness) supervise(ctx context.Context) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for name, slot := range h.snapshotManagers() {
+			exited, err := slot.proc.Exited()
+			if !exited {
+				continue
+			}
+			if slot.restartAt.IsZero() {
+				h.logf("manager %s exited (%v); restarting it", name, err)
+				h.startManager(ctx, name)
+			} else if time.Now().After(slot.restartAt) {
+				h.logf("manager %s restarted after its kill", name)
+				h.startManager(ctx, name)
+			}
+		}
+	}
+}
+
+func (h *harness) snapshotManagers() map[string]managerSlot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]managerSlot{}
+	for k, v := range h.managers {
+		out[k] = *v
+	}
+	return out
+}
+
+// leader is the name of the manager that holds the lease now ("" if none).
+func (h *harness) leader() string {
+	for name, slot := range h.snapshotManagers() {
+		if exited, _ := slot.proc.Exited(); !exited && strings.Contains(slot.proc.Logs(), "Successfully acquired lease") {
+			return name
+		}
+	}
+	return ""
+}
+
+// generate creates, renews and deletes Certificates at a steady rate.
+func (h *harness) generate(ctx context.Context) {
+	c := h.st.Client()
+	tick := time.NewTicker(1500 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		switch r := h.intn(10); {
+		case r < 7 || n < 10:
+			srv := h.servers[h.intn(len(h.servers))]
+			crt := &cmapi.Certificate{
+				ObjectMeta: metav1.ObjectMeta{Namespace: namespaces[h.intn(len(namespaces))], Name: fmt.Sprintf("soak-%04d", n)},
+				Spec: cmapi.CertificateSpec{
+					SecretName: fmt.Sprintf("soak-%04d-tls", n),
+					CommonName: fmt.Sprintf("soak-%04d.%s", n, srv.name),
+					PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
+					IssuerRef:  cmmeta.IssuerReference{Group: scepv1alpha1.GroupVersion.Group, Kind: "ClusterSCEPProfile", Name: srv.name},
+				},
+			}
+			if err := c.Create(actx, crt); err == nil {
+				h.mu.Lock()
+				h.created++
+				h.mu.Unlock()
+			}
+		case r < 9:
+			if crt := h.pickReady(actx); crt != nil {
+				// What `cmctl renew` does: the Issuing condition, set by hand.
+				crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
+					Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
+					Reason: "ManuallyTriggered", Message: "soak: renew", LastTransitionTime: &metav1.Time{Time: time.Now()},
+				})
+				if err := c.Status().Update(actx, crt); err == nil {
+					h.mu.Lock()
+					h.renewed++
+					h.mu.Unlock()
+				}
+			}
+		default:
+			if crt := h.pickReady(actx); crt != nil {
+				if err := c.Delete(actx, crt); err == nil {
+					h.mu.Lock()
+					h.deleted++
+					h.mu.Unlock()
+				}
+			}
+		}
+		cancel()
+	}
+}
+
+// pickReady returns a random Ready Certificate that is not being renewed.
+func (h *harness) pickReady(ctx context.Context) *cmapi.Certificate {
+	var list cmapi.CertificateList
+	if err := h.st.Client().List(ctx, &list); err != nil {
+		return nil
+	}
+	var ready []cmapi.Certificate
+	for _, crt := range list.Items {
+		if stack.IsReady(&crt) && !issuing(&crt) && crt.DeletionTimestamp == nil {
+			ready = append(ready, crt)
+		}
+	}
+	if len(ready) == 0 {
+		return nil
+	}
+	return &ready[h.intn(len(ready))]
+}
+
+func issuing(crt *cmapi.Certificate) bool {
+	for _, c := range crt.Status.Conditions {
+		if c.Type == cmapi.CertificateConditionIssuing && c.Status == cmmeta.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
