@@ -127,7 +127,7 @@ func (h *harness) heal(ctx context.Context) {
 	}
 	for name, slot := range h.snapshotManagers() {
 		if exited, _ := slot.proc.Exited(); exited {
-			h.startManager(ctx, name)
+			h.startManager(name)
 		}
 	}
 }

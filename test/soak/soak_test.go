@@ -41,7 +41,7 @@ func TestSoak(t *testing.T) {
 	if s == 0 {
 		s = uint64(time.Now().UnixNano())
 	}
-	h := &harness{t: t, rng: rand.New(rand.NewPCG(s, s>>1)), start: time.Now()}
+	h := &harness{t: t, rng: rand.New(rand.NewPCG(s, s>>1)), start: time.Now(), procCtx: ctx}
 	h.logf("soak: %s, seed %d", *duration, s)
 	h.up(ctx)
 
@@ -72,6 +72,8 @@ type harness struct {
 	rngMu sync.Mutex
 	start time.Time
 
+	// procCtx lives as long as the test: manager processes die with it.
+	procCtx    context.Context
 	st         *stack.Stack
 	managerBin string
 	servers    []*server
@@ -102,6 +104,10 @@ type managerSlot struct {
 	restartAt   time.Time
 	starts      int
 	metricsPort int
+	startedAt   time.Time
+	// backoff is the wait before restarting a process that exited by
+	// itself, doubled at each quick exit (kubelet's CrashLoopBackOff).
+	backoff time.Duration
 }
 
 func (h *harness) intn(n int) int {
@@ -128,6 +134,11 @@ func (h *harness) logf(format string, args ...any) {
 func (h *harness) up(ctx context.Context) {
 	t := h.t
 	dir := t.TempDir()
+	for _, d := range []string{"apiserver", "etcd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var err error
 	h.st, err = stack.Up(ctx, stack.Options{
 		HelmValues: []string{"replicaCount=2"},
@@ -144,9 +155,6 @@ func (h *harness) up(ctx context.Context) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.st.Down)
-	for _, d := range []string{"apiserver", "etcd"} {
-		_ = os.MkdirAll(filepath.Join(dir, d), 0o700)
-	}
 	if h.managerBin, err = h.st.BuildManager(ctx, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +165,12 @@ func (h *harness) up(ctx context.Context) {
 	}
 
 	pending := scepserver.Start(t, scepserver.Behavior{Pending: 1})
-	mdm := micromdm.Start(t, micromdm.Options{})
+	// Quiet: MicroMDM logs every request.
+	mdm, err := micromdm.New(t.TempDir(), micromdm.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mdm.Close)
 	sca := stepca.Start(t, stepca.Options{IncludeRoot: true})
 	stepTransport := http.DefaultTransport.(*http.Transport).Clone()
 	stepTransport.TLSClientConfig = sca.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
@@ -193,7 +206,7 @@ func (h *harness) up(ctx context.Context) {
 	h.managers = map[string]*managerSlot{"a": {}, "b": {}}
 	h.faults = map[string]int{}
 	for name := range h.managers {
-		h.startManager(ctx, name)
+		h.startManager(name)
 	}
 }
 
@@ -204,7 +217,7 @@ var fastLease = []string{
 	"--leader-election-retry-period=1s",
 }
 
-func (h *harness) startManager(ctx context.Context, name string) {
+func (h *harness) startManager(name string) {
 	port, err := freePort()
 	if err != nil {
 		h.t.Errorf("starting manager %s: %v", name, err)
@@ -212,14 +225,14 @@ func (h *harness) startManager(ctx context.Context, name string) {
 	}
 	// Plain-HTTP metrics on a loopback port of its own, for the samples.
 	args := append(append([]string{}, fastLease...), fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--metrics-secure=false")
-	p, err := h.st.StartManagerProcess(ctx, h.managerBin, name, args...)
+	p, err := h.st.StartManagerProcess(h.procCtx, h.managerBin, name, args...)
 	if err != nil {
 		h.t.Errorf("starting manager %s: %v", name, err)
 		return
 	}
 	h.mu.Lock()
 	slot := h.managers[name]
-	slot.proc, slot.restartAt, slot.metricsPort = p, time.Time{}, port
+	slot.proc, slot.restartAt, slot.metricsPort, slot.startedAt = p, time.Time{}, port, time.Now()
 	slot.starts++
 	h.mu.Unlock()
 }
@@ -241,11 +254,21 @@ func (h *harness) supervise(ctx context.Context) {
 				continue
 			}
 			if slot.restartAt.IsZero() {
-				h.logf("manager %s exited (%v); restarting it", name, err)
-				h.startManager(ctx, name)
+				// It exited by itself (it loses its lease, and exits, when
+				// the API server is away): back off as a kubelet does.
+				backoff := slot.backoff
+				if time.Since(slot.startedAt) > time.Minute || backoff == 0 {
+					backoff = time.Second
+				} else {
+					backoff = min(2*backoff, 20*time.Second)
+				}
+				h.mu.Lock()
+				h.managers[name].restartAt, h.managers[name].backoff = time.Now().Add(backoff), backoff
+				h.mu.Unlock()
+				h.logf("manager %s exited (%v); restarting it in %s", name, err, backoff)
 			} else if time.Now().After(slot.restartAt) {
-				h.logf("manager %s restarted after its kill", name)
-				h.startManager(ctx, name)
+				h.logf("manager %s started again", name)
+				h.startManager(name)
 			}
 		}
 	}
