@@ -169,9 +169,15 @@ func (h *harness) account(ctx context.Context) {
 		}
 		lost := srv.proxy.LostAnswers()
 		t.Logf("soak: %s: %d requests left (cert-manager deletes superseded ones), %d certificates issued for %d keys, %d duplicates; %d answers lost after the server had the request", srv.name, perIssuer[srv.name], len(issued), len(bySPKI), dups, lost)
+		if srv.certPoll && dups > 0 {
+			// Duplicates by key: one request sent twice (one
+			// transactionID), or two requests with one key (cert-manager
+			// made a second request for the same key: two transactionIDs).
+			dups = h.explainDuplicates(bySPKI)
+		}
 		switch {
 		case srv.certPoll && dups > 0:
-			t.Errorf("%s answers CertPoll, yet issued %d duplicates", srv.name, dups)
+			t.Errorf("%s answers CertPoll, yet issued %d certificates twice for one transaction", srv.name, dups)
 		case !srv.certPoll && dups > lost+explained:
 			t.Errorf("%s issued %d duplicates, more than the %d lost answers and %d process or API faults explain", srv.name, dups, lost, explained)
 		}
@@ -268,4 +274,39 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// explainDuplicates prints, for each key the pending server issued more
+// than once, the messages of its transactions, and returns how many
+// certificates were issued beyond one per transaction.
+func (h *harness) explainDuplicates(bySPKI map[string]int) int {
+	txOfKey := map[string]map[string]bool{}
+	msgs := map[string][]string{}
+	for _, r := range h.pending.PKIRequests() {
+		msgs[r.TransactionID] = append(msgs[r.TransactionID], r.MessageType)
+		if r.CSR != nil {
+			sum := sha256.Sum256(r.CSR.RawSubjectPublicKeyInfo)
+			k := hex.EncodeToString(sum[:])
+			if txOfKey[k] == nil {
+				txOfKey[k] = map[string]bool{}
+			}
+			txOfKey[k][r.TransactionID] = true
+		}
+	}
+	beyond := 0
+	for k, n := range bySPKI {
+		if n < 2 {
+			continue
+		}
+		var txs []string
+		for tx := range txOfKey[k] {
+			txs = append(txs, fmt.Sprintf("%s…: %s", tx[:12], strings.Join(msgs[tx], " ")))
+		}
+		sort.Strings(txs)
+		h.t.Logf("soak: key %s… issued %d times, transactions:\n  %s", k[:12], n, strings.Join(txs, "\n  "))
+		if extra := n - len(txOfKey[k]); extra > 0 {
+			beyond += extra
+		}
+	}
+	return beyond
 }

@@ -51,12 +51,12 @@ type FaultProxy struct {
 	proxy   *httputil.ReverseProxy
 	addr    string
 
-	mu           sync.Mutex
-	fault        Fault
-	latency      time.Duration
-	listener     net.Listener
-	srv          *http.Server
-	lostAnswers  int
+	mu          sync.Mutex
+	fault       Fault
+	latency     time.Duration
+	listener    net.Listener
+	srv         *http.Server
+	lostAnswers int
 }
 
 // NewFaultProxy starts a healthy proxy for the SCEP URL target; the proxy

@@ -5,6 +5,7 @@ package soak
 import (
 	"context"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -17,19 +18,23 @@ func (h *harness) inject(ctx context.Context) {
 			return
 		case <-time.After(h.between(10*time.Second, 30*time.Second)):
 		}
-		switch h.intn(6) {
-		case 0:
+		kinds := []string{"kill-leader", "kill-standby", "apiserver", "etcd", "server-down", "server-chaos"}
+		if *only != "" {
+			kinds = strings.Split(*only, ",")
+		}
+		switch kinds[h.intn(len(kinds))] {
+		case "kill-leader":
 			h.killManager(true)
-		case 1:
+		case "kill-standby":
 			h.killManager(false)
-		case 2:
+		case "apiserver":
 			h.stopAPIServer(ctx, h.between(5*time.Second, min(60*time.Second, *duration/6)))
-		case 3:
+		case "etcd":
 			h.restartEtcd()
-		case 4:
+		case "server-down":
 			srv := h.servers[h.intn(len(h.servers))]
 			h.serverFault(ctx, srv, Down, h.between(5*time.Second, 20*time.Second))
-		default:
+		case "server-chaos":
 			srv := h.servers[h.intn(len(h.servers))]
 			f := []Fault{Slow, Reset, ServerError, CutAfterSend}[h.intn(4)]
 			h.serverFault(ctx, srv, f, h.between(10*time.Second, 30*time.Second))
@@ -141,4 +146,3 @@ func freePort() (int, error) {
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-

@@ -30,6 +30,7 @@ import (
 var (
 	duration = flag.Duration("soak.duration", 3*time.Minute, "how long Certificates are created, renewed and deleted while faults hit")
 	seed     = flag.Uint64("soak.seed", 0, "random seed (0: from the time; the log prints it)")
+	only     = flag.String("soak.faults", "", "comma-separated fault kinds to inject (kill-leader, kill-standby, apiserver, etcd, server-down, server-chaos); empty: all")
 )
 
 var namespaces = []string{"soak-a", "soak-b", "soak-c"}
@@ -77,6 +78,9 @@ type harness struct {
 	st         *stack.Stack
 	managerBin string
 	servers    []*server
+	// pending is the server with CertPoll, whose message log explains a
+	// duplicate.
+	pending *scepserver.Server
 
 	mu       sync.Mutex
 	managers map[string]*managerSlot
@@ -172,6 +176,7 @@ func (h *harness) up(ctx context.Context) {
 	}
 	t.Cleanup(mdm.Close)
 	sca := stepca.Start(t, stepca.Options{IncludeRoot: true})
+	h.pending = pending
 	stepTransport := http.DefaultTransport.(*http.Transport).Clone()
 	stepTransport.TLSClientConfig = sca.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
 	for _, s := range []struct {
