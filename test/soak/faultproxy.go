@@ -72,12 +72,12 @@ func NewFaultProxy(target string, transport http.RoundTripper) (*FaultProxy, err
 		return nil, err
 	}
 	p := &FaultProxy{backend: u, addr: l.Addr().String(), latency: 3 * time.Second}
-	p.proxy = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: u.Scheme, Host: u.Host})
-	p.proxy.Transport = transport
-	director := p.proxy.Director
-	p.proxy.Director = func(r *http.Request) {
-		director(r)
-		r.Host = u.Host // the backend's name, for TLS and virtual hosts
+	backend := &url.URL{Scheme: u.Scheme, Host: u.Host}
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(backend) // and the Host header: the backend's name, for TLS
+		},
+		Transport: transport,
 	}
 	p.URL = "http://" + p.addr + u.Path
 	if u.RawQuery != "" {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -34,6 +36,13 @@ var (
 )
 
 var namespaces = []string{"soak-a", "soak-b", "soak-c"}
+
+func init() {
+	// client-go's event broadcaster in cert-manager logs every Event it
+	// cannot write while the API server is away: thousands of lines.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+}
 
 // TestSoak runs the soak (see the package's documentation).
 func TestSoak(t *testing.T) {
