@@ -86,6 +86,7 @@ test-image: ## Build the image twice and check it (reproducible digests, static 
 
 .PHONY: test-deps
 test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
+	hack/krb5.sh
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).

@@ -30,7 +30,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "405 - HTTP verb used to access this page is not allowed.", http.StatusMethodNotAllowed)
 		return
 	}
-	user, ok := s.authenticate(w, r, o)
+	user, ok := s.authenticateAdmin(w, r, o)
 	if !ok {
 		return
 	}

@@ -178,6 +178,9 @@ type Options struct {
 	AllowedUsers []string
 	// Realm is the Basic realm; empty means the request's Host.
 	Realm string
+	// Kerberos, if set, also accepts Negotiate with Kerberos tickets for
+	// the page's SPN (see negotiate.go).
+	Kerberos *Kerberos
 
 	// PageEncoding is the admin page's encoding; UTF-16LE without BOM by
 	// default.
