@@ -352,20 +352,29 @@ const (
 // DynamicChallenge is where and how to fetch NDES's one-time passwords.
 // +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || (has(self.allowPlainHTTP) && self.allowPlainHTTP)",message="the NDES admin page over http:// exposes its credentials (NTLM can be relayed to AD CS, Basic is plain text): use an https:// url (with tls for its trust), or set allowPlainHTTP: true to accept that risk"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="dynamic.tls is only used with an https:// admin url"
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || self.auth != 'Kerberos' || has(self.kerberos)",message="auth Kerberos needs kerberos (the realm and its KDCs, or a krb5.conf ConfigMap)"
+// +kubebuilder:validation:XValidation:rule="has(self.auth) && self.auth == 'Kerberos' || !has(self.kerberos)",message="kerberos is only used with auth: Kerberos"
 type DynamicChallenge struct {
 	// URL is NDES's admin page, e.g. http://ndes.corp.example/certsrv/mscep_admin/.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
 	URL string `json:"url"`
 
-	// Auth is the HTTP authentication the page asks for.
+	// Auth is the HTTP authentication the page asks for: NTLM, Basic, or
+	// Kerberos (HTTP Negotiate with a Kerberos ticket, what IIS keeps when
+	// NTLM is turned off; configured in kerberos).
 	// +optional
 	// +kubebuilder:default=NTLM
-	// +kubebuilder:validation:Enum=NTLM;Basic
+	// +kubebuilder:validation:Enum=NTLM;Basic;Kerberos
 	Auth string `json:"auth,omitempty"`
 
+	// Kerberos configures auth Kerberos.
+	// +optional
+	Kerberos *KerberosAuth `json:"kerberos,omitempty"`
+
 	// CredentialsSecretRef names a Secret with keys "username" (DOMAIN\user
-	// or user@domain) and "password".
+	// or user@domain; for Kerberos the principal, user or user@REALM) and
+	// "password", or, for Kerberos, "keytab" instead of "password".
 	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
 
 	// TLS configures trust for an https admin URL, independently of the
