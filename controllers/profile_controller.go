@@ -253,10 +253,7 @@ func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Pro
 	case scepv1alpha1.ChallengeStatic:
 		_, err = r.Registry.ReadSecretKey(ctx, ns, *spec.Challenge.PasswordSecretRef, "password")
 	case scepv1alpha1.ChallengeDynamic:
-		ref := scepv1alpha1.SecretKeySelector{Name: spec.Challenge.Dynamic.CredentialsSecretRef.Name}
-		if _, err = r.Registry.ReadSecretKey(ctx, ns, ref, "username"); err == nil {
-			_, err = r.Registry.ReadSecretKey(ctx, ns, ref, "password")
-		}
+		err = r.Registry.CheckCredentialsSecret(ctx, p)
 	}
 	if err == nil {
 		// The TLS bundle is read when the client is built.
