@@ -2,8 +2,18 @@ package ndes
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
+	"net"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -266,6 +276,67 @@ func TestKerberosFallbackAndOffers(t *testing.T) {
 			t.Fatalf("emulator refused for %q", got)
 		}
 	})
+}
+
+// TestKerberosChannelBindingDefeatsTLSProxy puts a TLS-terminating proxy,
+// trusted by the client but with a certificate of its own, between the
+// client and the admin page: the ticket is bound to the proxy's
+// certificate, and the page, with Extended Protection, refuses it. This
+// is the relay that binding exists to stop.
+func TestKerberosChannelBindingDefeatsTLSProxy(t *testing.T) {
+	kdc, serviceKeytab := kerberosRealm(t, mitkdc.Options{})
+	s := kerberosNDES(t, serviceKeytab, func(o *ndesemu.Options) { o.Kerberos.ExtendedProtection = "Allow" })
+	target, err := url.Parse(s.HTTP.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = s.HTTP.Client().Transport
+	proxy := httptest.NewUnstartedServer(rp)
+	proxyCert := selfSignedLoopbackCert(t)
+	proxy.TLS = &tls.Config{Certificates: []tls.Certificate{proxyCert}, MinVersion: tls.VersionTLS12}
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(proxyCert.Leaf)
+
+	c, err := kerberosClient(t, s, kdc, &logSink{}, func(c *Config) {
+		c.URL = proxy.URL + "/certsrv/mscep_admin/"
+		c.RootCAs = roots
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Password(context.Background())
+	if !IsAuthError(err) || !strings.Contains(err.Error(), "terminates TLS") {
+		t.Fatalf("want IIS's refusal of a ticket bound to another certificate, got %v", err)
+	}
+	if got := s.Counters().LastAuthFailure; !strings.Contains(got, "does not match") {
+		t.Fatalf("emulator refused for %q", got)
+	}
+}
+
+// selfSignedLoopbackCert is a certificate for 127.0.0.1 unlike httptest's.
+func selfSignedLoopbackCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tls proxy"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 func TestKerberosConfigRefused(t *testing.T) {
