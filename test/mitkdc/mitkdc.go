@@ -54,7 +54,6 @@ type KDC struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *bytes.Buffer
 }
 
 // binaries are the programs a KDC needs, looked up in PATH and /usr/sbin
@@ -234,7 +233,7 @@ func (k *KDC) Keytab(t testing.TB, principal string) []byte {
 		t.Fatal(err)
 	}
 	f.Close()
-	os.Remove(f.Name()) // ktadd writes a new file
+	_ = os.Remove(f.Name()) // ktadd writes a new file
 	k.Admin(t, fmt.Sprintf("ktadd -k %s -norandkey %s", f.Name(), principal))
 	b, err := os.ReadFile(f.Name())
 	if err != nil {
@@ -263,18 +262,20 @@ func (k *KDC) Start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting krb5kdc: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when krb5kdc has ended, waitErr then says how.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", k.Addr, time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			break
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("krb5kdc exited (%v): %s%s", err, out.String(), k.log())
+		case <-exited:
+			return fmt.Errorf("krb5kdc exited (%v): %s%s", waitErr, out.String(), k.log())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -283,7 +284,7 @@ func (k *KDC) Start() error {
 			return fmt.Errorf("krb5kdc did not listen on %s within 15s: %s%s", k.Addr, out.String(), k.log())
 		}
 	}
-	k.cmd, k.out = cmd, out
+	k.cmd = cmd
 	go func() {
 		<-exited
 		k.mu.Lock()
@@ -312,7 +313,7 @@ func (k *KDC) Stop() {
 		if err != nil {
 			return
 		}
-		c.Close()
+		_ = c.Close()
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -338,7 +339,7 @@ func freePort() (int, error) {
 		if err != nil {
 			continue
 		}
-		u.Close()
+		_ = u.Close()
 		return port, nil
 	}
 	return 0, fmt.Errorf("no loopback port free for both TCP and UDP")

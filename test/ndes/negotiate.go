@@ -167,7 +167,7 @@ func (s *Server) checkBinding(cksum []byte, mode string) error {
 	}
 	if unbound {
 		if strings.EqualFold(mode, "Require") {
-			return errors.New("Extended Protection requires channel binding; the ticket carries none")
+			return errors.New("the ticket carries no channel binding, which Extended Protection (Require) demands")
 		}
 		return nil
 	}
