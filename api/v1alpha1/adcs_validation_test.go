@@ -20,7 +20,7 @@ import (
 	v1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 )
 
-// The cases of adcs_types.go's fields, run by TestAPIServerValidation.
+// The cases of the AD CS fields (adcs_types.go, certificateTemplate), run by TestAPIServerValidation.
 
 // kerberosDynamic is a Dynamic challenge with auth Kerberos.
 func kerberosDynamic(k *v1.KerberosAuth) func(*v1.SCEPProfileSpec) {
@@ -60,6 +60,25 @@ func adcsInvalidProfiles() []profileCase {
 			want: []string{"spec.challenge.dynamic.kerberos.kdcs[0]"},
 		},
 		{
+			name: "certificateTemplate with csrMode Passthrough",
+			spec: func(s *v1.SCEPProfileSpec) { s.CertificateTemplate = "WebServer-K8s" },
+			want: []string{"certificateTemplate is written into the CSR", "csrMode: Rebuild"},
+		},
+		{
+			name:    "certificateTemplate that is not a template name",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CSRMode = v1.CSRModeRebuild
+				s.CertificateTemplate = "Web/Server"
+			},
+			want: []string{"spec.certificateTemplate"},
+		},
+		{
+			name: "allowedExtensions letting a request name its template",
+			spec: func(s *v1.SCEPProfileSpec) { s.AllowedExtensions = []string{"1.2.3.4", "1.3.6.1.4.1.311.21.7"} },
+			want: []string{"spec.allowedExtensions", "a request must not choose its template", "certificateTemplate"},
+		},
+		{
 			name: "an SPN with a realm",
 			spec: kerberosDynamic(&v1.KerberosAuth{KDCs: []string{"dc1"}, ServicePrincipalName: "HTTP/ndes@CORP.EXAMPLE"}),
 			want: []string{"spec.challenge.dynamic.kerberos.servicePrincipalName"},
@@ -73,6 +92,13 @@ func adcsValidProfiles() []profileCase {
 			name:    "auth Kerberos with realm and KDCs",
 			cluster: true,
 			spec:    kerberosDynamic(&v1.KerberosAuth{Realm: "CORP.EXAMPLE", KDCs: []string{"dc1.corp.example", "10.0.0.2:88", "[fd00::2]:88"}, ServicePrincipalName: "HTTP/ndes.corp.example"}),
+		},
+		{
+			name: "certificateTemplate with csrMode Rebuild",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CSRMode = v1.CSRModeRebuild
+				s.CertificateTemplate = "Web Server K8s_v2.1"
+			},
 		},
 		{
 			name: "auth Kerberos with a krb5.conf ConfigMap and NTLM fallback",

@@ -30,6 +30,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || !self.retryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || !self.maxRetryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
 // +kubebuilder:validation:XValidation:rule="(has(self.subject) && size(self.subject) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
 // +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
+// +kubebuilder:validation:XValidation:rule="!has(self.certificateTemplate) || (has(self.csrMode) && self.csrMode == 'Rebuild')",message="certificateTemplate is written into the CSR, which only csrMode Rebuild builds; Passthrough forwards cert-manager's CSR unchanged: set csrMode: Rebuild, or remove certificateTemplate"
 // +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
@@ -127,6 +128,7 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=128
 	// +kubebuilder:validation:items:Pattern=`^[0-2](\.(0|[1-9][0-9]*))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.exists(o, o == '1.3.6.1.4.1.311.20.2' || o == '1.3.6.1.4.1.311.21.7')",message="the certificate template extensions (1.3.6.1.4.1.311.20.2, 1.3.6.1.4.1.311.21.7) cannot be allowed: a request must not choose its template; name it in certificateTemplate (csrMode Rebuild) instead"
 	AllowedExtensions []string `json:"allowedExtensions,omitempty"`
 
 	// KeySize is the RSA key size the request's key must have.
@@ -222,6 +224,21 @@ type SCEPProfileSpec struct {
 	// reason NamespaceNotAllowed and nothing is sent.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// AD CS practice (issue 14); their types, where they have their own,
+	// are in adcs_types.go.
+
+	// CertificateTemplate names the AD CS certificate template (its name,
+	// the cn, not its display name) the operator asks for: csrMode Rebuild
+	// adds it to every CSR as the Microsoft template extension
+	// szOID_ENROLL_CERTTYPE_EXTENSION (1.3.6.1.4.1.311.20.2). Only the
+	// profile chooses it: a request carrying either template extension is
+	// refused. Stock NDES picks its template from its registry by key usage
+	// instead (docs/ndes.md says when the request's template counts).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9 ._-]*$`
+	CertificateTemplate string `json:"certificateTemplate,omitempty"`
 }
 
 // VariableConstraints limits the variables a tenant picks freely.

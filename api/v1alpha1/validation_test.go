@@ -524,7 +524,7 @@ func invalidProfiles() []profileCase {
 			name:    "allowed extension that is not an OID",
 			cluster: true,
 			spec: func(s *v1.SCEPProfileSpec) {
-				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2", "subjectDirectoryAttributes"}
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.21.10", "subjectDirectoryAttributes"}
 			},
 			want: []string{"spec.allowedExtensions[1]", "should match"},
 		},
@@ -718,7 +718,7 @@ func validProfiles() []profileCase {
 			name: "extended key usages, allowed extensions and an email constraint",
 			spec: func(s *v1.SCEPProfileSpec) {
 				s.ExtendedKeyUsages = []string{"ServerAuth", "ClientAuth", "1.3.6.1.5.5.7.3.17"}
-				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2"}
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.21.10"}
 				s.Variables = &v1.VariableConstraints{Email: []string{"%namespace%-*@corp.example"}}
 			},
 		},

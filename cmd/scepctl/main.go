@@ -11,7 +11,7 @@
 //	               (--realm REALM --kdc HOST[:PORT],... | --krb5-conf FILE) [--spn HTTP/HOST]
 //	               [--allow-ntlm-fallback] [--ca-bundle FILE] [--insecure]
 //	scepctl enroll --url URL --subject DN [--dns NAME]... [--email ADDR]... [--uri URI]... [--upn UPN]...
-//	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both]
+//	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both] [--template NAME]
 //	               [--challenge PW | --challenge-file FILE |
 //	                --ndes-admin-url ADMIN_URL --ndes-username USER --ndes-password-file FILE [--ndes-auth ntlm|basic]
 //	                [--ndes-allow-plain-http] [the Kerberos options as --ndes-realm, --ndes-kdc, ...]]
