@@ -63,6 +63,9 @@ const (
 	// ReasonDestinationRefused: the profile's url or NDES admin url is (or
 	// resolves to) an address the operator's egress policy refuses.
 	ReasonDestinationRefused = "DestinationRefused"
+	// ReasonBelowCryptoFloor: the server offers nothing as strong as the
+	// profile's spec.cryptoFloor (or the default floor) allows.
+	ReasonBelowCryptoFloor = "BelowCryptoFloor"
 )
 
 // AnnotationValidateCredentials on a profile with a Dynamic challenge asks
@@ -397,6 +400,7 @@ func (r *ProfileReconciler) keepSigner(ctx context.Context, p scepv1alpha1.Profi
 func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclient.ServerInfo) {
 	status := p.GetStatus()
 	status.Capabilities = info.Caps.Strings()
+	status.Algorithms = info.Algorithms.String()
 	status.CACertificates = nil
 	status.CAExpiry = nil
 	key := profiles.KeyOf(p).String()
@@ -418,21 +422,24 @@ func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclien
 // classify maps a check failure to the Ready reason.
 func classify(err error) string {
 	var (
-		mismatch *scep.FingerprintMismatchError
-		httpErr  *scepclient.HTTPError
-		content  *scepclient.ContentError
-		tooLarge *scepclient.TooLargeError
-		redirect *egress.RedirectError
-		specErr  *profiles.SpecError
-		secret   *profiles.SecretError
-		netErr   net.Error
-		tlsErr   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
+		mismatch   *scep.FingerprintMismatchError
+		belowFloor *scepclient.BelowFloorError
+		httpErr    *scepclient.HTTPError
+		content    *scepclient.ContentError
+		tooLarge   *scepclient.TooLargeError
+		redirect   *egress.RedirectError
+		specErr    *profiles.SpecError
+		secret     *profiles.SecretError
+		netErr     net.Error
+		tlsErr     *tls.CertificateVerificationError
+		unknown    x509.UnknownAuthorityError
 	)
 	switch {
 	// Before SpecError and net.Error, which carry it.
 	case egress.IsRefused(err):
 		return ReasonDestinationRefused
+	case errors.As(err, &belowFloor):
+		return ReasonBelowCryptoFloor
 	case errors.As(err, &mismatch):
 		return ReasonFingerprintMismatch
 	case errors.As(err, &specErr):

@@ -16,7 +16,8 @@ limitations under the License.
 
 package v1alpha1
 
-// The types of AD CS practice: Kerberos to NDES's admin page.
+// The types of AD CS practice: Kerberos to NDES's admin page, the crypto
+// floor.
 
 // KerberosAuth is how the operator gets a Kerberos ticket for NDES's admin
 // page: the realm and its KDCs, or a krb5.conf, and the page's service
@@ -78,4 +79,23 @@ type ConfigMapKeySelector struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Key string `json:"key,omitempty"`
+}
+
+// CryptoFloor is the weakest algorithms a profile lets the operator use.
+type CryptoFloor struct {
+	// ContentEncryption is the weakest cipher the request's envelope may
+	// use: DES (single DES, 56-bit: only for servers that offer nothing
+	// else, explicitly), DES3 (triple DES, the default) or AES.
+	// +optional
+	// +kubebuilder:default=DES3
+	// +kubebuilder:validation:Enum=DES;DES3;AES
+	ContentEncryption string `json:"contentEncryption,omitempty"`
+
+	// Digest is the weakest digest the request's signature may use: SHA1
+	// (the default; used only when the server announces nothing better),
+	// SHA256 or SHA512.
+	// +optional
+	// +kubebuilder:default=SHA1
+	// +kubebuilder:validation:Enum=SHA1;SHA256;SHA512
+	Digest string `json:"digest,omitempty"`
 }

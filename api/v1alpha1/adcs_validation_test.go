@@ -17,10 +17,13 @@ limitations under the License.
 package v1alpha1_test
 
 import (
+	"testing"
+
 	v1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 )
 
-// The cases of the AD CS fields (adcs_types.go, certificateTemplate), run by TestAPIServerValidation.
+// The cases of the AD CS fields (adcs_types.go, certificateTemplate,
+// cryptoFloor), run by TestAPIServerValidation.
 
 // kerberosDynamic is a Dynamic challenge with auth Kerberos.
 func kerberosDynamic(k *v1.KerberosAuth) func(*v1.SCEPProfileSpec) {
@@ -79,6 +82,16 @@ func adcsInvalidProfiles() []profileCase {
 			want: []string{"spec.allowedExtensions", "a request must not choose its template", "certificateTemplate"},
 		},
 		{
+			name: "a content encryption floor that is not a SCEP cipher",
+			spec: func(s *v1.SCEPProfileSpec) { s.CryptoFloor = &v1.CryptoFloor{ContentEncryption: "RC2"} },
+			want: []string{"spec.cryptoFloor.contentEncryption", `Unsupported value: "RC2"`, `"DES3"`, `"AES"`},
+		},
+		{
+			name: "a digest floor that is not a SCEP digest",
+			spec: func(s *v1.SCEPProfileSpec) { s.CryptoFloor = &v1.CryptoFloor{Digest: "MD5"} },
+			want: []string{"spec.cryptoFloor.digest", `Unsupported value: "MD5"`},
+		},
+		{
 			name: "an SPN with a realm",
 			spec: kerberosDynamic(&v1.KerberosAuth{KDCs: []string{"dc1"}, ServicePrincipalName: "HTTP/ndes@CORP.EXAMPLE"}),
 			want: []string{"spec.challenge.dynamic.kerberos.servicePrincipalName"},
@@ -98,6 +111,15 @@ func adcsValidProfiles() []profileCase {
 			spec: func(s *v1.SCEPProfileSpec) {
 				s.CSRMode = v1.CSRModeRebuild
 				s.CertificateTemplate = "Web Server K8s_v2.1"
+			},
+		},
+		{
+			name: "an empty cryptoFloor gets DES3 and SHA1",
+			spec: func(s *v1.SCEPProfileSpec) { s.CryptoFloor = &v1.CryptoFloor{} },
+			check: func(t *testing.T, s *v1.SCEPProfileSpec) {
+				if s.CryptoFloor == nil || s.CryptoFloor.ContentEncryption != "DES3" || s.CryptoFloor.Digest != "SHA1" {
+					t.Errorf("stored cryptoFloor %+v; want DES3, SHA1", s.CryptoFloor)
+				}
 			},
 		},
 		{

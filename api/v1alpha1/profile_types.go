@@ -239,6 +239,17 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9 ._-]*$`
 	CertificateTemplate string `json:"certificateTemplate,omitempty"`
+
+	// CryptoFloor is the weakest content encryption and digest the
+	// operator may use with the server. Unset: triple DES and SHA-1, so
+	// single DES is refused and SHA-1 is used only where the server
+	// announces nothing better (the strongest announced is always chosen).
+	// A server below the floor (or one that does not answer GetCACaps, and
+	// so is assumed to offer only triple DES and SHA-1) leaves the profile
+	// not Ready with reason BelowCryptoFloor, naming what the server lacks
+	// and the field that would allow it.
+	// +optional
+	CryptoFloor *CryptoFloor `json:"cryptoFloor,omitempty"`
 }
 
 // VariableConstraints limits the variables a tenant picks freely.
@@ -447,6 +458,12 @@ type SCEPProfileStatus struct {
 	// +optional
 	// +listType=atomic
 	Capabilities []string `json:"capabilities,omitempty"`
+
+	// Algorithms are the content encryption and digest the operator uses
+	// with the server, chosen from Capabilities under spec.cryptoFloor,
+	// e.g. "AES-256-CBC/SHA-512".
+	// +optional
+	Algorithms string `json:"algorithms,omitempty"`
 
 	// CAExpiry is the earliest notAfter among CACertificates.
 	// +optional
