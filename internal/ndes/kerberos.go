@@ -267,6 +267,24 @@ func IsKerberosError(err error) bool {
 // there.
 var krbErrorCode = regexp.MustCompile(`KRB Error: \((\d{1,3})\)`)
 
+// refusal is our reading of a KDC's refusal of the account, and what to do.
+type refusal struct{ detail, remedy string }
+
+// kdcRefusals are the KRB-ERROR codes by which a KDC refuses the account
+// itself (the profile's CredentialsRejected); keytab, when set, is the
+// reading for a keytab login.
+var kdcRefusals = map[int32]struct{ account, keytab refusal }{
+	errorcode.KDC_ERR_PREAUTH_FAILED: {
+		account: refusal{"the KDC refused the password", "check the password in the credentials Secret; every wrong try counts towards the account's lockout"},
+		keytab:  refusal{"the KDC refused the keytab's key", "the keytab is out of date (the password changed, or its kvno or encryption types are not the account's): export it again"},
+	},
+	errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN: {account: refusal{"the KDC does not know the principal", "check the user name (user or user@REALM) and the realm"}},
+	errorcode.KDC_ERR_KEY_EXPIRED:         {account: refusal{"the account's password has expired", "set a new password on the account (or make it never expire, as service accounts usually are) and update the credentials Secret"}},
+	errorcode.KDC_ERR_CLIENT_REVOKED:      {account: refusal{"the account is disabled or locked out", "enable or unlock the account in the directory"}},
+	errorcode.KDC_ERR_NAME_EXP:            {account: refusal{"the account has expired", "extend the account's expiry date in the directory"}},
+	errorcode.KDC_ERR_POLICY:              {account: refusal{"the KDC's policy refuses the account a ticket", "check the account's logon restrictions (logon hours, allowed workstations, disabled tickets)"}},
+}
+
 // classifyKerberos turns a gokrb5 failure of the login or ticket request
 // into an *AuthError (the KDC refused the account: the profile's
 // credentials are wrong) or a *KerberosError (anything else). gokrb5's own
@@ -284,22 +302,13 @@ func (l *kerberosLogin) classifyKerberos(err error, stage string) error {
 	refused := func(detail, remedy string) error {
 		return &AuthError{User: who, Detail: detail + ": " + errorcode.Lookup(code), Remedy: remedy, Kerberos: true}
 	}
-	switch code {
-	case errorcode.KDC_ERR_PREAUTH_FAILED, errorcode.KRB_AP_ERR_BAD_INTEGRITY:
-		if l.keytab != nil {
-			return refused("the KDC refused the keytab's key", "the keytab is out of date (the password changed, or its kvno or encryption types are not the account's): export it again")
+	if r, ok := kdcRefusals[code]; ok {
+		if l.keytab != nil && r.keytab.detail != "" {
+			r.account = r.keytab
 		}
-		return refused("the KDC refused the password", "check the password in the credentials Secret; every wrong try counts towards the account's lockout")
-	case errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN:
-		return refused("the KDC does not know the principal", "check the user name (user or user@REALM) and the realm")
-	case errorcode.KDC_ERR_KEY_EXPIRED:
-		return refused("the account's password has expired", "set a new password on the account (or make it never expire, as service accounts usually are) and update the credentials Secret")
-	case errorcode.KDC_ERR_CLIENT_REVOKED:
-		return refused("the account is disabled or locked out", "enable or unlock the account in the directory")
-	case errorcode.KDC_ERR_NAME_EXP:
-		return refused("the account has expired", "extend the account's expiry date in the directory")
-	case errorcode.KDC_ERR_POLICY:
-		return refused("the KDC's policy refuses the account a ticket", "check the account's logon restrictions (logon hours, allowed workstations, disabled tickets)")
+		return refused(r.account.detail, r.account.remedy)
+	}
+	switch code {
 	case errorcode.KRB_AP_ERR_SKEW:
 		return &KerberosError{Code: code, Realm: l.realm, Detail: "this host's clock and the KDC's differ by more than the KDC allows (5 minutes by default): synchronise the node's clock (NTP) with the domain's"}
 	case errorcode.KDC_ERR_S_PRINCIPAL_UNKNOWN:
