@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,8 @@ import (
 // real MIT KDC: the profile's account logs in with a password (realm and
 // KDC from a krb5.conf ConfigMap) or a keytab; a wrong password shows
 // CredentialsRejected and nothing else is tried; a KDC that is down is a
-// failed attempt the request retries until the KDC is back.
+// failed attempt the request retries until the KDC is back; clocks too far
+// apart are named when the credentials are checked.
 func TestNDESKerberos(t *testing.T) {
 	kdc := mitkdc.Start(t, mitkdc.Options{})
 	kdc.AddUser(t, ndes.DefaultUsername, ndes.DefaultPassword)
@@ -102,6 +104,29 @@ func TestNDESKerberos(t *testing.T) {
 			t.Errorf("after the KDC refused the password something else reached the admin page: before %+v, after %+v", before, after)
 		}
 		noSecretsLeaked(t, m, ns, []client.Object{cr, p}, wrong)
+	})
+
+	t.Run("clock skew: a clear reason when the credentials are checked", func(t *testing.T) {
+		skewed := mitkdc.Start(t, mitkdc.Options{ClockOffset: -2 * time.Hour})
+		skewed.AddUser(t, ndes.DefaultUsername, ndes.DefaultPassword)
+		secret("krb-skew", map[string][]byte{"username": []byte(ndes.DefaultUsername), "password": []byte(ndes.DefaultPassword)})
+		p := ndesProfile(t, ns, "krb-skew", spec("krb-skew", &scepv1alpha1.KerberosAuth{Realm: skewed.Realm, KDCs: []string{skewed.Addr}}),
+			map[string]string{controllers.AnnotationValidateCredentials: "1"})
+		// The check that validates the credentials says why; the periodic
+		// checks after it do not fetch passwords, so it is the Event that
+		// stays.
+		eventually(t, 30*time.Second, "a Warning Event "+controllers.ReasonKerberosError+" about the clocks", func() (bool, string) {
+			evs, err := profileEvents(t, ns, p.Name)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, e := range evs {
+				if e.Type == corev1.EventTypeWarning && e.Reason == controllers.ReasonKerberosError && strings.Contains(e.Note, "clock") {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%d events, none yet", len(evs))
+		})
 	})
 
 	t.Run("KDC down: retried until it is back", func(t *testing.T) {

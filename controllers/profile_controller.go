@@ -63,6 +63,10 @@ const (
 	// ReasonDestinationRefused: the profile's url or NDES admin url is (or
 	// resolves to) an address the operator's egress policy refuses.
 	ReasonDestinationRefused = "DestinationRefused"
+	// ReasonKerberosError: a Kerberos dynamic challenge could not get a
+	// ticket for a reason other than its credentials (clock skew, an
+	// unknown SPN, no KDC answering), seen when its credentials are checked.
+	ReasonKerberosError = "KerberosError"
 	// ReasonBelowCryptoFloor: the server offers nothing as strong as the
 	// profile's spec.cryptoFloor (or the default floor) allows.
 	ReasonBelowCryptoFloor = "BelowCryptoFloor"
@@ -308,6 +312,8 @@ func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1
 			// The credentials work: NDES answered with its own page.
 		case egress.IsRefused(err):
 			return ReasonDestinationRefused, err
+		case ndes.IsKerberosError(err):
+			return ReasonKerberosError, err
 		default:
 			return ReasonUnreachable, fmt.Errorf("fetching a challenge password from %s: %w", p.GetSpec().Challenge.Dynamic.URL, err)
 		}
