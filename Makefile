@@ -85,8 +85,19 @@ test-image: ## Build the image twice and check it (reproducible digests, static 
 	SCEP_IMAGE_TESTS=1 $(GO) test ./internal/imagebuild/ -count=1 -timeout 40m -v -run . $(TEST_FLAGS)
 
 .PHONY: test-deps
-test-deps: envtest kubelet node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
+test-deps: envtest kubelet cluster-binaries node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
+	hack/scep-clients.sh
 	hack/krb5.sh
+
+# `make flake-hunt`: FLAKE_N runs of the tests (FLAKE_PKGS, default all),
+# FLAKE_HOG=1 with every core kept busy; prints each failing test.
+FLAKE_N ?= 20
+FLAKE_PKGS ?= ./...
+FLAKE_HOG ?=
+
+.PHONY: flake-hunt
+flake-hunt: test-deps ## Run the tests FLAKE_N (20) times, FLAKE_HOG=1 beside a CPU hog, and list every failing test (hack/flake-hunt.sh).
+	hack/flake-hunt.sh -n $(FLAKE_N) -p '$(FLAKE_PKGS)' $(if $(FLAKE_HOG),-hog)
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).
@@ -113,7 +124,7 @@ bench-burst: envtest ## A burst of BURST_N (1,000) CertificateRequests to one pr
 DEMO_FLAGS ?=
 
 .PHONY: demo
-demo: envtest kubelet node-deps helm ## Issue a real certificate on this machine: API server, cert-manager, MicroMDM, the operator, a pod mounting it where a node can run (DEMO_FLAGS=-keep keeps it running).
+demo: envtest kubelet cluster-binaries node-deps helm ## Install the operator as a user does on a single-node cluster here (image built here, helm install) and issue a real certificate a Pod mounts (DEMO_FLAGS=-keep keeps it running).
 	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: bench-memory
@@ -171,8 +182,12 @@ envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy.
 kubelet: ## Build kubelet (same pinned release as kube-apiserver) for the node end-to-end test.
 	hack/envtest-binaries.sh $(BIN) kubelet
 
+.PHONY: cluster-binaries
+cluster-binaries: ## Build kube-controller-manager, kube-scheduler and kube-proxy (same pinned release) for the single-node cluster.
+	hack/envtest-binaries.sh $(BIN) kube-controller-manager kube-scheduler kube-proxy
+
 .PHONY: node-deps
-node-deps: ## Install containerd and runc from Debian when missing (root only; otherwise says why it skipped).
+node-deps: ## Install containerd, runc, the CNI plugins and nftables from Debian when missing (root only; otherwise says why it skipped).
 	hack/node-deps.sh
 
 .PHONY: step-ca

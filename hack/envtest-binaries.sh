@@ -7,7 +7,8 @@
 #
 #   BIN_DIR     where the binaries go (default: <repo>/bin). A first argument
 #               that is exactly a component name is taken as a component.
-#   component   kube-apiserver, etcd, kubectl, kubelet
+#   component   kube-apiserver, etcd, kubectl, kubelet, kube-controller-manager,
+#               kube-scheduler, kube-proxy
 #               (default: kube-apiserver etcd kubectl)
 #
 # Then: KUBEBUILDER_ASSETS=<BIN_DIR> go test ./...
@@ -20,7 +21,7 @@
 # caches; a run with everything up to date takes well under a second.
 set -euo pipefail
 
-readonly ALL_COMPONENTS="kube-apiserver etcd kubectl kubelet"
+readonly ALL_COMPONENTS="kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler kube-proxy"
 readonly DEFAULT_COMPONENTS="kube-apiserver etcd kubectl"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,6 +105,9 @@ spec() {
     kube-apiserver) echo "k8s.io/kubernetes/cmd/kube-apiserver|${K8S_VERSION}|${k8s_ldflags}|about 5 min on a cold cache, up to 12 on a busy machine" ;;
     kubectl) echo "k8s.io/kubernetes/cmd/kubectl|${K8S_VERSION}|${k8s_ldflags}|about 30 s after kube-apiserver, a few min alone on a cold cache" ;;
     kubelet) echo "k8s.io/kubernetes/cmd/kubelet|${K8S_VERSION}|${k8s_ldflags}|about 5-10 min on a cold cache" ;;
+    kube-controller-manager) echo "k8s.io/kubernetes/cmd/kube-controller-manager|${K8S_VERSION}|${k8s_ldflags}|about 4 min on a cold cache, 1-2 after kube-apiserver" ;;
+    kube-scheduler) echo "k8s.io/kubernetes/cmd/kube-scheduler|${K8S_VERSION}|${k8s_ldflags}|about 3.5 min on a cold cache, 1-2 after kube-apiserver" ;;
+    kube-proxy) echo "k8s.io/kubernetes/cmd/kube-proxy|${K8S_VERSION}|${k8s_ldflags}|about 3 min on a cold cache, 1-2 after kube-apiserver" ;;
     etcd) echo "go.etcd.io/etcd/server/v3|${ETCD_VERSION}||under a minute on a cold cache" ;;
   esac
 }

@@ -18,8 +18,13 @@
 //	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE
+//	scepctl check-install [--metrics-url URL [--token-file FILE] [--metrics-ca-file FILE | --insecure-skip-tls-verify]]
+//	               [--profiles=false] [--kubeconfig FILE]
 //	scepctl version
 //
+// check-install is what the chart's `helm test` Pod runs: a scrape of the
+// operator's metrics Service with the Pod's ServiceAccount token, and every
+// profile's Ready condition.
 // ndes-password prints the password alone on stdout. enroll with
 // --ndes-admin-url fetches a fresh password before every PKCSReq, retries
 // included, since NDES accepts each only once; --ca-bundle and --insecure
@@ -67,6 +72,7 @@ Commands:
   ndes-password  print one fresh challenge password from NDES's admin page (/certsrv/mscep_admin/)
   enroll         enroll a certificate and write it with its chain as PEM; with --ndes-admin-url,
                  each request gets a fresh password from NDES's admin page
+  check-install  check an installed operator from a Pod (what helm test runs): metrics and profiles Ready
   version        print scepctl's version and the commit it was built from
 
 Run 'scepctl COMMAND -h' for a command's flags.
@@ -90,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runNDESPassword(ctx, args[1:], stdout, stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "check-install":
+		err = runCheckInstall(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "scepctl", version.String())
 	default:

@@ -1,14 +1,25 @@
-// Command demo shows scep-operator issuing a real certificate on one machine:
-// a real kube-apiserver and etcd, cert-manager's controllers, a MicroMDM SCEP
-// server with a challenge, and the operator with the Helm chart's RBAC. It
-// applies the samples (a SCEPProfile in Rebuild mode with a Static challenge,
-// and a Certificate), waits for the Certificate's Secret, prints the issued
-// certificate and where its files are, and, where this machine can run a
-// node (containerd and kubelet, see test/node), runs a pod that mounts the
-// Secret and prints what the pod read from its volume. Then it tears
-// everything down (or, with -keep, keeps it running for kubectl).
+// Command demo shows scep-operator issuing a real certificate on one machine,
+// installed the way a user installs it: a real single-node cluster
+// (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kube-proxy,
+// kubelet and containerd, see test/cluster), the operator's container image
+// built from this repository (`make image`'s code) and installed with the
+// real helm binary as a Helm release, cert-manager's controllers, and a
+// MicroMDM SCEP server with a challenge. It applies config/samples (a
+// SCEPProfile in Rebuild mode with a Static challenge, and a Certificate),
+// waits for the Certificate's Secret, prints the issued certificate and
+// where its files are, runs a Pod that mounts the Secret and prints what the
+// Pod read from its volume. Then it tears everything down (or, with -keep,
+// keeps it running for kubectl).
 //
-//	go run ./hack/demo [-keep] [-out DIR]
+// cert-manager runs inside this program from its Go module: its controller
+// command is a module the Go module proxy does not serve, so no image of it
+// can be built here (see test/install).
+//
+// On a machine that cannot run a cluster (not Linux, not root, no
+// containerd), the demo says why and runs the operator in-process instead,
+// with the chart's RBAC (test/stack).
+//
+//	go run ./hack/demo [-keep] [-out DIR] [-v]
 package main
 
 import (
@@ -19,6 +30,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,14 +38,13 @@ import (
 	"syscall"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
-	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/install"
 	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/stack"
@@ -45,9 +56,9 @@ const (
 )
 
 func main() {
-	keep := flag.Bool("keep", false, "keep the stack running after the certificate is issued; print a kubeconfig path; stop with Ctrl-C")
+	keep := flag.Bool("keep", false, "keep everything running after the certificate is issued; print a kubeconfig path; stop with Ctrl-C")
 	out := flag.String("out", "", "directory for tls.crt, tls.key and ca.crt (default: a new directory under /tmp)")
-	verbose := flag.Bool("v", false, "show the operator's logs")
+	verbose := flag.Bool("v", false, "show the image build's and the in-process operator's logs")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,41 +79,64 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
+// world is what the demo needs of either way of running the operator.
+type world struct {
+	client     client.Client
+	kubeconfig string
+	kubectl    string
+	// scepAddress is where the SCEP server listens so the operator reaches it.
+	scepAddress string
+	workDir     string
+	// workload runs a Pod that mounts the Secret and returns its report
+	// and a function that removes it.
+	workload func(ctx context.Context, secretName string) (func(), error)
+}
+
 func run(ctx context.Context, keep bool, out string, verbose bool) error {
-	opts := stack.Options{
-		HelmValues:     []string{"rebuild.namespaces={" + namespace + "}"},
-		Progress:       step,
-		APIServerFlags: node.APIServerFlags,
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
 	}
-	if verbose {
-		opts.OperatorLog = os.Stderr
+	root, err := envtest.FindRepoRoot(wd)
+	if err != nil {
+		return err
 	}
-	st, err := stack.Up(ctx, opts)
+	var w *world
+	var down func()
+	if reason := install.Unavailable(root); reason == nil {
+		w, down, err = installed(ctx, root, verbose)
+	} else {
+		step("this machine cannot run a cluster (%v): running the operator in-process with the chart's RBAC instead", reason)
+		w, down, err = inProcess(ctx, root, verbose)
+	}
 	if err != nil {
 		return err
 	}
 	defer func() {
 		step("tearing down")
-		st.Down()
+		down()
 	}()
-	c := st.Client()
+	c := w.client
 
 	step("starting the SCEP server: MicroMDM scep v2.3.0 with a challenge")
-	srv, err := st.StartSCEPServer("micromdm", micromdm.Options{Challenge: challenge})
+	dir, err := os.MkdirTemp(w.workDir, "micromdm-")
+	if err != nil {
+		return err
+	}
+	srv, err := micromdm.New(dir, micromdm.Options{Challenge: challenge, ListenAddress: w.scepAddress}, nil)
 	if err != nil {
 		return fmt.Errorf("starting MicroMDM: %w", err)
 	}
+	defer srv.Close()
 	fmt.Printf("  %s, CA %q\n", srv.URL, srv.CA.Subject.CommonName)
 
 	step("applying config/samples: the challenge Secret, a SCEPProfile (Rebuild, Static challenge) and a Certificate")
-	if err := st.Env.CreateNamespace(ctx, namespace); err != nil {
-		return err
-	}
-	profile, secret, certificate, err := samples(st.Root(), srv)
+	samples, err := install.ReadSamples(root, namespace, srv, challenge)
 	if err != nil {
 		return fmt.Errorf("reading the samples: %w", err)
 	}
-	for _, o := range []client.Object{secret, profile, certificate} {
+	profile, certificate := samples.Profile, samples.Certificate
+	for _, o := range []client.Object{samples.Secret, profile, certificate} {
 		if err := c.Create(ctx, o); err != nil {
 			return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)
 		}
@@ -160,64 +194,110 @@ func run(ctx context.Context, keep bool, out string, verbose bool) error {
 	if err := describe(tlsSecret, out); err != nil {
 		return err
 	}
-	stopNode, err := runWorkload(ctx, st, tlsSecret.Name)
+	stopWorkload, err := w.workload(ctx, tlsSecret.Name)
 	if err != nil {
 		return err
 	}
-	defer stopNode()
+	defer stopWorkload()
 
 	if keep {
-		step("the stack keeps running; in another shell:")
-		fmt.Printf("  export KUBECONFIG=%s\n", st.Kubeconfig)
-		fmt.Printf("  %s get scepprofiles,certificates,certificaterequests -A\n", st.Tool("kubectl"))
+		step("everything keeps running; in another shell:")
+		fmt.Printf("  export KUBECONFIG=%s\n", w.kubeconfig)
+		fmt.Printf("  %s get pods -A\n", w.kubectl)
+		fmt.Printf("  %s get scepprofiles,certificates,certificaterequests -A\n", w.kubectl)
 		fmt.Println("  press Ctrl-C to stop")
 		<-ctx.Done()
 	}
 	return nil
 }
 
-// samples reads config/samples and points them at the demo's SCEP server.
-func samples(root string, srv *micromdm.Server) (*scepv1alpha1.SCEPProfile, *corev1.Secret, *cmapi.Certificate, error) {
-	docs, err := os.ReadFile(filepath.Join(root, "config", "samples", "scep_v1alpha1_scepprofile.yaml"))
+// installed starts the single-node cluster and helm-installs the operator
+// from the image built here.
+func installed(ctx context.Context, root string, verbose bool) (*world, func(), error) {
+	opts := install.Options{
+		Root:       root,
+		Namespaces: []string{namespace},
+		Values:     []string{"rebuild.namespaces={" + namespace + "}"},
+		Images:     []node.Image{node.CertwatchImage},
+		Progress:   step,
+	}
+	if verbose {
+		opts.Log = os.Stdout
+	}
+	in, err := install.Up(ctx, opts)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	objs, err := stack.DecodeYAML(docs)
+	pods, err := in.OperatorPods(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		in.Down()
+		return nil, nil, err
 	}
-	profile, secret := &scepv1alpha1.SCEPProfile{}, &corev1.Secret{}
-	for _, o := range objs {
-		b, _ := yaml.Marshal(o.Object)
-		switch o.GetKind() {
-		case "SCEPProfile":
-			err = yaml.Unmarshal(b, profile)
-		case "Secret":
-			err = yaml.Unmarshal(b, secret)
-		}
-		if err != nil {
-			return nil, nil, nil, err
-		}
+	for _, p := range pods {
+		fmt.Printf("  operator Pod %s/%s on node %s, address %s, image %s\n", p.Namespace, p.Name, p.Spec.NodeName, p.Status.PodIP, p.Spec.Containers[0].Image)
 	}
-	crtYAML, err := os.ReadFile(filepath.Join(root, "config", "samples", "certificate.yaml"))
+	w := &world{
+		client:      in.Cluster.Env.Client,
+		kubeconfig:  in.Cluster.Kubeconfig,
+		kubectl:     filepath.Join(root, "bin", "kubectl"),
+		scepAddress: net.JoinHostPort(in.Cluster.Gateway.String(), "0"),
+		workDir:     in.Cluster.Dir,
+		workload: func(ctx context.Context, secretName string) (func(), error) {
+			pod := node.CertwatchPod(namespace, "certwatch", secretName, 0)
+			// A scheduled Pod on the pod network, as a workload is.
+			pod.Spec.NodeName, pod.Spec.HostNetwork = "", false
+			return runWorkload(ctx, in.Cluster.Node, in.Cluster.Env.Client, pod, func() {})
+		},
+	}
+	return w, in.Down, nil
+}
+
+// inProcess runs the operator in this process with the chart's RBAC, and a
+// node for the workload Pod where one can run.
+func inProcess(ctx context.Context, root string, verbose bool) (*world, func(), error) {
+	opts := stack.Options{
+		Root:           root,
+		HelmValues:     []string{"rebuild.namespaces={" + namespace + "}"},
+		Progress:       step,
+		APIServerFlags: node.APIServerFlags,
+	}
+	if verbose {
+		opts.OperatorLog = os.Stderr
+	}
+	st, err := stack.Up(ctx, opts)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	certificate := &cmapi.Certificate{}
-	if err := yaml.Unmarshal(crtYAML, certificate); err != nil {
-		return nil, nil, nil, err
+	if err := st.Env.CreateNamespace(ctx, namespace); err != nil {
+		st.Down()
+		return nil, nil, err
 	}
-	if profile.Name == "" || secret.Name == "" || certificate.Name == "" {
-		return nil, nil, nil, errors.New("config/samples lack the profile, Secret or Certificate")
+	w := &world{
+		client:      st.Client(),
+		kubeconfig:  st.Kubeconfig,
+		kubectl:     st.Tool("kubectl"),
+		scepAddress: "",
+		workDir:     st.WorkDir,
+		workload: func(ctx context.Context, secretName string) (func(), error) {
+			bin := node.BinDir(st.Root())
+			if err := node.Unavailable(bin); err != nil {
+				step("no workload pod on this machine: %v", err)
+				return func() {}, nil
+			}
+			step("starting a node on this machine: containerd and kubelet (images built from test/node/images)")
+			n, err := node.Start(ctx, node.Options{Root: st.Root(), Kubeconfig: st.Kubeconfig, BinDir: bin, Images: []node.Image{node.CertwatchImage}, Progress: step})
+			if err != nil {
+				return nil, fmt.Errorf("starting the node: %w", err)
+			}
+			stopNode := func() {
+				if err := n.Stop(); err != nil {
+					fmt.Printf("  %v\n", err)
+				}
+			}
+			return runWorkload(ctx, n, st.Client(), node.CertwatchPod(namespace, "certwatch", secretName, 0), stopNode)
+		},
 	}
-	// The samples name a cluster's servers; here they run on this machine.
-	profile.Namespace, secret.Namespace, certificate.Namespace = namespace, namespace, namespace
-	profile.Spec.URL = srv.URL
-	profile.Spec.CAFingerprint = "sha256:" + scep.FingerprintOf(srv.CA, crypto.SHA256).Hex()
-	secret.StringData = map[string]string{"password": challenge}
-	certificate.Spec.CommonName = certificate.Name + "." + namespace
-	certificate.Spec.DNSNames = []string{certificate.Name + "." + namespace + ".svc.cluster.local"}
-	return profile, secret, certificate, nil
+	return w, st.Down, nil
 }
 
 func describe(s corev1.Secret, dir string) error {
@@ -273,49 +353,32 @@ func wait(ctx context.Context, timeout time.Duration, cond func() (bool, string,
 	}
 }
 
-// runWorkload starts a node and a pod that mounts secretName, and prints
-// what the pod read from its volume. On a machine that cannot run a node it
-// says why and does nothing. The returned function deletes the pod and stops
-// the node.
-func runWorkload(ctx context.Context, st *stack.Stack, secretName string) (func(), error) {
-	bin := node.BinDir(st.Root())
-	if err := node.Unavailable(bin); err != nil {
-		step("no workload pod on this machine: %v", err)
-		return func() {}, nil
-	}
-	step("starting a node on this machine: containerd and kubelet (images built from test/node/images)")
-	start := time.Now()
-	n, err := node.Start(ctx, node.Options{Root: st.Root(), Kubeconfig: st.Kubeconfig, BinDir: bin, Images: []node.Image{node.CertwatchImage}, Progress: step})
-	if err != nil {
-		return nil, fmt.Errorf("starting the node: %w", err)
-	}
+// runWorkload runs pod (it mounts the Secret) on n and prints what it read
+// from its volume. The returned function deletes the pod, then calls after.
+func runWorkload(ctx context.Context, n *node.Node, c client.Client, pod *corev1.Pod, after func()) (func(), error) {
 	stop := func() {
-		step("deleting the pod and stopping the node")
+		step("deleting the workload pod")
 		if err := n.DeletePods(context.Background(), 90*time.Second); err != nil {
 			fmt.Printf("  %v\n", err)
 		}
-		if err := n.Stop(); err != nil {
-			fmt.Printf("  %v\n", err)
-		}
+		after()
 	}
-	fmt.Printf("  node %q ready in %s\n", node.Name, time.Since(start).Round(time.Millisecond))
-
-	pod := node.CertwatchPod(namespace, "certwatch", secretName, 0)
-	step("running pod %s/%s: it mounts Secret %s at %s and reports what it reads", namespace, pod.Name, secretName, node.CertwatchMountPath)
-	start = time.Now()
-	if err := st.Client().Create(ctx, pod); err != nil {
+	step("running pod %s/%s: it mounts Secret %s at %s and reports what it reads", pod.Namespace, pod.Name, pod.Spec.Volumes[0].Secret.SecretName, node.CertwatchMountPath)
+	start := time.Now()
+	if err := c.Create(ctx, pod); err != nil {
 		stop()
 		return nil, err
 	}
-	if _, err := n.WaitRunning(ctx, namespace, pod.Name, 2*time.Minute); err != nil {
+	running, err := n.WaitRunning(ctx, pod.Namespace, pod.Name, 2*time.Minute)
+	if err != nil {
 		fmt.Println(n.LogTail("kubelet.log", 20))
 		stop()
 		return nil, err
 	}
-	fmt.Printf("  Running %s after create\n", time.Since(start).Round(time.Millisecond))
+	fmt.Printf("  Running on node %s %s after create\n", running.Spec.NodeName, time.Since(start).Round(time.Millisecond))
 	var logs string
 	if err := wait(ctx, 60*time.Second, func() (bool, string, error) {
-		logs, err = n.Logs(ctx, namespace, pod.Name)
+		logs, err = n.Logs(ctx, pod.Namespace, pod.Name)
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -325,7 +388,7 @@ func runWorkload(ctx context.Context, st *stack.Stack, secretName string) (func(
 		stop()
 		return nil, fmt.Errorf("the pod did not report: %w", err)
 	}
-	step("what the pod read from its volume (kubectl logs -n %s %s)", namespace, pod.Name)
+	step("what the pod read from its volume (kubectl logs -n %s %s)", pod.Namespace, pod.Name)
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		fmt.Printf("  %s\n", line)
 	}

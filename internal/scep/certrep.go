@@ -32,6 +32,10 @@ type CertRep struct {
 	// line) and capped at servertext.MaxFieldBytes, since it ends up in a
 	// CertificateRequest's status and Events.
 	FailInfoText string
+	// HResult is the Windows error code NDES sends with a FAILURE
+	// (Microsoft's attribute 1.3.6.1.4.1.311.21.33) instead of a
+	// failInfoText; zero when none came.
+	HResult HResult
 	// SenderNonce is the server's nonce.
 	SenderNonce []byte
 	// RecipientNonce should echo the request's senderNonce.
@@ -91,6 +95,9 @@ func ParseCertRep(der []byte) (rep *CertRep, err error) {
 		}
 		if err := p7.UnmarshalSignedAttribute(oidFailInfoText, &s); err == nil {
 			rep.FailInfoText = servertext.Clean(s, servertext.MaxFieldBytes)
+		}
+		if err := p7.UnmarshalSignedAttribute(oidMSErrorCode, &s); err == nil {
+			rep.HResult = parseHResult(s)
 		}
 	}
 	// Nonces are optional in some servers' FAILURE replies; their absence is
@@ -156,12 +163,20 @@ type FailureError struct {
 	// Text is the server's own explanation, if it sent one, cleaned and
 	// capped (see CertRep.FailInfoText).
 	Text string
+	// HResult is NDES's error code, when it sent one (see CertRep.HResult).
+	HResult HResult
 	// TransactionID is the refused transaction.
 	TransactionID TransactionID
 }
 
 func (e *FailureError) Error() string {
 	msg := fmt.Sprintf("SCEP server refused the request: %s (%s)", e.FailInfo, e.FailInfo.Meaning())
+	if e.HResult != 0 {
+		msg += fmt.Sprintf(": NDES error %s", e.HResult)
+		if m := e.HResult.Meaning(); m != "" {
+			msg += ", " + m
+		}
+	}
 	if e.Text != "" {
 		// Quoted: the server's words, set apart from ours.
 		msg += ": the server says " + servertext.Quote(e.Text, servertext.MaxFieldBytes)
@@ -213,7 +228,7 @@ func (m *Message) ReadReply(der []byte, trusted []*x509.Certificate) (*CertRep, 
 	case StatusPending:
 		return rep, nil
 	case StatusFailure:
-		return rep, &FailureError{FailInfo: rep.FailInfo, Text: rep.FailInfoText, TransactionID: rep.TransactionID}
+		return rep, &FailureError{FailInfo: rep.FailInfo, Text: rep.FailInfoText, HResult: rep.HResult, TransactionID: rep.TransactionID}
 	case StatusSuccess:
 	default:
 		return nil, replyErr("UnknownStatus", "unknown pkiStatus %v", rep.Status)

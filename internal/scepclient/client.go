@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -42,9 +44,13 @@ const (
 // Defaults for Config's zero values.
 const (
 	DefaultTimeout = 30 * time.Second
-	// MaxGETQueryBytes is IIS's default maxQueryString, which NDES runs
-	// behind; a longer query is answered with HTTP 404.15.
-	MaxGETQueryBytes = 2048
+	// MaxGETQueryBytes is the longest GET PKIOperation query sent by
+	// default: 65534, the maxQueryString Microsoft's NDES guidance sets in
+	// IIS. IIS's own default is 2048, which no RSA-2048 PKCSReq fits, so a
+	// GET-only NDES (Windows Server 2008; 2012 R2, whose POST answers
+	// nothing) works only with the limit raised; one left at 2048 answers
+	// HTTP 404.15 before NDES sees the request, which the error explains.
+	MaxGETQueryBytes = 65534
 )
 
 // The most each operation's answer may hold, in bytes. A capabilities list
@@ -89,7 +95,8 @@ type Config struct {
 	// operation's own (MaxCACapsBytes, MaxCACertBytes,
 	// MaxPKIOperationBytes); zero means those alone.
 	MaxResponseBytes int64
-	// MaxGETQueryBytes caps a GET PKIOperation's query; zero means 2048.
+	// MaxGETQueryBytes caps a GET PKIOperation's query, refused before
+	// sending; zero means MaxGETQueryBytes (65534).
 	MaxGETQueryBytes int
 	// Egress is where the client may connect (checked on every address it
 	// dials, after DNS resolution); nil means egress.Default(), which
@@ -118,6 +125,10 @@ type Client struct {
 
 	mu   sync.Mutex
 	caps *scep.Capabilities
+	// postBroken is set once the server answered a POST PKIOperation with
+	// an empty 200 (NDES on Windows Server 2012 R2 announces
+	// POSTPKIOperation and does that): GET from then on.
+	postBroken bool
 }
 
 // New checks cfg and returns a Client.
@@ -270,7 +281,7 @@ type QueryTooLongError struct {
 }
 
 func (e *QueryTooLongError) Error() string {
-	return fmt.Sprintf("the PKIOperation GET query would be %d bytes, over the %d-byte limit of IIS (NDES) and similar servers, "+
+	return fmt.Sprintf("the PKIOperation GET query would be %d bytes, over the %d-byte limit set for this server, "+
 		"and the server does not announce POSTPKIOperation: enable POST on the server, raise IIS's requestFiltering maxQueryString "+
 		"(NDES: also the MaxFieldLength/MaxRequestBytes HTTP.sys keys), or use a smaller key", e.Length, e.Limit)
 }
@@ -371,9 +382,11 @@ func parseRetryAfter(v string) time.Duration {
 }
 
 // GetCACaps returns the server's capabilities, cached after the first
-// success. A server that refuses the operation or answers with an empty
-// body (old NDES) gets the minimal set, as RFC 8894 asks; transport errors
-// are returned.
+// success. A server that refuses the operation, answers with an empty body
+// or closes the connection without an answer (NDES on Windows Server 2003
+// and 2008 without the GetCACaps hotfix does the last two) gets the
+// minimal set, as RFC 8894 asks; other transport errors (no connection at
+// all, a timeout) are returned.
 func (c *Client) GetCACaps(ctx context.Context) (scep.Capabilities, error) {
 	c.mu.Lock()
 	cached := c.caps
@@ -399,6 +412,9 @@ func (c *Client) RefreshCACaps(ctx context.Context) (scep.Capabilities, error) {
 	case errors.As(err, &httpErr):
 		c.cfg.Logger.V(1).Info("GetCACaps refused; assuming the minimal capabilities", "status", httpErr.StatusCode)
 		caps = scep.MinimalCapabilities()
+	case closedWithoutAnswer(err):
+		c.cfg.Logger.V(1).Info("GetCACaps: the server closed the connection without an answer (old NDES); assuming the minimal capabilities")
+		caps = scep.MinimalCapabilities()
 	default:
 		return scep.Capabilities{}, err
 	}
@@ -406,6 +422,17 @@ func (c *Client) RefreshCACaps(ctx context.Context) (scep.Capabilities, error) {
 	c.caps = &caps
 	c.mu.Unlock()
 	return caps, nil
+}
+
+// closedWithoutAnswer reports whether err is a connection the server
+// closed or reset after taking the request, before any answer: not a
+// dial failure, a timeout or a refused destination.
+func closedWithoutAnswer(err error) bool {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // GetCACert returns the server's CA and RA certificates, classified.
@@ -428,10 +455,35 @@ func (c *Client) GetCACert(ctx context.Context) (*scep.CACerts, error) {
 // PKIOperation sends a DER pkiMessage and returns the DER reply. POST is used
 // when caps allow it; otherwise GET, failing with *QueryTooLongError when
 // the query would not fit.
+//
+// A POST answered with HTTP 200 and no body at all is sent again with GET,
+// and this client uses GET from then on: NDES on Windows Server 2012 R2
+// announces POSTPKIOperation but answers POST so, without acting on it.
 func (c *Client) PKIOperation(ctx context.Context, caps scep.Capabilities, msg []byte) ([]byte, error) {
+	c.mu.Lock()
+	post := caps.POST() && !c.postBroken
+	c.mu.Unlock()
+	if post {
+		body, err := c.pkiOperation(ctx, true, msg)
+		if !errors.Is(err, errEmptyAnswer) {
+			return body, err
+		}
+		c.mu.Lock()
+		c.postBroken = true
+		c.mu.Unlock()
+		c.cfg.Logger.Info("the SCEP server announces POSTPKIOperation but answered a POST with an empty HTTP 200 (as NDES on Windows Server 2012 R2 does); using GET", "url", c.base.Redacted())
+	}
+	return c.pkiOperation(ctx, false, msg)
+}
+
+// errEmptyAnswer is a 2xx PKIOperation answer without a body.
+var errEmptyAnswer = errors.New("the answer is empty")
+
+// pkiOperation sends msg once, with POST or GET.
+func (c *Client) pkiOperation(ctx context.Context, post bool, msg []byte) ([]byte, error) {
 	var req *http.Request
 	var err error
-	if caps.POST() {
+	if post {
 		req, err = http.NewRequest(http.MethodPost, c.endpoint(OpPKIOperation, ""), bytes.NewReader(msg))
 		if err != nil {
 			return nil, err
@@ -456,7 +508,10 @@ func (c *Client) PKIOperation(ctx context.Context, caps scep.Capabilities, msg [
 	// A pkiMessage is a DER SEQUENCE; anything else (an HTML page served
 	// with 200, a proxy's text) is reported as what it is. The full parse
 	// happens once, in scep.Message.ReadReply.
-	if len(body) < 2 || body[0] != 0x30 {
+	switch {
+	case len(body) == 0:
+		return nil, c.contentError(OpPKIOperation, ct, body, errEmptyAnswer)
+	case len(body) < 2 || body[0] != 0x30:
 		return nil, c.contentError(OpPKIOperation, ct, body, errors.New("it does not start like DER"))
 	}
 	return body, nil

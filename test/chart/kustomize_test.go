@@ -119,7 +119,9 @@ func TestKustomizeGrantsWhatTheChartGrants(t *testing.T) {
 			for k, v := range c.values {
 				values[k] = v
 			}
-			chartObjs := renderRelease(t, kustomizeRelease, kustomizeNS, values)
+			// helm test's objects exist only while `helm test` runs
+			// (TestHelmTestHookGrantsOnlyReads); kustomize has no tests.
+			chartObjs := withoutTestHooks(renderRelease(t, kustomizeRelease, kustomizeNS, values))
 			kustObjs := kustomize(t, c.dir)
 
 			// The premise: both run the manager in the same namespace, with
@@ -172,5 +174,70 @@ func TestKustomizeGrantsWhatTheChartGrants(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// isTestHook reports whether o is one of `helm test`'s hook objects.
+func isTestHook(o object) bool {
+	return str(o, "metadata", "annotations", "helm.sh/hook") == "test"
+}
+
+// withoutTestHooks drops `helm test`'s hook objects.
+func withoutTestHooks(objs []object) []object {
+	var out []object
+	for _, o := range objs {
+		if !isTestHook(o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestHelmTestHookGrantsOnlyReads: the helm test Pod's ServiceAccount may
+// list profiles and scrape /metrics, nothing else; the hook's objects are
+// deleted when the test passes; with test.enabled=false there are none.
+func TestHelmTestHookGrantsOnlyReads(t *testing.T) {
+	objs := render(t, nil)
+	var hooks []object
+	for _, o := range objs {
+		if isTestHook(o) {
+			hooks = append(hooks, o)
+			if p := str(o, "metadata", "annotations", "helm.sh/hook-delete-policy"); p != "before-hook-creation,hook-succeeded" {
+				t.Errorf("%s: hook-delete-policy %q", o.id(), p)
+			}
+		}
+	}
+	kinds := map[string]int{}
+	for _, o := range hooks {
+		kinds[o.kind()]++
+	}
+	if kinds["Pod"] != 1 || kinds["ServiceAccount"] != 1 || kinds["ClusterRole"] != 1 || kinds["ClusterRoleBinding"] != 1 || len(hooks) != 4 {
+		t.Fatalf("helm test hooks: %v; want a Pod, a ServiceAccount, a ClusterRole and its binding", kinds)
+	}
+	var account object
+	for _, o := range hooks {
+		if o.kind() == "ServiceAccount" {
+			account = o
+		}
+	}
+	testSubject := "ServiceAccount " + account.namespace() + "/" + account.name()
+	want := map[string]bool{"get": true, "list": true}
+	n := 0
+	for p := range grantsOf(t, objs).bound {
+		if p.subject != testSubject {
+			continue
+		}
+		n++
+		if !want[p.verb] || (p.group != nonResourceURL && p.resource != "scepprofiles" && p.resource != "clusterscepprofiles") {
+			t.Errorf("the helm test's ServiceAccount may do more than read: %s", p)
+		}
+	}
+	if n != 3 {
+		t.Errorf("helm test grants %d permissions, want 3 (list both profile kinds, get /metrics)", n)
+	}
+	for _, o := range render(t, map[string]any{"test": map[string]any{"enabled": false}}) {
+		if isTestHook(o) {
+			t.Errorf("test.enabled=false still renders %s", o.id())
+		}
 	}
 }

@@ -107,6 +107,9 @@ type Options struct {
 	CRDPaths []string
 	// APIServerFlags are set on kube-apiserver in addition to envtest's.
 	APIServerFlags map[string]string
+	// Configure, when set, changes the environment before it starts (for
+	// example the API server's address and certificates, see test/cluster).
+	Configure func(*ctrlenvtest.Environment)
 }
 
 // New starts kube-apiserver and etcd. The binaries come from
@@ -149,6 +152,9 @@ func New(opts Options) (*Env, error) {
 		for k, v := range opts.APIServerFlags {
 			args.Set(k, v)
 		}
+	}
+	if opts.Configure != nil {
+		opts.Configure(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -67,6 +67,14 @@ type enrollment struct {
 // message and the CSR.
 func enroll(t testing.TB, c *scepclient.Client, info *scepclient.ServerInfo, e enrollment) (*scep.CertRep, *scep.Message, *x509.CertificateRequest, error) {
 	t.Helper()
+	msg, csr := request(t, info, e)
+	rep, err := c.Send(ctxT(t), info, msg)
+	return rep, msg, csr, err
+}
+
+// request builds e's PKCSReq (or RenewalReq) and returns it with its CSR.
+func request(t testing.TB, info *scepclient.ServerInfo, e enrollment) (*scep.Message, *x509.CertificateRequest) {
+	t.Helper()
 	der, err := scep.NewCSR(e.tmpl, e.key)
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +98,7 @@ func enroll(t testing.TB, c *scepclient.Client, info *scepclient.ServerInfo, e e
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := c.Send(ctxT(t), info, msg)
-	return rep, msg, csr, err
+	return msg, csr
 }
 
 // checkIssued asserts a SUCCESS whose leaf holds the CSR's key and chains

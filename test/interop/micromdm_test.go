@@ -118,8 +118,9 @@ func TestMicroMDM(t *testing.T) {
 		getOnly.Caps = scep.NewCapabilities(scep.CapAES, scep.CapSHA256)
 		e := enrollment{tmpl: scep.CSRTemplate{Subject: name("get"), ChallengePassword: "s3cret"}, key: rsaKey(t, 2048, 6)}
 
-		// An RSA-2048 PKCSReq does not fit IIS's default 2048-byte query.
-		_, _, _, err := enroll(t, c, &getOnly, e)
+		// An RSA-2048 PKCSReq does not fit IIS's default 2048-byte query:
+		// a client told that limit refuses before sending.
+		_, _, _, err := enroll(t, newClient(t, scepclient.Config{URL: srv.URL, MaxGETQueryBytes: 2048}), &getOnly, e)
 		if !errors.Is(err, scepclient.ErrQueryTooLong) || !strings.Contains(err.Error(), "POSTPKIOperation") || !strings.Contains(err.Error(), "maxQueryString") {
 			t.Fatalf("err = %v, want a query-too-long error naming POST and maxQueryString", err)
 		}

@@ -167,19 +167,24 @@ func TestModernAlgorithms(t *testing.T) {
 	}
 }
 
-// TestGETQueryLimit: IIS's 2048-byte query limit, refused before sending,
-// and the server's 404.15 when the client is told a larger limit.
+// TestGETQueryLimit: behind IIS's default 2048-byte query limit, a client
+// with the default limit (65534, what NDES deployments set) sends and gets
+// IIS's 404.15, explained; a client told 2048 refuses before sending.
 func TestGETQueryLimit(t *testing.T) {
 	srv, c, info := misbehaving(t, scepserver.Behavior{GetOnly: true, MaxQueryBytes: 2048}, scepclient.Config{})
 	_, _, _, err := enroll(t, c, info, simple("long"))
-	if !errors.Is(err, scepclient.ErrQueryTooLong) || srv.Requests(scepserver.OpPKIOperation) != 0 {
-		t.Fatalf("err = %v, PKIOperations seen %d", err, srv.Requests(scepserver.OpPKIOperation))
-	}
-	c2 := newClient(t, scepclient.Config{URL: srv.URL, MaxGETQueryBytes: 1 << 20})
-	_, _, _, err = enroll(t, c2, info, simple("long"))
 	var he *scepclient.HTTPError
-	if !errors.As(err, &he) || he.StatusCode != 404 || !strings.Contains(he.Excerpt, "404.15") {
-		t.Fatalf("err = %v, want IIS's 404.15", err)
+	if !errors.As(err, &he) || he.StatusCode != 404 || !strings.Contains(he.Excerpt, "404.15") ||
+		!strings.Contains(err.Error(), "maxQueryString") || !strings.Contains(err.Error(), "POSTPKIOperation") {
+		t.Fatalf("err = %v, want IIS's 404.15 explained", err)
+	}
+	if srv.Requests(scepserver.OpPKIOperation) != 1 || srv.PKIMessages("PKCSReq") != 0 {
+		t.Errorf("PKIOperations seen %d, PKCSReqs read %d; want 1 stopped by IIS, 0", srv.Requests(scepserver.OpPKIOperation), srv.PKIMessages("PKCSReq"))
+	}
+	c2 := newClient(t, scepclient.Config{URL: srv.URL, MaxGETQueryBytes: 2048})
+	_, _, _, err = enroll(t, c2, info, simple("long"))
+	if !errors.Is(err, scepclient.ErrQueryTooLong) || srv.Requests(scepserver.OpPKIOperation) != 1 {
+		t.Fatalf("err = %v, PKIOperations seen %d", err, srv.Requests(scepserver.OpPKIOperation))
 	}
 }
 

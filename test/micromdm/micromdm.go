@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	scepdepot "github.com/micromdm/scep/v2/depot"
 	"github.com/micromdm/scep/v2/depot/file"
@@ -58,6 +60,11 @@ type Options struct {
 	// SignServerAttrs is -sign-server-attrs: issued certificates also get
 	// keyEncipherment, dataEncipherment and serverAuth.
 	SignServerAttrs bool
+
+	// ListenAddress is the host:port the server listens on; empty means a
+	// free loopback port. A pod reaches the server on the address of the
+	// host's end of the pod network (test/cluster's Gateway).
+	ListenAddress string
 }
 
 // Server is a running MicroMDM SCEP server with request counters, so tests
@@ -145,7 +152,16 @@ func New(dir string, opts Options, logger Logger) (*Server, error) {
 		requests: map[string]int{},
 		messages: map[string]int{},
 	}
-	s.srv = httptest.NewServer(s)
+	if opts.ListenAddress == "" {
+		s.srv = httptest.NewServer(s)
+	} else {
+		l, err := net.Listen("tcp", opts.ListenAddress)
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", opts.ListenAddress, err)
+		}
+		s.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}}
+		s.srv.Start()
+	}
 	s.URL = s.srv.URL + "/scep"
 	return s, nil
 }

@@ -4,14 +4,25 @@
 //
 //   - /certsrv/mscep/mscep.dll (and its /pkiclient.exe alias) speaks SCEP
 //     through a test/scepserver.Server in its NDES shape: GetCACert returns
-//     the CA, an RA signing certificate (Enrollment Agent, digitalSignature)
-//     and an RA encryption certificate (CEP Encryption, keyEncipherment);
+//     an RA signing certificate (Enrollment Agent, digitalSignature), an RA
+//     encryption certificate (CEP Encryption, keyEncipherment) and the CA,
+//     in that order;
 //     a request not enveloped to the RA encryption certificate gets HTTP 500
 //     "cannot decrypt the client's PKCS7 message (0x80090005)"; GET queries
 //     over IIS's 2048 bytes get "HTTP Error 404.15".
 //   - PKCSReq needs a one-time challenge password from the admin page,
 //     valid 60 minutes and usable once; a reused, expired or unknown one is
-//     answered FAILURE/badRequest with PasswordRefusedText as failInfoText.
+//     answered FAILURE/badRequest with Microsoft's error-code attribute
+//     (ErrInvalidPassword) and no failInfoText, as NDES sends; the text
+//     NDES logs is PasswordRefusedText.
+//   - Options.Version picks the Windows Server release: Version2016 (the
+//     default: 2016, 2019, 2022), Version2012R2 or Version2008. Together
+//     they set the Server header, the capabilities, what POST does, the
+//     reply's encryption and what a failed GetCACaps looks like; every
+//     version signs replies as NDES does (signature algorithm
+//     rsaEncryption, no certificates, no signingTime, a FAILURE's content
+//     one 0x00 byte) and returns GetCACert as RA signing, RA encryption,
+//     CA.
 //   - /certsrv/mscep_admin/ hands out those passwords behind NTLMv2 (or
 //     Basic) authentication, as an HTML page in UTF-16LE without BOM or
 //     charset, with the CA thumbprint in <B> tags before the password; at
@@ -28,11 +39,13 @@ package ndes
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,20 +56,89 @@ import (
 
 // Texts NDES shows or logs, as the emulator sends them.
 const (
-	// PasswordRefusedText is the failInfoText of the CertRep FAILURE for a
-	// PKCSReq whose challenge password is unknown, expired or already used
-	// (NDES writes it to its event log; the emulator also puts it in the
-	// reply so clients can surface it).
-	PasswordRefusedText = "The password in the certificate request cannot be verified. It may have been used already."
+	// PasswordRefusedText is what NDES logs (event 29) for a PKCSReq whose
+	// challenge password is unknown, expired or already used; the reply
+	// carries ErrInvalidPassword, not this text.
+	PasswordRefusedText = "The password in the certificate request cannot be verified. It may have been used already. Obtain a new password to submit with this request."
 	// CacheFullText is the admin page's message when CacheSize unused,
 	// unexpired passwords exist.
 	CacheFullText = "The password cache is full."
 	// NoPermissionText is the admin page's message (HTTP 200) for an
 	// authenticated user not in Options.AllowedUsers.
 	NoPermissionText = "You do not have sufficient permission to enroll with SCEP. Please contact your system administrator."
-	// RejectedText is the failInfoText of the CertRep FAILURE that follows
-	// Reject.
-	RejectedText = "The request was denied by a certificate manager."
+	// RejectedText is what the CA says of a request Reject denied; the
+	// reply carries ErrAdminDenied.
+	RejectedText = "The request was denied by a certificate manager or CA administrator."
+)
+
+// HRESULTs in NDES's error-code attribute (1.3.6.1.4.1.311.21.33), a
+// signed decimal in a PrintableString, as the emulator sends them.
+const (
+	// ErrInvalidArg is E_INVALIDARG (0x80070057), what a real NDES 2012
+	// answered to a GetCRL (sscep issue 59); the emulator sends it for
+	// every failure without a code of its own.
+	ErrInvalidArg int32 = -2147024809
+	// ErrInvalidPassword is HRESULT_FROM_WIN32(ERROR_INVALID_PASSWORD)
+	// (0x80070056), the emulator's code for a refused challenge password.
+	// No public capture of a real reply to a bad password was found; it is
+	// our choice, documented in docs/ndes.md.
+	ErrInvalidPassword int32 = -2147024810
+	// ErrTemplateDenied is CERTSRV_E_TEMPLATE_DENIED (0x80094012): the CA
+	// does not let NDES's account enroll with the template.
+	ErrTemplateDenied int32 = -2146877422
+	// ErrAdminDenied is CERTSRV_E_ADMIN_DENIED_REQUEST (0x80094014): a CA
+	// manager denied the pending request.
+	ErrAdminDenied int32 = -2146877420
+	// ErrCAUnavailable is HRESULT_FROM_WIN32(RPC_S_SERVER_UNAVAILABLE)
+	// (0x800706BA): NDES cannot reach the CA.
+	ErrCAUnavailable int32 = -2147023174
+)
+
+// Version is the Windows Server release whose NDES the emulator plays.
+type Version int
+
+const (
+	// Version2016 is NDES on IIS 10 (Windows Server 2016, 2019, 2022):
+	// "Server: Microsoft-IIS/10.0", capabilities POSTPKIOperation, Renewal,
+	// SHA-512, SHA-256, SHA-1, DES3 (no AES, though AES requests are
+	// accepted), POST works, replies in the request's cipher with PKCS#1
+	// v1.5 key transport. The default.
+	Version2016 Version = iota
+	// Version2012R2 is NDES on IIS 8.5: the same capabilities, but a POST
+	// is answered with an empty HTTP 200 (reported behaviour), so clients
+	// must use GET; replies to AES requests use RSAES-OAEP key transport.
+	Version2012R2
+	// Version2008 is NDES on IIS 7.0 without the GetCACaps hotfix:
+	// GetCACaps closes the connection (see Options.CapsFailure), only GET
+	// works, and replies are encrypted with single DES whatever the
+	// request used.
+	Version2008
+)
+
+// String names the release.
+func (v Version) String() string {
+	switch v {
+	case Version2016:
+		return "2016+"
+	case Version2012R2:
+		return "2012 R2"
+	case Version2008:
+		return "2008"
+	}
+	return fmt.Sprintf("Version(%d)", int(v))
+}
+
+// CapsFailure is how GetCACaps fails under Options.NoCaps (and on
+// Version2008).
+type CapsFailure int
+
+const (
+	// CapsClose closes the connection without an answer (the default).
+	CapsClose CapsFailure = iota
+	// CapsEmpty answers HTTP 200 with an empty body.
+	CapsEmpty
+	// CapsHTTP500 answers HTTP 500.
+	CapsHTTP500
 )
 
 // Defaults for the Options left empty.
@@ -76,9 +158,12 @@ const (
 	DefaultMaxQueryBytes = 2048
 )
 
-// defaultCaps is what a modern NDES (Windows Server 2012 R2 and later)
-// answers to GetCACaps.
-var defaultCaps = []string{"POSTPKIOperation", "Renewal", "SHA-512", "SHA-256", "SHA-1", "DES3", "AES"}
+// defaultCaps is what NDES on Windows Server 2012 R2 and later answers to
+// GetCACaps: no AES, though it decrypts AES requests.
+var defaultCaps = []string{"POSTPKIOperation", "Renewal", "SHA-512", "SHA-256", "SHA-1", "DES3"}
+
+// oidDESCBC is single DES, what NDES 2008 encrypts replies with.
+var oidDESCBC = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 7}
 
 // AuthMode is how the admin page authenticates its users.
 type AuthMode int
@@ -112,20 +197,41 @@ const (
 	UTF8
 )
 
-// Options configure the emulator. The zero value is a default NDES:
-// one-time passwords enforced, 60 minutes, 5 cached, NTLM with the account
-// DefaultDomain\DefaultUsername, POST allowed, immediate issuance.
+// Options configure the emulator. The zero value is a default NDES on
+// Windows Server 2016 or later: one-time passwords enforced, 60 minutes, 5
+// cached, NTLM with the account DefaultDomain\DefaultUsername, POST
+// allowed, immediate issuance.
 type Options struct {
-	// Caps is the GetCACaps answer; nil means the modern NDES set
-	// POSTPKIOperation, Renewal, SHA-512, SHA-256, SHA-1, DES3, AES (minus
-	// POSTPKIOperation under GetOnly).
+	// Version is the Windows Server release (Version2016 by default).
+	Version Version
+	// Caps is the GetCACaps answer; nil means NDES's set POSTPKIOperation,
+	// Renewal, SHA-512, SHA-256, SHA-1, DES3 (minus POSTPKIOperation under
+	// GetOnly).
 	Caps []string
-	// NoCaps answers GetCACaps with HTTP 500, as NDES before Windows Server
-	// 2008 R2 does.
+	// NoCaps makes GetCACaps fail as NDES before the hotfix does (always on
+	// Version2008); CapsFailure says how.
 	NoCaps bool
+	// CapsFailure is how GetCACaps fails: the connection closed (the
+	// default), an empty 200 or HTTP 500.
+	CapsFailure CapsFailure
 	// GetOnly refuses POST PKIOperation (405) and, with nil Caps, leaves
-	// POSTPKIOperation out of the caps, as old NDES does.
+	// POSTPKIOperation out of the caps, as old NDES does (always on
+	// Version2008).
 	GetOnly bool
+	// FailWith, if not zero, answers every pkiMessage with
+	// FAILURE/badRequest and this HRESULT (e.g. ErrTemplateDenied,
+	// ErrCAUnavailable), before any password is checked or used.
+	FailWith int32
+	// ResendIsPoll answers a PKCSReq resent with a known transactionID as
+	// a poll of that transaction (PENDING, the certificate, or the
+	// failure) without checking its password again. By default, the
+	// password is checked first, so a resend whose one-time password was
+	// used is refused (see docs/ndes.md for why).
+	ResendIsPoll bool
+	// URLSafeBase64 also decodes a GET message in the URL-safe base64
+	// alphabet. By default, as NDES decodes with CryptStringToBinary's
+	// standard alphabet, it is refused (HTTP 400).
+	URLSafeBase64 bool
 	// MaxQueryBytes is IIS's maxQueryString: a longer GET query string gets
 	// "HTTP Error 404.15 - Query string too long". Zero means 2048;
 	// negative means no limit.
@@ -359,23 +465,79 @@ func (s *Server) applySCEP(o Options) {
 	s.SCEP.Set(func(b *scepserver.Behavior) {
 		b.RASplit = true
 		b.DecryptFailureStatus = http.StatusInternalServerError
-		b.NoCaps = o.NoCaps
-		b.GetOnly = o.GetOnly
+		getOnly := o.GetOnly || o.Version == Version2008
+		b.NoCaps = o.NoCaps || o.Version == Version2008
+		b.NoCapsAnswer = map[CapsFailure]scepserver.NoCapsAnswer{
+			CapsClose: scepserver.NoCapsClose, CapsEmpty: scepserver.NoCapsEmpty, CapsHTTP500: scepserver.NoCapsHTTP500,
+		}[o.CapsFailure]
+		b.GetOnly = getOnly
+		b.PostEmptyOK = o.Version == Version2012R2 && !getOnly
+		b.GETURLSafeBase64 = o.URLSafeBase64
 		b.MaxQueryBytes = max(o.MaxQueryBytes, 0)
 		b.Caps = o.Caps
 		if b.Caps == nil {
 			b.Caps = slices.Clone(defaultCaps)
-			if o.GetOnly {
+			if getOnly {
 				b.Caps = slices.DeleteFunc(b.Caps, func(c string) bool { return c == "POSTPKIOperation" })
 			}
 		}
 		b.PendingForever = o.ManualApproval
+		b.ResendIsPoll = o.ResendIsPoll
 		b.Challenge = ""
 		b.VerifyChallenge = nil
 		if !o.NoEnforcePassword {
 			b.VerifyChallenge = s.verifyChallenge
 		}
+		b.FailInfo, b.FailInfoText = nil, ""
+		if o.FailWith != 0 {
+			b.FailInfo, b.FailInfoText = new(int), hresultReason(o.FailWith)
+			*b.FailInfo = scepserver.BadRequest
+		}
+		// Replies as NDES writes them, on every version.
+		b.CACertRAFirst = true
+		b.ReplyRSAEncryption, b.ReplyNoCertificates, b.ReplyNoSigningTime = true, true, true
+		b.ZeroByteContent = true
+		b.FailureAttrs = failureAttrs
+		b.ReplyOAEPForAES = o.Version == Version2012R2
+		b.ReplyCipher = nil
+		if o.Version == Version2008 {
+			b.ReplyCipher = oidDESCBC
+		}
 	})
+}
+
+// reasons are the texts behind the emulator's HRESULTs, as NDES and the CA
+// log them; the SCEP server passes them to failureAttrs as the reason.
+var reasons = map[string]int32{
+	PasswordRefusedText: ErrInvalidPassword,
+	RejectedText:        ErrAdminDenied,
+	"The permissions on the certificate template do not allow the current user to enroll for this type of certificate.": ErrTemplateDenied,
+	"The RPC server is unavailable.": ErrCAUnavailable,
+}
+
+// hresultReason is the reason text the emulator uses for code.
+func hresultReason(code int32) string {
+	for text, c := range reasons {
+		if c == code {
+			return text
+		}
+	}
+	return "HRESULT " + strconv.Itoa(int(code))
+}
+
+// failureAttrs writes a FAILURE as NDES does: no failInfoText, and the
+// HRESULT of the reason (E_INVALIDARG when there is none of its own).
+func failureAttrs(_ int, reason string) (string, string) {
+	code, ok := reasons[reason]
+	if !ok {
+		code = ErrInvalidArg
+		if n, found := strings.CutPrefix(reason, "HRESULT "); found {
+			if v, err := strconv.ParseInt(n, 10, 32); err == nil {
+				code = int32(v)
+			}
+		}
+	}
+	return "", strconv.Itoa(int(code))
 }
 
 // Counters returns what the emulator has counted so far.
@@ -415,7 +577,10 @@ func (s *Server) ApproveAll() []string {
 
 // serveHTTP routes as IIS does for NDES's two applications.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Server", "Microsoft-IIS/10.0")
+	s.mu.Lock()
+	v := s.opts.Version
+	s.mu.Unlock()
+	w.Header().Set("Server", iisServer[v])
 	switch strings.ToLower(r.URL.Path) {
 	case "/certsrv/mscep/mscep.dll", "/certsrv/mscep/mscep.dll/pkiclient.exe":
 		s.SCEP.ServeHTTP(w, r)
@@ -429,6 +594,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, iisNotFound)
 	}
+}
+
+// iisServer is the Server header of each release's IIS.
+var iisServer = map[Version]string{
+	Version2016:   "Microsoft-IIS/10.0",
+	Version2012R2: "Microsoft-IIS/8.5",
+	Version2008:   "Microsoft-IIS/7.0",
 }
 
 // thumbprint formats h(CA) as NDES prints it.

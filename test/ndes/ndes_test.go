@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -334,8 +335,8 @@ func TestOneTimePasswordEnrolment(t *testing.T) {
 	pw := password(t, s)
 
 	c := newSCEPClient(t, s, pw)
-	if len(c.certs) != 3 {
-		t.Fatalf("GetCACert returned %d certificates, want CA + RA signing + RA encryption", len(c.certs))
+	if len(c.certs) != 3 || !c.certs[0].Equal(s.RASign) || !c.certs[1].Equal(s.RAEncrypt) || !c.certs[2].Equal(s.CA) {
+		t.Fatalf("GetCACert returned %d certificates, want RA signing, RA encryption, CA in that order (NDES's)", len(c.certs))
 	}
 	rep, _ := c.send(t, c.pkcsReq(t).Raw)
 	if rep.PKIStatus != scep.SUCCESS {
@@ -345,8 +346,8 @@ func TestOneTimePasswordEnrolment(t *testing.T) {
 
 	again := newSCEPClient(t, s, pw)
 	rep, raw := again.send(t, again.pkcsReq(t).Raw)
-	if rep.PKIStatus != scep.FAILURE || rep.FailInfo != scep.BadRequest || failInfoText(t, raw) != ndes.PasswordRefusedText {
-		t.Errorf("reuse: %q/%q %q, want FAILURE/badRequest %q", rep.PKIStatus, rep.FailInfo, failInfoText(t, raw), ndes.PasswordRefusedText)
+	if rep.PKIStatus != scep.FAILURE || rep.FailInfo != scep.BadRequest || failInfoText(t, raw) != "" || msError(t, raw) != ndes.ErrInvalidPassword {
+		t.Errorf("reuse: %q/%q failInfoText %q, error code %d; want FAILURE/badRequest, no text, %d", rep.PKIStatus, rep.FailInfo, failInfoText(t, raw), msError(t, raw), ndes.ErrInvalidPassword)
 	}
 	wrong := newSCEPClient(t, s, "0123456789ABCDEF")
 	if rep, _ := wrong.send(t, wrong.pkcsReq(t).Raw); rep.PKIStatus != scep.FAILURE {
@@ -362,7 +363,7 @@ func TestOneTimePasswordEnrolment(t *testing.T) {
 
 	t.Run("envelope to the CA is a 500", func(t *testing.T) {
 		c := newSCEPClient(t, s, s.IssuePassword())
-		c.selector = scep.CertsSelectorFunc(func(certs []*x509.Certificate) []*x509.Certificate { return certs[:1] })
+		c.selector = scep.CertsSelectorFunc(func([]*x509.Certificate) []*x509.Certificate { return []*x509.Certificate{s.CA} })
 		_, status, body := c.post(t, c.pkcsReq(t).Raw)
 		if status != http.StatusInternalServerError || !strings.Contains(string(body), "0x80090005") {
 			t.Errorf("HTTP %d %q", status, body)
@@ -420,8 +421,8 @@ func TestManualApproval(t *testing.T) {
 				t.Fatal(err)
 			}
 			rep, raw := c.send(t, c.certPoll(t, txID))
-			if rep.PKIStatus != scep.FAILURE || failInfoText(t, raw) != ndes.RejectedText {
-				t.Fatalf("CertPoll after Reject: %q %q", rep.PKIStatus, failInfoText(t, raw))
+			if rep.PKIStatus != scep.FAILURE || msError(t, raw) != ndes.ErrAdminDenied {
+				t.Fatalf("CertPoll after Reject: %q, error code %d", rep.PKIStatus, msError(t, raw))
 			}
 		}
 		if err := s.Approve(txID); err == nil {
@@ -465,13 +466,22 @@ func TestGetOnlyAndOldNDES(t *testing.T) {
 	}
 
 	old := ndes.Start(t, ndes.Options{NoCaps: true})
+	if resp, err = http.Get(old.URL + "?operation=GetCACaps"); err == nil {
+		resp.Body.Close()
+		t.Errorf("NoCaps: HTTP %d, want the connection closed", resp.StatusCode)
+	}
+	old.Set(func(o *ndes.Options) { o.CapsFailure = ndes.CapsEmpty })
+	if caps := get(t, old.URL+"?operation=GetCACaps"); caps != "" {
+		t.Errorf("CapsEmpty: %q", caps)
+	}
+	old.Set(func(o *ndes.Options) { o.CapsFailure = ndes.CapsHTTP500 })
 	resp, err = http.Get(old.URL + "?operation=GetCACaps")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusInternalServerError {
-		t.Errorf("NoCaps: HTTP %d", resp.StatusCode)
+		t.Errorf("CapsHTTP500: HTTP %d", resp.StatusCode)
 	}
 }
 
@@ -610,14 +620,25 @@ var (
 	oidSenderNonce   = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 5}
 	oidTransactionID = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 7}
 	oidFailInfoText  = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 24, 1}
+	oidMSError       = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 33}
 )
+
+// caOf returns the CA among GetCACert's certificates (NDES sends it last).
+func caOf(certs []*x509.Certificate) *x509.Certificate {
+	for _, c := range certs {
+		if c.IsCA {
+			return c
+		}
+	}
+	return nil
+}
 
 // certPoll builds a CertPoll (IssuerAndSubject enveloped to the RA
 // encryption certificate, signed like the PKCSReq).
 func (c *scepClient) certPoll(t *testing.T, txID string) []byte {
 	t.Helper()
 	ias, err := asn1.Marshal(struct{ Issuer, Subject asn1.RawValue }{
-		Issuer:  asn1.RawValue{FullBytes: c.certs[0].RawSubject},
+		Issuer:  asn1.RawValue{FullBytes: caOf(c.certs).RawSubject},
 		Subject: asn1.RawValue{FullBytes: c.csr.RawSubject},
 	})
 	if err != nil {
@@ -701,7 +722,7 @@ func (c *scepClient) parse(t *testing.T, raw []byte) (*scep.PKIMessage, []byte) 
 func (c *scepClient) checkIssued(t *testing.T, rep *scep.PKIMessage) {
 	t.Helper()
 	crt := rep.Certificate
-	if err := crt.CheckSignatureFrom(c.certs[0]); err != nil {
+	if err := crt.CheckSignatureFrom(caOf(c.certs)); err != nil {
 		t.Errorf("issued certificate not signed by the CA: %v", err)
 	}
 	if !c.key.PublicKey.Equal(crt.PublicKey) || crt.Subject.CommonName != "router-1" {
@@ -711,11 +732,32 @@ func (c *scepClient) checkIssued(t *testing.T, rep *scep.PKIMessage) {
 
 func failInfoText(t *testing.T, certRep []byte) string {
 	t.Helper()
+	return stringAttr(t, certRep, oidFailInfoText)
+}
+
+// msError returns the HRESULT in a CertRep's Microsoft error-code
+// attribute, 0 if it has none.
+func msError(t *testing.T, certRep []byte) int32 {
+	t.Helper()
+	text := stringAttr(t, certRep, oidMSError)
+	if text == "" {
+		return 0
+	}
+	code, err := strconv.ParseInt(text, 10, 32)
+	if err != nil {
+		t.Fatalf("error code %q: %v", text, err)
+	}
+	return int32(code)
+}
+
+// stringAttr returns a CertRep's string attribute oid, "" if it has none.
+func stringAttr(t *testing.T, certRep []byte, oid asn1.ObjectIdentifier) string {
+	t.Helper()
 	p7, err := pkcs7.Parse(certRep)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var text string
-	_ = p7.UnmarshalSignedAttribute(oidFailInfoText, &text)
+	_ = p7.UnmarshalSignedAttribute(oid, &text)
 	return text
 }

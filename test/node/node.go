@@ -5,9 +5,11 @@
 // API server. Images are built from this module's Go programs and imported,
 // never pulled.
 //
-// There is no scheduler and no network plugin: pods set spec.nodeName to
-// Name, use hostNetwork and imagePullPolicy Never, and do not mount a
-// ServiceAccount token, as CertwatchPod does.
+// Alone, there is no scheduler and no network plugin: pods set
+// spec.nodeName to Name, use hostNetwork and imagePullPolicy Never, and do
+// not mount a ServiceAccount token, as CertwatchPod does. test/cluster adds
+// the rest of a cluster (a pod network through Options.PodNetwork, a
+// scheduler, controller-manager and kube-proxy).
 //
 // One kubelet per machine: it binds 127.0.0.1:10250 and :10248 and writes a
 // few fixed paths, so Start holds LockPath for as long as the node runs.
@@ -70,6 +72,9 @@ type Options struct {
 	BinDir string
 	// Images are built and imported besides PauseImage.
 	Images []Image
+	// Tarballs are image tarballs built elsewhere (the operator's image
+	// from internal/imagebuild), imported as they are.
+	Tarballs []string
 	// LockTimeout bounds the wait for another node on this machine to
 	// stop (default 15 minutes).
 	LockTimeout time.Duration
@@ -78,6 +83,15 @@ type Options struct {
 	StartTimeout time.Duration
 	// Progress, when set, receives a line for each step.
 	Progress func(format string, args ...any)
+	// Lock, when set, is the machine's node lock, already held by the
+	// caller (who also releases it); nil means Start takes it.
+	Lock *Lock
+	// PodNetwork, when set, gives pods without hostNetwork an address on a
+	// CNI bridge; nil leaves containerd without a network plugin.
+	PodNetwork *PodNetwork
+	// NodeIP is the node's address (kubelet's --node-ip); empty lets
+	// kubelet pick the host's.
+	NodeIP string
 }
 
 // Node is a running containerd and kubelet. Stop it with Stop.
@@ -89,7 +103,7 @@ type Node struct {
 
 	opts       Options
 	socket     string
-	lock       *os.File
+	lock       *Lock
 	containerd *exec.Cmd
 	kubelet    *exec.Cmd
 	// created is what this node may create outside Dir, known once it
@@ -189,9 +203,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		tarballs = append(tarballs, out)
 	}
 	n.progress("  built %d images from Go packages (%s)", len(images), time.Since(step).Round(time.Millisecond))
+	tarballs = append(tarballs, opts.Tarballs...)
 
-	if err := n.acquireLock(ctx); err != nil {
-		return nil, err
+	if opts.Lock == nil {
+		if n.lock, err = AcquireLock(ctx, opts.LockTimeout, opts.Progress); err != nil {
+			return nil, err
+		}
 	}
 	for _, dir := range sweepLeftovers(os.TempDir(), n.Dir) {
 		n.progress("  removed what an earlier node left behind (its test was killed before Stop): %s", dir)
@@ -227,38 +244,53 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	return n, nil
 }
 
-func (n *Node) acquireLock(ctx context.Context) error {
+// Lock is the machine's node lock (LockPath): one node, and one pod
+// network, per machine at a time.
+type Lock struct{ f *os.File }
+
+// AcquireLock takes the machine's node lock, waiting up to timeout for
+// another node to stop; progress (may be nil) hears once that it waits.
+func AcquireLock(ctx context.Context, timeout time.Duration, progress func(string, ...any)) (*Lock, error) {
 	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return fmt.Errorf("opening the node lock %s: %w", LockPath, err)
+		return nil, fmt.Errorf("opening the node lock %s: %w", LockPath, err)
 	}
-	deadline := time.Now().Add(n.opts.LockTimeout)
+	deadline := time.Now().Add(timeout)
 	said := false
 	for {
 		ok, err := lockFile(f)
 		if err != nil {
 			_ = f.Close()
-			return fmt.Errorf("locking %s: %w", LockPath, err)
+			return nil, fmt.Errorf("locking %s: %w", LockPath, err)
 		}
 		if ok {
-			n.lock = f
-			return nil
+			return &Lock{f: f}, nil
 		}
-		if !said {
-			n.progress("  waiting for another node on this machine to stop (%s is locked)", LockPath)
+		if !said && progress != nil {
+			progress("  waiting for another node on this machine to stop (%s is locked)", LockPath)
 			said = true
 		}
 		if time.Now().After(deadline) {
 			_ = f.Close()
-			return fmt.Errorf("another node on this machine held %s for %s", LockPath, n.opts.LockTimeout)
+			return nil, fmt.Errorf("another node on this machine held %s for %s", LockPath, timeout)
 		}
 		select {
 		case <-ctx.Done():
 			_ = f.Close()
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// Release releases the lock; it is safe to call more than once.
+func (l *Lock) Release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	_ = unlockFile(l.f)
+	_ = l.f.Close()
+	l.f = nil
 }
 
 // containerdConfig keeps containerd's root, state, socket and plugin paths
@@ -287,14 +319,25 @@ state = "{{dir}}/containerd/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{{dir}}/cni/bin"
+    bin_dir = "{{cnibin}}"
     conf_dir = "{{dir}}/cni/net.d"
 `
 
 func (n *Node) startContainerd(ctx context.Context) error {
-	cfg := strings.NewReplacer("{{dir}}", n.Dir, "{{socket}}", n.socket, "{{pause}}", PauseImage.Ref).Replace(containerdConfig)
+	// Without a pod network, an empty plugin directory: pods must use
+	// hostNetwork.
+	cniBin := filepath.Join(n.Dir, "cni", "bin")
+	if n.opts.PodNetwork != nil {
+		cniBin = CNIBinDir
+	}
+	cfg := strings.NewReplacer("{{dir}}", n.Dir, "{{socket}}", n.socket, "{{pause}}", PauseImage.Ref, "{{cnibin}}", cniBin).Replace(containerdConfig)
 	for _, d := range []string{"containerd", "cni/bin", "cni/net.d"} {
 		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	if n.opts.PodNetwork != nil {
+		if err := n.writeCNIConfig(); err != nil {
 			return err
 		}
 	}
@@ -365,14 +408,18 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	cmd, err := n.spawn("kubelet", filepath.Join(n.opts.BinDir, "kubelet"),
+	args := []string{
 		"--config", path,
 		"--kubeconfig", n.opts.Kubeconfig,
 		"--root-dir", filepath.Join(dir, "root"),
 		"--cert-dir", filepath.Join(dir, "pki"),
 		"--hostname-override", Name,
 		"--v", "1",
-	)
+	}
+	if n.opts.NodeIP != "" {
+		args = append(args, "--node-ip", n.opts.NodeIP)
+	}
+	cmd, err := n.spawn("kubelet", filepath.Join(n.opts.BinDir, "kubelet"), args...)
 	if err != nil {
 		return err
 	}
@@ -394,10 +441,15 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	})
 }
 
-// spawn starts a process of the node with its output in Dir/<name>.log; it
-// dies with the test process should that end without Stop.
+// spawn starts a process of the node with its output in Dir/<name>.log.
 func (n *Node) spawn(name, path string, args ...string) (*exec.Cmd, error) {
-	logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	return StartProcess(n.Dir, name, path, args...)
+}
+
+// StartProcess starts a program with its output in dir/<name>.log; it dies
+// with the test process should that end without stopping it (Terminate).
+func StartProcess(dir, name, path string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +478,7 @@ func (n *Node) waitFor(ctx context.Context, what string, cmd *exec.Cmd, logName 
 			return nil
 		}
 		last = msg
-		if exited(cmd) {
+		if Exited(cmd) {
 			return fmt.Errorf("%s exited while waiting for %s: %s\n%s", filepath.Base(cmd.Path), what, last, n.LogTail(logName, 30))
 		}
 		if time.Now().After(deadline) {
@@ -440,7 +492,8 @@ func (n *Node) waitFor(ctx context.Context, what string, cmd *exec.Cmd, logName 
 	}
 }
 
-func exited(cmd *exec.Cmd) bool {
+// Exited reports whether a process StartProcess started has ended.
+func Exited(cmd *exec.Cmd) bool {
 	return cmd.Process.Signal(syscall.Signal(0)) != nil
 }
 
@@ -559,8 +612,8 @@ func (n *Node) Stop() error {
 
 func (n *Node) stop() error {
 	var errs []error
-	terminate(n.kubelet, 20*time.Second)
-	if n.containerd != nil && !exited(n.containerd) {
+	Terminate(n.kubelet, 20*time.Second)
+	if n.containerd != nil && !Exited(n.containerd) {
 		// Containers kubelet left behind: kill and remove them while
 		// containerd still answers.
 		ctx := context.Background()
@@ -576,7 +629,7 @@ func (n *Node) stop() error {
 			}
 		}
 	}
-	terminate(n.containerd, 20*time.Second)
+	Terminate(n.containerd, 20*time.Second)
 	if n.Dir != "" {
 		if err := removeNode(n.Dir, n.created); err != nil {
 			errs = append(errs, err)
@@ -587,11 +640,7 @@ func (n *Node) stop() error {
 	if n.created != nil && !slices.Contains(n.created.paths, "/var/lib/kubelet") {
 		_ = os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock")
 	}
-	if n.lock != nil {
-		_ = unlockFile(n.lock)
-		_ = n.lock.Close()
-		n.lock = nil
-	}
+	n.lock.Release()
 	return errors.Join(errs...)
 }
 
@@ -746,14 +795,15 @@ func processState(stat []byte) byte {
 	return stat[i+2]
 }
 
-// terminate sends SIGTERM, then SIGKILL after grace, and waits for the exit.
-func terminate(cmd *exec.Cmd, grace time.Duration) {
-	if cmd == nil || cmd.Process == nil || exited(cmd) {
+// Terminate sends SIGTERM, then SIGKILL after grace, and waits for the
+// exit of a process StartProcess started (nil does nothing).
+func Terminate(cmd *exec.Cmd, grace time.Duration) {
+	if cmd == nil || cmd.Process == nil || Exited(cmd) {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
-	for !exited(cmd) {
+	for !Exited(cmd) {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			deadline = time.Now().Add(grace)

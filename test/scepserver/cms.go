@@ -7,6 +7,7 @@ import (
 	"crypto/des"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -20,7 +21,10 @@ import (
 // keeps its own unexported, and encrypts only with the cipher named by a
 // package-level variable, which a client under test may be changing.
 
-var oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+var (
+	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidRSAESOAEP     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 7}
+)
 
 type contentInfo struct {
 	ContentType asn1.ObjectIdentifier
@@ -116,9 +120,11 @@ func degenerate(certs []*x509.Certificate, crl []byte) ([]byte, error) {
 	return wrap(pkcs7.OIDSignedData, inner)
 }
 
-// envelope encrypts content to recipient's RSA key (PKCS#1 v1.5 key
-// transport, as every SCEP server does) with the given content cipher.
-func envelope(content []byte, recipient *x509.Certificate, cipherOID asn1.ObjectIdentifier) ([]byte, error) {
+// envelope encrypts content to recipient's RSA key with the given content
+// cipher: PKCS#1 v1.5 key transport, as every SCEP server does, or
+// RSAES-OAEP with its default parameters (SHA-1, MGF1-SHA-1), as NDES on
+// Windows Server 2012 R2 does for replies to AES requests.
+func envelope(content []byte, recipient *x509.Certificate, cipherOID asn1.ObjectIdentifier, oaep bool) ([]byte, error) {
 	pub, ok := recipient.PublicKey.(*rsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("scepserver: cannot envelope the reply to a %T signer certificate: SCEP needs RSA", recipient.PublicKey)
@@ -127,14 +133,22 @@ func envelope(content []byte, recipient *x509.Certificate, cipherOID asn1.Object
 	if err != nil {
 		return nil, err
 	}
-	encKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key) //nolint:staticcheck // SCEP key transport is PKCS #1 v1.5, as every server and client does it
+	keyAlg := pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue}
+	var encKey []byte
+	if oaep {
+		// An empty RSAES-OAEP-params SEQUENCE: every field at its default.
+		keyAlg = pkix.AlgorithmIdentifier{Algorithm: oidRSAESOAEP, Parameters: asn1.RawValue{FullBytes: []byte{0x30, 0x00}}}
+		encKey, err = rsa.EncryptOAEP(sha1.New(), rand.Reader, pub, key, nil)
+	} else {
+		encKey, err = rsa.EncryptPKCS1v15(rand.Reader, pub, key) //nolint:staticcheck // SCEP key transport is PKCS #1 v1.5, as every server and client does it
+	}
 	if err != nil {
 		return nil, err
 	}
 	inner, err := asn1.Marshal(envelopedData{
 		RecipientInfos: []recipientInfo{{
 			IssuerAndSerial:        issuerAndSerial{IssuerName: asn1.RawValue{FullBytes: recipient.RawIssuer}, SerialNumber: recipient.SerialNumber},
-			KeyEncryptionAlgorithm: pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue},
+			KeyEncryptionAlgorithm: keyAlg,
 			EncryptedKey:           encKey,
 		}},
 		EncryptedContentInfo: encryptedContentInfo{

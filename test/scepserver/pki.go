@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,6 +28,9 @@ var (
 	oidRecipientNonce = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 6}
 	oidTransactionID  = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 7}
 	oidFailInfoText   = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 24, 1}
+	// oidMSError is the Microsoft attribute NDES adds to a FAILURE: the
+	// HRESULT as a signed decimal string (sscep issue 59).
+	oidMSError = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 33}
 )
 
 // messageType and pkiStatus values (RFC 8894 section 3.2.1.2 and 3.2.1.3).
@@ -261,6 +265,9 @@ func (s *Server) enrolLocked(b Behavior, msg *pkiMessage, plain []byte) outcome 
 	challenge, _ := x509util.ParseChallengePassword(plain)
 	s.pkiLog[msg.logIndex].CSR = csr
 	s.pkiLog[msg.logIndex].ChallengePassword = challenge
+	if b.ResendIsPoll && msg.typ == typePKCSReq && s.txns[msg.transactionID] != nil {
+		return s.pollLocked(b, msg)
+	}
 	switch {
 	case csr.CheckSignature() != nil:
 		return failure(BadMessageCheck)
@@ -432,17 +439,14 @@ func (s *Server) certRepLocked(b Behavior, msg *pkiMessage, out outcome) reply {
 		}
 		// RFC 8894 section 3.3.2: the reply is enveloped to the
 		// certificate that signed the request.
-		content, err = envelope(deg, msg.signer, cipher)
+		content, err = envelope(deg, msg.signer, cipher, b.ReplyOAEPForAES && isAES(msg.cipher))
 		if err != nil {
 			return textReply(http.StatusInternalServerError, err.Error())
 		}
+	} else if b.ZeroByteContent {
+		content = []byte{0}
 	}
-
-	sd, err := pkcs7.NewSignedData(content)
-	if err != nil {
-		return textReply(http.StatusInternalServerError, err.Error())
-	}
-	sd.SetDigestAlgorithm(replyDigest(b.ReplyDigest, msg.digest))
+	digest := replyDigest(b.ReplyDigest, msg.digest)
 
 	msgType, tid, recipientNonce := typeCertRep, msg.transactionID, msg.senderNonce
 	if b.WrongMessageType {
@@ -467,11 +471,35 @@ func (s *Server) certRepLocked(b Behavior, msg *pkiMessage, out outcome) reply {
 		if text == "" {
 			text = b.FailInfoText
 		}
+		msError := ""
+		if b.FailureAttrs != nil {
+			text, msError = b.FailureAttrs(out.failInfo, text)
+		}
 		if text != "" {
 			attrs = append(attrs, pkcs7.Attribute{Type: oidFailInfoText, Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(text)}})
 		}
+		if msError != "" {
+			attrs = append(attrs, pkcs7.Attribute{Type: oidMSError, Value: asn1.RawValue{Tag: asn1.TagPrintableString, Bytes: []byte(msError)}})
+		}
 	}
 
+	if !b.Unsigned && (b.ReplyRSAEncryption || b.ReplyNoCertificates || b.ReplyNoSigningTime) {
+		der, err := signReply(content, signerCert, signerKey, digest, attrs, signOptions{
+			rsaEncryption: b.ReplyRSAEncryption,
+			noCerts:       b.ReplyNoCertificates,
+			noSigningTime: b.ReplyNoSigningTime,
+			badSignature:  b.BadSignature,
+		})
+		if err != nil {
+			return textReply(http.StatusInternalServerError, err.Error())
+		}
+		return reply{status: http.StatusOK, contentType: "application/x-pki-message", body: der}
+	}
+	sd, err := pkcs7.NewSignedData(content)
+	if err != nil {
+		return textReply(http.StatusInternalServerError, err.Error())
+	}
+	sd.SetDigestAlgorithm(digest)
 	if b.Unsigned {
 		sd.AddCertificate(signerCert)
 	} else {
@@ -501,6 +529,12 @@ func replyDigest(configured, requested asn1.ObjectIdentifier) asn1.ObjectIdentif
 		}
 	}
 	return pkcs7.OIDDigestAlgorithmSHA256
+}
+
+// isAES reports whether a content-encryption OID is an AES mode.
+func isAES(oid asn1.ObjectIdentifier) bool {
+	aes := asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1}
+	return len(oid) == len(aes)+1 && slices.Equal(oid[:len(aes)], aes)
 }
 
 func nonce() []byte {

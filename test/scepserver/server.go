@@ -63,11 +63,22 @@ type Behavior struct {
 	// Caps, POSTPKIOperation and SCEPStandard (which implies POST) are
 	// left out; set Caps explicitly to model a server that lies about POST.
 	Caps []string
-	// NoCaps answers GetCACaps with HTTP 500, as servers from before
-	// GetCACaps existed (old NDES) do.
+	// NoCaps makes GetCACaps fail, as servers from before GetCACaps
+	// existed (old NDES) do; NoCapsAnswer says how.
 	NoCaps bool
+	// NoCapsAnswer is how GetCACaps fails under NoCaps: HTTP 500 (the
+	// zero value), a connection closed without an answer, or an empty 200.
+	NoCapsAnswer NoCapsAnswer
 	// GetOnly refuses POST with 405 Method Not Allowed.
 	GetOnly bool
+	// PostEmptyOK answers every POST with HTTP 200 and an empty body
+	// without processing it, as NDES on Windows Server 2012 R2 is reported
+	// to do although it announces POSTPKIOperation.
+	PostEmptyOK bool
+	// GETURLSafeBase64 also accepts a GET PKIOperation message in the
+	// URL-safe base64 alphabet (RFC 4648 section 5), as MicroMDM's client
+	// sends it; by default only the standard alphabet is decoded.
+	GETURLSafeBase64 bool
 	// MaxQueryBytes, if positive, answers any GET whose raw query string is
 	// longer with IIS's "HTTP Error 404.15 - Query string too long" page
 	// (NDES on IIS: 2048 by default) instead of 414.
@@ -81,6 +92,9 @@ type Behavior struct {
 	// to the CA or to the RA signing certificate cannot be decrypted (see
 	// DecryptFailureStatus for the answer).
 	RASplit bool
+	// CACertRAFirst orders GetCACert's bundle as NDES does: RA signing,
+	// RA encryption, CA (by default: CA, RA signing, RA encryption).
+	CACertRAFirst bool
 	// WrongContentType swaps the GetCACert content types: a single DER
 	// certificate comes as application/x-x509-ca-ra-cert and a bundle as
 	// application/x-x509-ca-cert, so only a client that sniffs copes.
@@ -126,6 +140,37 @@ type Behavior struct {
 	// an HTTP error as NDES does ("cannot decrypt the client's PKCS7
 	// message").
 	DecryptFailureStatus int
+
+	// FailureAttrs, if set, decides the optional attributes of every
+	// FAILURE from its failInfo and reason (VerifyChallenge's text,
+	// Reject's text or FailInfoText): the RFC 8894 failInfoText ("" for
+	// none) and Microsoft's error code, attribute 1.3.6.1.4.1.311.21.33, a
+	// signed decimal HRESULT in a PrintableString as NDES writes it (""
+	// for none). Without it, the reason is the failInfoText.
+	FailureAttrs func(failInfo int, reason string) (failInfoText, msError string)
+	// ResendIsPoll answers a PKCSReq whose transactionID has a
+	// transaction as a CertPoll of it (pending, issued or failed), before
+	// its challenge is checked. By default the challenge is checked first
+	// and a resend for a transaction still pending is answered PENDING.
+	ResendIsPoll bool
+
+	// ReplyRSAEncryption names the CertRep signature's algorithm
+	// rsaEncryption (with the digest in digestAlgorithm), as NDES does,
+	// instead of sha256WithRSAEncryption and the like.
+	ReplyRSAEncryption bool
+	// ReplyNoCertificates leaves the signer's certificate out of the
+	// CertRep: the client must know it from GetCACert, as with NDES.
+	ReplyNoCertificates bool
+	// ReplyNoSigningTime leaves the signingTime attribute out, as NDES
+	// does.
+	ReplyNoSigningTime bool
+	// ZeroByteContent makes a CertRep without envelope (FAILURE, PENDING)
+	// carry one 0x00 byte as its content, as NDES's FAILURE does (sscep
+	// issue 59), instead of none.
+	ZeroByteContent bool
+	// ReplyOAEPForAES envelopes replies to AES requests with RSAES-OAEP
+	// key transport, as NDES on Windows Server 2012 R2 does.
+	ReplyOAEPForAES bool
 
 	// ReplyCipher is the content-encryption algorithm OID of CertRep
 	// envelopes; nil uses whatever the request used. DES-CBC, DES-EDE3-CBC,
@@ -179,6 +224,20 @@ type Behavior struct {
 	// (GetCACert, PKIOperation) in half.
 	TruncatedDER bool
 }
+
+// NoCapsAnswer is how GetCACaps fails under Behavior.NoCaps.
+type NoCapsAnswer int
+
+const (
+	// NoCapsHTTP500 answers HTTP 500.
+	NoCapsHTTP500 NoCapsAnswer = iota
+	// NoCapsClose closes the connection without answering, as NDES on
+	// Windows Server 2003 and 2008 without the GetCACaps hotfix does.
+	NoCapsClose
+	// NoCapsEmpty answers HTTP 200 with an empty body, as the same NDES
+	// does on other installations.
+	NoCapsEmpty
+)
 
 // HTTPRequest records one HTTP request as it arrived.
 type HTTPRequest struct {
@@ -503,11 +562,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
+	case r.Method == http.MethodPost && b.PostEmptyOK:
+		w.WriteHeader(http.StatusOK)
+		return
+	case op == OpGetCACaps && b.NoCaps && b.NoCapsAnswer == NoCapsClose:
+		closeConnection(w)
+		return
 	}
 
 	var msg *pkiMessage
 	if op == OpPKIOperation {
-		der, err := pkiMessageBody(r)
+		der, err := pkiMessageBody(r, b.GETURLSafeBase64)
 		if err != nil {
 			s.mu.Lock()
 			s.messages["malformed"]++
@@ -588,8 +653,24 @@ func (s *Server) takeFault(b Behavior, op string) bool {
 	return true
 }
 
+// closeConnection drops the client's connection without an answer.
+func closeConnection(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler) // net/http closes the connection
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close() // nothing to tell the client: closing is the answer
+}
+
 func (s *Server) getCACaps(b Behavior) reply {
 	if b.NoCaps {
+		if b.NoCapsAnswer == NoCapsEmpty {
+			return reply{status: http.StatusOK, contentType: "text/plain"}
+		}
 		return reply{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte("operation GetCACaps not supported")}
 	}
 	caps := b.Caps
@@ -623,7 +704,11 @@ func (s *Server) getCACert(b Behavior) reply {
 	if err != nil {
 		return reply{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte(err.Error())}
 	}
-	der, err := degenerate([]*x509.Certificate{ca, ra.sign, ra.encrypt}, nil)
+	certs := []*x509.Certificate{ca, ra.sign, ra.encrypt}
+	if b.CACertRAFirst {
+		certs = []*x509.Certificate{ra.sign, ra.encrypt, ca}
+	}
+	der, err := degenerate(certs, nil)
 	if err != nil {
 		return reply{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte(err.Error())}
 	}
@@ -635,13 +720,20 @@ func (s *Server) getCACert(b Behavior) reply {
 }
 
 // pkiMessageBody returns the DER pkiMessage: the POST body, or the GET
-// message parameter in standard base64 (RFC 8894 section 4.1), which is
-// all NDES accepts; the URL-safe alphabet is refused.
-func pkiMessageBody(r *http.Request) ([]byte, error) {
+// message parameter in standard base64 (RFC 8894 section 4.1); the
+// URL-safe alphabet only with urlSafe.
+func pkiMessageBody(r *http.Request, urlSafe bool) ([]byte, error) {
 	if r.Method == http.MethodPost {
 		return io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	}
-	der, err := base64.StdEncoding.DecodeString(r.URL.Query().Get("message"))
+	m := r.URL.Query().Get("message")
+	der, err := base64.StdEncoding.DecodeString(m)
+	if err != nil && urlSafe {
+		// With or without padding, as clients differ.
+		if d, e := base64.RawURLEncoding.DecodeString(strings.TrimRight(m, "=")); e == nil {
+			der, err = d, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("message parameter is not standard base64: %w", err)
 	}

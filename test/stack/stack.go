@@ -261,6 +261,9 @@ func (s *Stack) apply(ctx context.Context) error {
 	var crds []*apiextensionsv1.CustomResourceDefinition
 	var rest []*unstructured.Unstructured
 	for _, o := range s.Rendered {
+		if o.GetAnnotations()["helm.sh/hook"] == "test" {
+			continue // created by `helm test` only, never by an install
+		}
 		if o.GetKind() == "CustomResourceDefinition" {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, crd); err != nil {

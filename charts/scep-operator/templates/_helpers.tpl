@@ -140,3 +140,14 @@ given). Empty otherwise.
 {{- define "scep-operator.metricsCertMounted" -}}
 {{- if and .Values.metrics.enabled .Values.metrics.secure .Values.metrics.certSecret }}true{{ end }}
 {{- end }}
+
+{{/*
+Labels of the helm test's objects: not the selector labels, so that neither
+the Deployment nor the metrics Service selects the test Pod.
+*/}}
+{{- define "scep-operator.testLabels" -}}
+helm.sh/chart: {{ include "scep-operator.chart" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: scep-operator
+app.kubernetes.io/component: helm-test
+{{- end }}
