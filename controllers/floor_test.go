@@ -38,17 +38,27 @@ func TestCryptoFloor(t *testing.T) {
 		return p.Status
 	}
 
-	t.Run("modern NDES: AES and SHA-512 in status and metric", func(t *testing.T) {
+	t.Run("NDES 2016+: 3DES and SHA-512 in status and metric", func(t *testing.T) {
+		// NDES announces DES3 and SHA-512, no AES: a SHA-256 floor allows it.
 		srv := startNDES(t, ndes.Options{})
-		p := profile(t, "floor-modern", srv, &scepv1alpha1.CryptoFloor{ContentEncryption: "AES", Digest: "SHA256"})
+		p := profile(t, "floor-ndes", srv, &scepv1alpha1.CryptoFloor{ContentEncryption: "DES3", Digest: "SHA256"})
 		waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
-		if got := status(t, p).Algorithms; got != "AES-256-CBC/SHA-512" {
+		if got := status(t, p).Algorithms; got != "DES-EDE3-CBC/SHA-512" {
 			t.Errorf("status.algorithms = %q", got)
 		}
 		issued(t, waitRequest(t, ndesRequest(t, ns, p, "floor-app", 20, "floor-app"), 30*time.Second), srv.CA)
-		key := "SCEPProfile " + ns + "/floor-modern"
-		if v := testutil.ToFloat64(metrics.EnrollmentsByAlgorithm.WithLabelValues(key, "AES-256-CBC", "SHA-512")); v != 1 {
-			t.Errorf("scep_enrollments_by_algorithm_total{cipher=AES-256-CBC,digest=SHA-512} = %v", v)
+		key := "SCEPProfile " + ns + "/floor-ndes"
+		if v := testutil.ToFloat64(metrics.EnrollmentsByAlgorithm.WithLabelValues(key, "DES-EDE3-CBC", "SHA-512")); v != 1 {
+			t.Errorf("scep_enrollments_by_algorithm_total{cipher=DES-EDE3-CBC,digest=SHA-512} = %v", v)
+		}
+	})
+
+	t.Run("AES announced: an AES floor is met", func(t *testing.T) {
+		srv := startNDES(t, ndes.Options{Caps: []string{"POSTPKIOperation", "SHA-512", "SHA-256", "DES3", "AES"}})
+		p := profile(t, "floor-aes", srv, &scepv1alpha1.CryptoFloor{ContentEncryption: "AES", Digest: "SHA256"})
+		waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
+		if got := status(t, p).Algorithms; got != "AES-256-CBC/SHA-512" {
+			t.Errorf("status.algorithms = %q", got)
 		}
 	})
 
