@@ -87,6 +87,7 @@ test-image: ## Build the image twice and check it (reproducible digests, static 
 .PHONY: test-deps
 test-deps: envtest kubelet cluster-binaries node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 	hack/scep-clients.sh
+	hack/krb5.sh
 
 # `make flake-hunt`: FLAKE_N runs of the tests (FLAKE_PKGS, default all),
 # FLAKE_HOG=1 with every core kept busy; prints each failing test.

@@ -63,6 +63,13 @@ const (
 	// ReasonDestinationRefused: the profile's url or NDES admin url is (or
 	// resolves to) an address the operator's egress policy refuses.
 	ReasonDestinationRefused = "DestinationRefused"
+	// ReasonKerberosError: a Kerberos dynamic challenge could not get a
+	// ticket for a reason other than its credentials (clock skew, an
+	// unknown SPN, no KDC answering), seen when its credentials are checked.
+	ReasonKerberosError = "KerberosError"
+	// ReasonBelowCryptoFloor: the server offers nothing as strong as the
+	// profile's spec.cryptoFloor (or the default floor) allows.
+	ReasonBelowCryptoFloor = "BelowCryptoFloor"
 )
 
 // AnnotationValidateCredentials on a profile with a Dynamic challenge asks
@@ -253,10 +260,7 @@ func (r *ProfileReconciler) checkSecrets(ctx context.Context, p scepv1alpha1.Pro
 	case scepv1alpha1.ChallengeStatic:
 		_, err = r.Registry.ReadSecretKey(ctx, ns, *spec.Challenge.PasswordSecretRef, "password")
 	case scepv1alpha1.ChallengeDynamic:
-		ref := scepv1alpha1.SecretKeySelector{Name: spec.Challenge.Dynamic.CredentialsSecretRef.Name}
-		if _, err = r.Registry.ReadSecretKey(ctx, ns, ref, "username"); err == nil {
-			_, err = r.Registry.ReadSecretKey(ctx, ns, ref, "password")
-		}
+		err = r.Registry.CheckCredentialsSecret(ctx, p)
 	}
 	if err == nil {
 		// The TLS bundle is read when the client is built.
@@ -308,6 +312,8 @@ func (r *ProfileReconciler) checkCredentials(ctx context.Context, p scepv1alpha1
 			// The credentials work: NDES answered with its own page.
 		case egress.IsRefused(err):
 			return ReasonDestinationRefused, err
+		case ndes.IsKerberosError(err):
+			return ReasonKerberosError, err
 		default:
 			return ReasonUnreachable, fmt.Errorf("fetching a challenge password from %s: %w", p.GetSpec().Challenge.Dynamic.URL, err)
 		}
@@ -400,6 +406,7 @@ func (r *ProfileReconciler) keepSigner(ctx context.Context, p scepv1alpha1.Profi
 func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclient.ServerInfo) {
 	status := p.GetStatus()
 	status.Capabilities = info.Caps.Strings()
+	status.Algorithms = info.Algorithms.String()
 	status.CACertificates = nil
 	status.CAExpiry = nil
 	key := profiles.KeyOf(p).String()
@@ -421,21 +428,24 @@ func (r *ProfileReconciler) recordServer(p scepv1alpha1.Profile, info *scepclien
 // classify maps a check failure to the Ready reason.
 func classify(err error) string {
 	var (
-		mismatch *scep.FingerprintMismatchError
-		httpErr  *scepclient.HTTPError
-		content  *scepclient.ContentError
-		tooLarge *scepclient.TooLargeError
-		redirect *egress.RedirectError
-		specErr  *profiles.SpecError
-		secret   *profiles.SecretError
-		netErr   net.Error
-		tlsErr   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
+		mismatch   *scep.FingerprintMismatchError
+		belowFloor *scepclient.BelowFloorError
+		httpErr    *scepclient.HTTPError
+		content    *scepclient.ContentError
+		tooLarge   *scepclient.TooLargeError
+		redirect   *egress.RedirectError
+		specErr    *profiles.SpecError
+		secret     *profiles.SecretError
+		netErr     net.Error
+		tlsErr     *tls.CertificateVerificationError
+		unknown    x509.UnknownAuthorityError
 	)
 	switch {
 	// Before SpecError and net.Error, which carry it.
 	case egress.IsRefused(err):
 		return ReasonDestinationRefused
+	case errors.As(err, &belowFloor):
+		return ReasonBelowCryptoFloor
 	case errors.As(err, &mismatch):
 		return ReasonFingerprintMismatch
 	case errors.As(err, &specErr):

@@ -30,6 +30,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || !self.retryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || !self.maxRetryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
 // +kubebuilder:validation:XValidation:rule="(has(self.subject) && size(self.subject) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
 // +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
+// +kubebuilder:validation:XValidation:rule="!has(self.certificateTemplate) || (has(self.csrMode) && self.csrMode == 'Rebuild')",message="certificateTemplate is written into the CSR, which only csrMode Rebuild builds; Passthrough forwards cert-manager's CSR unchanged: set csrMode: Rebuild, or remove certificateTemplate"
 // +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
@@ -127,6 +128,7 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=128
 	// +kubebuilder:validation:items:Pattern=`^[0-2](\.(0|[1-9][0-9]*))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.exists(o, o == '1.3.6.1.4.1.311.20.2' || o == '1.3.6.1.4.1.311.21.7')",message="the certificate template extensions (1.3.6.1.4.1.311.20.2, 1.3.6.1.4.1.311.21.7) cannot be allowed: a request must not choose its template; name it in certificateTemplate (csrMode Rebuild) instead"
 	AllowedExtensions []string `json:"allowedExtensions,omitempty"`
 
 	// KeySize is the RSA key size the request's key must have.
@@ -222,6 +224,32 @@ type SCEPProfileSpec struct {
 	// reason NamespaceNotAllowed and nothing is sent.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// AD CS practice (issue 14); their types, where they have their own,
+	// are in adcs_types.go.
+
+	// CertificateTemplate names the AD CS certificate template (its name,
+	// the cn, not its display name) the operator asks for: csrMode Rebuild
+	// adds it to every CSR as the Microsoft template extension
+	// szOID_ENROLL_CERTTYPE_EXTENSION (1.3.6.1.4.1.311.20.2). Only the
+	// profile chooses it: a request carrying either template extension is
+	// refused. Stock NDES picks its template from its registry by key usage
+	// instead (docs/ndes.md says when the request's template counts).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9 ._-]*$`
+	CertificateTemplate string `json:"certificateTemplate,omitempty"`
+
+	// CryptoFloor is the weakest content encryption and digest the
+	// operator may use with the server. Unset: triple DES and SHA-1, so
+	// single DES is refused and SHA-1 is used only where the server
+	// announces nothing better (the strongest announced is always chosen).
+	// A server below the floor (or one that does not answer GetCACaps, and
+	// so is assumed to offer only triple DES and SHA-1) leaves the profile
+	// not Ready with reason BelowCryptoFloor, naming what the server lacks
+	// and the field that would allow it.
+	// +optional
+	CryptoFloor *CryptoFloor `json:"cryptoFloor,omitempty"`
 }
 
 // VariableConstraints limits the variables a tenant picks freely.
@@ -352,20 +380,29 @@ const (
 // DynamicChallenge is where and how to fetch NDES's one-time passwords.
 // +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || (has(self.allowPlainHTTP) && self.allowPlainHTTP)",message="the NDES admin page over http:// exposes its credentials (NTLM can be relayed to AD CS, Basic is plain text): use an https:// url (with tls for its trust), or set allowPlainHTTP: true to accept that risk"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.url.startsWith('https://')",message="dynamic.tls is only used with an https:// admin url"
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || self.auth != 'Kerberos' || has(self.kerberos)",message="auth Kerberos needs kerberos (the realm and its KDCs, or a krb5.conf ConfigMap)"
+// +kubebuilder:validation:XValidation:rule="has(self.auth) && self.auth == 'Kerberos' || !has(self.kerberos)",message="kerberos is only used with auth: Kerberos"
 type DynamicChallenge struct {
 	// URL is NDES's admin page, e.g. http://ndes.corp.example/certsrv/mscep_admin/.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
 	URL string `json:"url"`
 
-	// Auth is the HTTP authentication the page asks for.
+	// Auth is the HTTP authentication the page asks for: NTLM, Basic, or
+	// Kerberos (HTTP Negotiate with a Kerberos ticket, what IIS keeps when
+	// NTLM is turned off; configured in kerberos).
 	// +optional
 	// +kubebuilder:default=NTLM
-	// +kubebuilder:validation:Enum=NTLM;Basic
+	// +kubebuilder:validation:Enum=NTLM;Basic;Kerberos
 	Auth string `json:"auth,omitempty"`
 
+	// Kerberos configures auth Kerberos.
+	// +optional
+	Kerberos *KerberosAuth `json:"kerberos,omitempty"`
+
 	// CredentialsSecretRef names a Secret with keys "username" (DOMAIN\user
-	// or user@domain) and "password".
+	// or user@domain; for Kerberos the principal, user or user@REALM) and
+	// "password", or, for Kerberos, "keytab" instead of "password".
 	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
 
 	// TLS configures trust for an https admin URL, independently of the
@@ -421,6 +458,12 @@ type SCEPProfileStatus struct {
 	// +optional
 	// +listType=atomic
 	Capabilities []string `json:"capabilities,omitempty"`
+
+	// Algorithms are the content encryption and digest the operator uses
+	// with the server, chosen from Capabilities under spec.cryptoFloor,
+	// e.g. "AES-256-CBC/SHA-512".
+	// +optional
+	Algorithms string `json:"algorithms,omitempty"`
 
 	// CAExpiry is the earliest notAfter among CACertificates.
 	// +optional

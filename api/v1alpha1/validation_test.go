@@ -94,7 +94,7 @@ func TestAPIServerValidation(t *testing.T) {
 	ns := env.Namespace(t, "validation")
 
 	t.Run("invalid", func(t *testing.T) {
-		for i, tc := range invalidProfiles() {
+		for i, tc := range append(invalidProfiles(), adcsInvalidProfiles()...) {
 			t.Run(tc.name, func(t *testing.T) {
 				err := createProfile(t.Context(), env.Client, tc, fmt.Sprintf("invalid-%02d", i), ns)
 				if err == nil {
@@ -119,7 +119,7 @@ func TestAPIServerValidation(t *testing.T) {
 	})
 
 	t.Run("valid", func(t *testing.T) {
-		for i, tc := range validProfiles() {
+		for i, tc := range append(validProfiles(), adcsValidProfiles()...) {
 			t.Run(tc.name, func(t *testing.T) {
 				name := fmt.Sprintf("valid-%02d", i)
 				if err := createProfile(t.Context(), env.Client, tc, name, ns); err != nil {
@@ -247,11 +247,11 @@ func invalidProfiles() []profileCase {
 			cluster: true,
 			spec: func(s *v1.SCEPProfileSpec) {
 				d := ndesDynamic()
-				d.Auth = "Kerberos"
+				d.Auth = "Digest"
 				s.Challenge = v1.Challenge{Type: v1.ChallengeDynamic, Dynamic: d}
 				s.CSRMode = v1.CSRModeRebuild
 			},
-			want: []string{"spec.challenge.dynamic.auth", `Unsupported value: "Kerberos"`, `"NTLM"`, `"Basic"`},
+			want: []string{"spec.challenge.dynamic.auth", `Unsupported value: "Digest"`, `"NTLM"`, `"Basic"`},
 		},
 		{
 			name: "dynamic.url with userinfo",
@@ -524,7 +524,7 @@ func invalidProfiles() []profileCase {
 			name:    "allowed extension that is not an OID",
 			cluster: true,
 			spec: func(s *v1.SCEPProfileSpec) {
-				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2", "subjectDirectoryAttributes"}
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.21.10", "subjectDirectoryAttributes"}
 			},
 			want: []string{"spec.allowedExtensions[1]", "should match"},
 		},
@@ -718,7 +718,7 @@ func validProfiles() []profileCase {
 			name: "extended key usages, allowed extensions and an email constraint",
 			spec: func(s *v1.SCEPProfileSpec) {
 				s.ExtendedKeyUsages = []string{"ServerAuth", "ClientAuth", "1.3.6.1.5.5.7.3.17"}
-				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.20.2"}
+				s.AllowedExtensions = []string{"1.3.6.1.4.1.311.21.10"}
 				s.Variables = &v1.VariableConstraints{Email: []string{"%namespace%-*@corp.example"}}
 			},
 		},

@@ -33,6 +33,7 @@ type enrollFlags struct {
 	keyFile       string
 	keySize       int
 	keyUsage      string
+	certTemplate  string
 	challenge     string
 	challengeFile string
 	maxAttempts   int
@@ -55,6 +56,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&f.keyFile, "key", "", "private key PEM; used if it exists, else an RSA key is generated there (mode 0600)")
 	fs.IntVar(&f.keySize, "key-size", 2048, "RSA key size for a generated key: 1024, 2048, 3072 or 4096")
 	fs.StringVar(&f.keyUsage, "key-usage", "", "key usage to request: signing, encipherment or both (default: none requested)")
+	fs.StringVar(&f.certTemplate, "template", "", "AD CS certificate template name to ask for, sent in the CSR as szOID_ENROLL_CERTTYPE_EXTENSION (1.3.6.1.4.1.311.20.2); stock NDES picks its registry's template by key usage instead")
 	fs.StringVar(&f.challenge, "challenge", "", "challenge password (visible in the process list; prefer --challenge-file)")
 	fs.StringVar(&f.challengeFile, "challenge-file", "", "file holding the challenge password")
 	fs.IntVar(&f.maxAttempts, "max-attempts", 3, "attempts before giving up, counting PENDING polls and transient errors")
@@ -137,6 +139,9 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "warning: the server does not announce Renewal; sending RenewalReq anyway")
 	}
 	fmt.Fprintf(stderr, "enrolling %q at %s (%s, %s)\n", f.subject, c.URL(), info.Algorithms, method(info.Caps))
+	if f.certTemplate != "" {
+		fmt.Fprintf(stderr, "asking for certificate template %q (extension %s in the CSR)\n", f.certTemplate, ndes.OIDEnrollCertType)
+	}
 	if passwords != nil {
 		fmt.Fprintf(stderr, "each request gets a fresh challenge password from %s\n", passwords.URL())
 	}
@@ -253,6 +258,13 @@ func (f *enrollFlags) template(ku x509.KeyUsage, challenge string) (scep.CSRTemp
 			return scep.CSRTemplate{}, fmt.Errorf("%w: --uri %q is not an absolute URI", errUsage, u)
 		}
 		t.URIs = append(t.URIs, parsed)
+	}
+	if f.certTemplate != "" {
+		ext, err := ndes.TemplateExtension(f.certTemplate)
+		if err != nil {
+			return scep.CSRTemplate{}, fmt.Errorf("%w: --template: %v", errUsage, err)
+		}
+		t.Extensions = append(t.Extensions, ext)
 	}
 	return t, nil
 }

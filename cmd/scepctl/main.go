@@ -7,11 +7,14 @@
 //	scepctl cacert --url URL [--ca-identifier ID] [--fingerprint FP] [--ca-bundle FILE] [--out FILE]
 //	scepctl ndes-password --url ADMIN_URL --username USER --password-file FILE [--auth ntlm|basic]
 //	               [--ca-bundle FILE] [--insecure] [--allow-plain-http]
+//	scepctl ndes-password --url ADMIN_URL --auth kerberos --username USER (--password-file FILE | --keytab FILE)
+//	               (--realm REALM --kdc HOST[:PORT],... | --krb5-conf FILE) [--spn HTTP/HOST]
+//	               [--allow-ntlm-fallback] [--ca-bundle FILE] [--insecure]
 //	scepctl enroll --url URL --subject DN [--dns NAME]... [--email ADDR]... [--uri URI]... [--upn UPN]...
-//	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both]
+//	               [--key FILE] [--key-size N] [--key-usage signing|encipherment|both] [--template NAME]
 //	               [--challenge PW | --challenge-file FILE |
 //	                --ndes-admin-url ADMIN_URL --ndes-username USER --ndes-password-file FILE [--ndes-auth ntlm|basic]
-//	                [--ndes-allow-plain-http]]
+//	                [--ndes-allow-plain-http] [the Kerberos options as --ndes-realm, --ndes-kdc, ...]]
 //	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE

@@ -27,6 +27,14 @@ var (
 		Help: "Finished SCEP enrollments by profile and result (issued, rejected, failed, policy).",
 	}, []string{"profile", "result"})
 
+	// EnrollmentsByAlgorithm counts issued enrollments by the content
+	// cipher and digest their messages were built with (the crypto floor's
+	// effect, seen across profiles).
+	EnrollmentsByAlgorithm = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scep_enrollments_by_algorithm_total",
+		Help: "Issued SCEP enrollments by profile, content cipher and digest (e.g. AES-256-CBC, SHA-512).",
+	}, []string{"profile", "cipher", "digest"})
+
 	// EnrollmentDuration observes the time from CertificateRequest creation
 	// to its certificate, including PENDING time.
 	EnrollmentDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -63,7 +71,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry)
+	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentsByAlgorithm, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry)
 }
 
 // ObserveServerRequest records one HTTP round trip.

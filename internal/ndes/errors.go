@@ -16,9 +16,10 @@ var ErrCacheFull = errors.New(`NDES's password cache is full: it keeps at most P
 // IsCacheFull reports whether err is, or wraps, ErrCacheFull.
 func IsCacheFull(err error) bool { return errors.Is(err, ErrCacheFull) }
 
-// AuthError is a refusal of the account: HTTP 401 or 403 from IIS, or NDES's
+// AuthError is a refusal of the account: HTTP 401 or 403 from IIS, NDES's
 // page "You do not have sufficient permission to enroll with SCEP." served
-// with HTTP 200. It names the user, never the password, and says what the
+// with HTTP 200, or the Kerberos KDC refusing the account's password or
+// keytab (wrong, expired, disabled). It names the user, never the password, and says what the
 // refusal was in our words: the page's own text stays in Excerpt.
 type AuthError struct {
 	// StatusCode is the HTTP status; 0 when ExtractPassword found the
@@ -33,6 +34,11 @@ type AuthError struct {
 	// Excerpt is the start of the page as quoted, cleaned text, for debug
 	// logs and an admin's terminal only; never in a status or an Event.
 	Excerpt string
+	// Remedy, when set, replaces the generic advice on what to check.
+	Remedy string
+	// Kerberos is set when the KDC, not IIS, refused the account: nothing
+	// was sent to the admin page with these credentials.
+	Kerberos bool
 }
 
 // Error names the user and the server's reason, and says what to check.
@@ -41,12 +47,25 @@ func (e *AuthError) Error() string {
 	if e.User != "" {
 		who = "user " + e.User
 	}
+	if e.Kerberos {
+		msg := "the Kerberos KDC refused " + who
+		if e.Detail != "" {
+			msg += ": " + e.Detail
+		}
+		if e.Remedy != "" {
+			msg += "; " + e.Remedy
+		}
+		return msg
+	}
 	msg := "NDES refused " + who
 	if e.StatusCode != 0 && e.StatusCode != http.StatusOK {
 		msg += fmt.Sprintf(" (HTTP %d)", e.StatusCode)
 	}
 	if e.Detail != "" {
 		msg += ": " + e.Detail
+	}
+	if e.Remedy != "" {
+		return msg + "; " + e.Remedy
 	}
 	if e.StatusCode == http.StatusUnauthorized {
 		return msg + "; check the user name (DOMAIN\\user or user@domain), its password and the authentication scheme (NTLM or Basic) IIS expects"

@@ -1,7 +1,8 @@
 // Package ndes fetches one-time enrollment challenge passwords from the
 // admin page of Microsoft's Network Device Enrollment Service
 // (/certsrv/mscep_admin/), which hands out a fresh password on every GET to
-// an account it trusts. It speaks HTTP with NTLM or Basic authentication,
+// an account it trusts. It speaks HTTP with NTLM, Kerberos (Negotiate) or
+// Basic authentication,
 // decodes the page (UTF-16 more often than not) and tells a password from
 // NDES's refusals. It knows nothing of SCEP messages: the password goes
 // into a CSR elsewhere.
@@ -47,17 +48,25 @@ const (
 	// AuthBasic sends user name and password with every request, so it is
 	// only used over https unless Config.AllowPlainHTTP says otherwise.
 	AuthBasic Auth = "Basic"
+	// AuthKerberos is HTTP Negotiate with a Kerberos ticket (SPNEGO), what
+	// IIS keeps when NTLM is turned off (Microsoft's KB5005413 hardening).
+	// It needs Config.Kerberos; the ticket is channel-bound to the TLS
+	// certificate over https (Extended Protection).
+	AuthKerberos Auth = "Kerberos"
 )
 
-// ParseAuth accepts "ntlm" or "basic" in any case; "" means AuthNTLM.
+// ParseAuth accepts "ntlm", "basic" or "kerberos" (or "negotiate") in any
+// case; "" means AuthNTLM.
 func ParseAuth(s string) (Auth, error) {
 	switch {
 	case s == "", strings.EqualFold(s, string(AuthNTLM)):
 		return AuthNTLM, nil
 	case strings.EqualFold(s, string(AuthBasic)):
 		return AuthBasic, nil
+	case strings.EqualFold(s, string(AuthKerberos)), strings.EqualFold(s, "Negotiate"):
+		return AuthKerberos, nil
 	}
-	return "", fmt.Errorf("authentication %q: must be NTLM or Basic", s)
+	return "", fmt.Errorf("authentication %q: must be NTLM, Kerberos or Basic", s)
 }
 
 // Defaults for Config's zero values.
@@ -77,12 +86,16 @@ type Config struct {
 	// Auth is the scheme IIS expects; "" means AuthNTLM.
 	Auth Auth
 	// Username is DOMAIN\user or user@domain (for NTLM, a bare name is
-	// looked up in the server's own domain).
+	// looked up in the server's own domain). For Kerberos it is the client
+	// principal, user or user@REALM (DOMAIN\user is read as user).
 	Username string
 	// Password is Username's password. It is sent only in the
-	// Authorization header (Basic) or used to answer the NTLM challenge,
-	// and is never logged or put in an error.
+	// Authorization header (Basic), used to answer the NTLM challenge or
+	// to log in to the KDC, and is never logged or put in an error. With
+	// Kerberos a keytab may replace it.
 	Password string
+	// Kerberos configures AuthKerberos; ignored otherwise.
+	Kerberos *Kerberos
 	// AllowPlainHTTP permits an http:// URL. Credentials then cross the
 	// network unprotected: Basic in clear text, NTLM open to relaying (to
 	// AD CS web enrollment, for one). New refuses an http URL without it,
@@ -149,7 +162,11 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	cfg.Auth = auth
-	if cfg.Username == "" || cfg.Password == "" {
+	hasKeytab := auth == AuthKerberos && cfg.Kerberos != nil && len(cfg.Kerberos.Keytab) > 0
+	if cfg.Username == "" || (cfg.Password == "" && !hasKeytab) {
+		if auth == AuthKerberos {
+			return nil, fmt.Errorf("NDES admin page %s: a user name and a password or keytab are required", u.Redacted())
+		}
 		return nil, fmt.Errorf("NDES admin page %s: a user name and a password are required", u.Redacted())
 	}
 	if u.Scheme == "http" {
@@ -157,11 +174,17 @@ func New(cfg Config) (*Client, error) {
 			if auth == AuthBasic {
 				return nil, fmt.Errorf("NDES admin page %s: Basic authentication over plain http would send the password of %s in clear; use https", u.Redacted(), cfg.Username)
 			}
+			if auth == AuthKerberos {
+				return nil, fmt.Errorf("NDES admin page %s: Kerberos over plain http sends a ticket anyone on the path can replay to the page, with no TLS certificate to bind it to; use https", u.Redacted())
+			}
 			return nil, fmt.Errorf("NDES admin page %s: NTLM over plain http can be relayed by anyone on the path (to AD CS web enrollment, for one) with the rights of %s; use https", u.Redacted(), cfg.Username)
 		}
-		if auth == AuthBasic {
+		switch auth {
+		case AuthBasic:
 			cfg.Logger.Info("WARNING: Basic authentication over plain http: anyone on the path can read the account's password", "url", u.Redacted(), "user", cfg.Username)
-		} else {
+		case AuthKerberos:
+			cfg.Logger.Info("WARNING: Kerberos over plain http: anyone on the path can replay the ticket to the page while it is valid", "url", u.Redacted(), "user", cfg.Username)
+		default:
 			cfg.Logger.Info("WARNING: NTLM over plain http: anyone on the path can relay the account's authentication", "url", u.Redacted(), "user", cfg.Username)
 		}
 	}
@@ -172,12 +195,18 @@ func New(cfg Config) (*Client, error) {
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxResponseBytes
 	}
+	policy := cfg.Egress
+	if policy == nil {
+		policy = egress.Default()
+	}
+	var login *kerberosLogin
+	if auth == AuthKerberos {
+		if login, err = newKerberosLogin(cfg, u.Hostname(), policy); err != nil {
+			return nil, fmt.Errorf("NDES admin page %s: %w", u.Redacted(), err)
+		}
+	}
 	rt := cfg.Transport
 	if rt == nil {
-		policy := cfg.Egress
-		if policy == nil {
-			policy = egress.Default()
-		}
 		if err := policy.CheckHost(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("NDES admin page %s: %w", u.Redacted(), err)
 		}
@@ -185,8 +214,15 @@ func New(cfg Config) (*Client, error) {
 		c.closeIdle = tr.CloseIdleConnections
 		rt = tr
 	}
-	if auth == AuthNTLM {
+	switch auth {
+	case AuthNTLM:
 		rt = ntlmssp.Negotiator{RoundTripper: handshakeTransport{rt}}
+	case AuthKerberos:
+		nt := negotiateTransport{next: handshakeTransport{rt}, login: login, policy: policy, logger: cfg.Logger}
+		if login.fallback {
+			nt.ntlm = ntlmssp.Negotiator{RoundTripper: handshakeTransport{rt}}
+		}
+		rt = nt
 	}
 	// The timeout is the fetch's context deadline rather than
 	// http.Client.Timeout, so that fetch can tell a handshake cut short by
@@ -238,8 +274,12 @@ func newTransport(cfg Config) *http.Transport {
 type handshakeTransport struct{ next http.RoundTripper }
 
 // handshakeTrace is where handshakeTransport records the last transport
-// error of one fetch; it travels in the request's context.
-type handshakeTrace struct{ err error }
+// error of one fetch, and negotiateTransport the SPN of the Kerberos ticket
+// it sent; it travels in the request's context.
+type handshakeTrace struct {
+	err       error
+	ticketFor string
+}
 
 type handshakeTraceKey struct{}
 
@@ -317,6 +357,10 @@ func (c *Client) fetch(ctx context.Context) (string, error) {
 		if errors.As(err, &urlErr) {
 			err = urlErr.Err
 		}
+		var authErr *AuthError
+		if IsKerberosError(err) || errors.As(err, &authErr) || egress.IsRefused(err) {
+			return "", err // our own words, nothing of the peer's to scrub
+		}
 		return "", egress.ScrubTransportError(err)
 	}
 	defer resp.Body.Close()
@@ -338,7 +382,7 @@ func (c *Client) fetch(ctx context.Context) (string, error) {
 	case resp.StatusCode == http.StatusUnauthorized && trace.err != nil:
 		return "", fmt.Errorf("the NTLM handshake broke off: %w", egress.ScrubTransportError(trace.err))
 	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
-		e := &AuthError{StatusCode: resp.StatusCode, User: c.cfg.Username, Detail: c.refusalDetail(resp), Excerpt: excerpt(text)}
+		e := &AuthError{StatusCode: resp.StatusCode, User: c.cfg.Username, Detail: c.refusalDetail(resp, trace), Excerpt: excerpt(text)}
 		c.cfg.Logger.V(1).Info("NDES admin page refused the account", "url", c.URL(), "status", resp.StatusCode, "excerpt", e.Excerpt)
 		return "", e
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
@@ -365,22 +409,21 @@ func (c *Client) fetch(ctx context.Context) (string, error) {
 // refusalDetail says, when IIS does not offer the scheme we speak, the
 // schemes it does: the usual cause of a 401 that no password fixes. The
 // page's own text is not repeated (see AuthError.Excerpt).
-func (c *Client) refusalDetail(resp *http.Response) string {
+func (c *Client) refusalDetail(resp *http.Response, trace *handshakeTrace) string {
 	if resp.StatusCode != http.StatusUnauthorized {
 		return ""
 	}
-	var offered []string
-	for _, v := range resp.Header.Values("Www-Authenticate") {
-		// Only the scheme name: the rest may be an NTLM challenge token.
-		// It is the server's word, so only a token of a sane size is kept.
-		scheme, _, _ := strings.Cut(strings.TrimSpace(v), " ")
-		if authScheme.MatchString(scheme) && len(offered) < maxSchemes {
-			offered = append(offered, scheme)
-		}
+	if trace.ticketFor != "" {
+		return "IIS refused the Kerberos ticket for " + trace.ticketFor + ": check that this SPN is registered to the account the admin page runs as (setspn -L ACCOUNT), that its keys are current, and, as Extended Protection binds the ticket to the TLS certificate, that nothing between here and IIS terminates TLS"
 	}
+	// Only the scheme names: the rest may be an NTLM challenge token.
+	offered := offeredSchemes(resp)
 	speaks := func(s string) bool {
-		if c.cfg.Auth == AuthNTLM {
+		switch c.cfg.Auth {
+		case AuthNTLM:
 			return strings.EqualFold(s, "NTLM") || strings.EqualFold(s, "Negotiate")
+		case AuthKerberos:
+			return strings.EqualFold(s, "Negotiate")
 		}
 		return strings.EqualFold(s, "Basic")
 	}

@@ -375,7 +375,7 @@ func TestNewRefuses(t *testing.T) {
 		{name: "bad URL with password", cfg: Config{URL: "https://u:" + testPassword + "@nd es:x/", Username: testUser, Password: testPassword}, says: "does not parse"},
 		{name: "ftp", cfg: Config{URL: "ftp://ndes/", Username: testUser, Password: testPassword}, says: "scheme"},
 		{name: "no password", cfg: Config{URL: "https://ndes/certsrv/mscep_admin/", Username: testUser}, says: "required"},
-		{name: "unknown auth", cfg: Config{URL: "https://ndes/certsrv/mscep_admin/", Auth: "Kerberos", Username: testUser, Password: testPassword}, says: "NTLM or Basic"},
+		{name: "unknown auth", cfg: Config{URL: "https://ndes/certsrv/mscep_admin/", Auth: "Digest", Username: testUser, Password: testPassword}, says: "NTLM, Kerberos or Basic"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)

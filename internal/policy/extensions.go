@@ -10,6 +10,11 @@ import (
 )
 
 var (
+	// The Microsoft certificate template extensions (internal/ndes writes
+	// the first): szOID_ENROLL_CERTTYPE_EXTENSION, szOID_CERTIFICATE_TEMPLATE.
+	oidExtEnrollCertType      = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2}
+	oidExtCertificateTemplate = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 7}
+
 	oidExtKeyUsage             = asn1.ObjectIdentifier{2, 5, 29, 15}
 	oidExtExtendedKeyUsage     = asn1.ObjectIdentifier{2, 5, 29, 37}
 	oidExtBasicConstraints     = asn1.ObjectIdentifier{2, 5, 29, 19}
@@ -105,6 +110,11 @@ func checkExtensions(spec *scepv1alpha1.SCEPProfileSpec, exts []pkix.Extension) 
 			if rest, err := asn1.Unmarshal(e.Value, &ski); err != nil || len(rest) > 0 {
 				v = violation("spec.request", "the CSR's subjectKeyIdentifier extension is malformed")
 			}
+		case e.Id.Equal(oidExtEnrollCertType), e.Id.Equal(oidExtCertificateTemplate):
+			// Checked before allowedExtensions, which the API refuses to
+			// list these in but may from before that rule: the template is
+			// the profile's choice (certificateTemplate), never a tenant's.
+			v = violation("spec.certificateTemplate", "the CSR names a certificate template (extension %s); a request may not choose its template: the profile's certificateTemplate is sent (csrMode Rebuild)", e.Id)
 		default:
 			if !allowedExtension(spec, e.Id.String()) {
 				v = violation("spec.allowedExtensions", "the CSR asks for the extension %s, which the profile does not allow: remove it from the request, or add %s to spec.allowedExtensions if the CA should see it", extensionName(e.Id.String()), e.Id)

@@ -216,6 +216,8 @@ func TestCheck(t *testing.T) {
 		// Other extensions.
 		{name: "unknown extension", ext: exts(ext(oidNTDSSID, "S-1-5-21-1-500")), field: "spec.allowedExtensions", text: "Microsoft NTDS security identifier"},
 		{name: "allowed extension", spec: func(s *v1.SCEPProfileSpec) { s.AllowedExtensions = []string{oidNTDSSID.String()} }, ext: exts(ext(oidNTDSSID, "S-1-5-21-1-500"))},
+		{name: "a template named by the request", ext: exts(ext(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2}, "Administrator")), field: "spec.certificateTemplate", text: "may not choose its template"},
+		{name: "a template named by the request even when allowed (a profile from before the CEL rule)", spec: func(s *v1.SCEPProfileSpec) { s.AllowedExtensions = []string{"1.3.6.1.4.1.311.21.7"} }, ext: exts(ext(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 7}, 1)), field: "spec.certificateTemplate", text: "may not choose its template"},
 		{name: "subjectKeyIdentifier", ext: exts(ext(oidExtSubjectKeyIdentifier, []byte{1, 2, 3}))},
 		{name: "allowedExtensions does not lift the CA refusal", spec: func(s *v1.SCEPProfileSpec) { s.AllowedExtensions = []string{"2.5.29.19"} }, ext: exts(basic(true)), field: "spec.isCA", text: "CA:true"},
 		{name: "duplicate extension", csr: func(t testing.TB) *x509.CertificateRequest {

@@ -5,9 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -64,30 +68,94 @@ func (r *Registry) Recheck(p scepv1alpha1.Profile) {
 	}
 }
 
-// credentials reads the Dynamic challenge's Secret: username, password and
-// the Secret's resourceVersion.
-func (r *Registry) credentials(ctx context.Context, p scepv1alpha1.Profile) (user, pass, version string, err error) {
+// adminCredentials is what the Dynamic challenge's Secret holds. Keytab is
+// set only for auth Kerberos, which takes it instead of a password.
+type adminCredentials struct {
+	user, password string
+	keytab         []byte
+	// version is the Secret's resourceVersion.
+	version string
+}
+
+// credentials reads the Dynamic challenge's Secret: "username" and
+// "password", or for auth Kerberos "keytab" instead of "password".
+func (r *Registry) credentials(ctx context.Context, p scepv1alpha1.Profile) (adminCredentials, error) {
 	d := p.GetSpec().Challenge.Dynamic
 	if d == nil {
-		return "", "", "", &SpecError{Field: "spec.challenge.dynamic", Err: errors.New("missing")}
+		return adminCredentials{}, &SpecError{Field: "spec.challenge.dynamic", Err: errors.New("missing")}
 	}
 	var s corev1.Secret
 	ns := r.SecretNamespace(p)
 	if err := r.Reader.Get(ctx, objectKey(ns, d.CredentialsSecretRef.Name), &s); err != nil {
-		return "", "", "", &SecretError{Namespace: ns, Name: d.CredentialsSecretRef.Name, Key: "username", NotFound: true}
+		return adminCredentials{}, &SecretError{Namespace: ns, Name: d.CredentialsSecretRef.Name, Key: "username", NotFound: true}
 	}
-	for _, k := range []string{"username", "password"} {
-		if len(s.Data[k]) == 0 {
-			return "", "", "", &SecretError{Namespace: ns, Name: d.CredentialsSecretRef.Name, Key: k}
+	missing := func(k string) error {
+		return &SecretError{Namespace: ns, Name: d.CredentialsSecretRef.Name, Key: k, Keys: slices.Sorted(maps.Keys(s.Data))}
+	}
+	if len(s.Data["username"]) == 0 {
+		return adminCredentials{}, missing("username")
+	}
+	c := adminCredentials{user: string(s.Data["username"]), password: string(s.Data["password"]), version: s.ResourceVersion}
+	if strings.EqualFold(d.Auth, string(ndes.AuthKerberos)) {
+		c.keytab = s.Data["keytab"]
+		if c.password == "" && len(c.keytab) == 0 {
+			return adminCredentials{}, missing("password")
 		}
+		if len(c.keytab) > 0 && d.Kerberos != nil && d.Kerberos.AllowNTLMFallback && c.password == "" {
+			// Not an error: Kerberos works; the fallback cannot, and the
+			// client leaves it out.
+			r.Logger.Info("kerberos.allowNTLMFallback has no effect with a keytab and no password: NTLM needs the password", "profile", KeyOf(p).String())
+		}
+	} else if c.password == "" {
+		return adminCredentials{}, missing("password")
 	}
-	return string(s.Data["username"]), string(s.Data["password"]), s.ResourceVersion, nil
+	return c, nil
+}
+
+// CheckCredentialsSecret checks that p's dynamic challenge Secret holds
+// what its auth needs: a username, and a password (or, for Kerberos, a
+// keytab). A *SecretError says which key is missing.
+func (r *Registry) CheckCredentialsSecret(ctx context.Context, p scepv1alpha1.Profile) error {
+	_, err := r.credentials(ctx, p)
+	return err
+}
+
+// A krb5.conf ConfigMap is read uncached, like Secrets, and only in the
+// profile's Secret namespace (the chart grants get there, beside Secrets).
+//
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get
+
+// krb5Conf reads the krb5.conf a Kerberos dynamic challenge names, "" when
+// it names none.
+func (r *Registry) krb5Conf(ctx context.Context, p scepv1alpha1.Profile, k *scepv1alpha1.KerberosAuth) (string, error) {
+	if k == nil || k.Krb5ConfConfigMapRef == nil {
+		return "", nil
+	}
+	const field = "spec.challenge.dynamic.kerberos.krb5ConfConfigMapRef"
+	ref := k.Krb5ConfConfigMapRef
+	key := ref.Key
+	if key == "" {
+		key = "krb5.conf"
+	}
+	ns := r.SecretNamespace(p)
+	var cm corev1.ConfigMap
+	if err := r.Reader.Get(ctx, objectKey(ns, ref.Name), &cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", &SpecError{Field: field, Err: fmt.Errorf("ConfigMap %s/%s not found", ns, ref.Name)}
+		}
+		return "", fmt.Errorf("reading ConfigMap %s/%s: %w", ns, ref.Name, err)
+	}
+	v, ok := cm.Data[key]
+	if !ok || strings.TrimSpace(v) == "" {
+		return "", &SpecError{Field: field, Err: fmt.Errorf("ConfigMap %s/%s has no key %q, or it is empty", ns, ref.Name, key)}
+	}
+	return v, nil
 }
 
 // dynamicClient builds the NDES admin page client for p from its spec and
 // credentials Secret; version is the Secret's resourceVersion.
 func (r *Registry) dynamicClient(ctx context.Context, p scepv1alpha1.Profile) (c *ndes.Client, version string, err error) {
-	user, pass, version, err := r.credentials(ctx, p)
+	creds, err := r.credentials(ctx, p)
 	if err != nil {
 		return nil, "", err
 	}
@@ -103,11 +171,16 @@ func (r *Registry) dynamicClient(ctx context.Context, p scepv1alpha1.Profile) (c
 	cfg := ndes.Config{
 		URL:            d.URL,
 		Auth:           auth,
-		Username:       user,
-		Password:       pass,
+		Username:       creds.user,
+		Password:       creds.password,
 		AllowPlainHTTP: d.AllowPlainHTTP,
 		Egress:         r.Egress,
 		Logger:         r.Logger.WithValues("profile", KeyOf(p).String()),
+	}
+	if auth == ndes.AuthKerberos {
+		if cfg.Kerberos, err = r.kerberos(ctx, p, creds); err != nil {
+			return nil, "", err
+		}
 	}
 	// The admin page has its own trust, independent of the SCEP url's: an
 	// http SCEP url may sit beside an https admin page, and the two may be
@@ -131,7 +204,27 @@ func (r *Registry) dynamicClient(ctx context.Context, p scepv1alpha1.Profile) (c
 		}
 		return nil, "", &SpecError{Field: field, Err: err}
 	}
-	return c, version, nil
+	return c, creds.version, nil
+}
+
+// kerberos maps the profile's kerberos block to the client's settings.
+func (r *Registry) kerberos(ctx context.Context, p scepv1alpha1.Profile, creds adminCredentials) (*ndes.Kerberos, error) {
+	k := p.GetSpec().Challenge.Dynamic.Kerberos
+	if k == nil {
+		return nil, &SpecError{Field: "spec.challenge.dynamic.kerberos", Err: errors.New("auth Kerberos needs it")}
+	}
+	conf, err := r.krb5Conf(ctx, p, k)
+	if err != nil {
+		return nil, err
+	}
+	return &ndes.Kerberos{
+		Realm:             k.Realm,
+		KDCs:              k.KDCs,
+		Krb5Conf:          conf,
+		SPN:               k.ServicePrincipalName,
+		Keytab:            creds.keytab,
+		AllowNTLMFallback: k.AllowNTLMFallback,
+	}, nil
 }
 
 // CheckDynamic checks, without fetching a password, that p's dynamic
@@ -200,8 +293,8 @@ func (r *Registry) CredentialsRejected(ctx context.Context, p scepv1alpha1.Profi
 	if !ok {
 		return "", false
 	}
-	_, _, version, err := r.credentials(ctx, p)
-	if err != nil || version != st.secretVersion || p.GetGeneration() != st.generation {
+	creds, err := r.credentials(ctx, p)
+	if err != nil || creds.version != st.secretVersion || p.GetGeneration() != st.generation {
 		r.dyn.mu.Lock()
 		delete(r.dyn.rejected, KeyOf(p))
 		r.dyn.mu.Unlock()

@@ -207,7 +207,7 @@ func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepcli
 	if err := CheckTransport(spec); err != nil {
 		return nil, err
 	}
-	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Egress: r.Egress, Logger: r.Logger.WithValues("profile", KeyOf(p).String())}
+	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Egress: r.Egress, Logger: r.Logger.WithValues("profile", KeyOf(p).String()), Floor: floorOf(spec)}
 	version := fmt.Sprintf("%d", p.GetGeneration())
 	if spec.TLS != nil {
 		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify

@@ -77,6 +77,9 @@ func maxBytes(op string) int64 {
 type Config struct {
 	// URL is the SCEP endpoint, e.g. http://ndes/certsrv/mscep/mscep.dll.
 	URL string
+	// Floor is the weakest content cipher and digest Discover accepts;
+	// nil means DefaultFloor (see floor.go).
+	Floor *Floor
 	// CAIdentifier is sent as GetCACert's message parameter, for servers
 	// that host several CAs.
 	CAIdentifier string

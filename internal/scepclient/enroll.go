@@ -22,7 +22,8 @@ type ServerInfo struct {
 	Recipient *x509.Certificate
 	// Issuer is the CA that issues certificates (CertPoll's issuer).
 	Issuer *x509.Certificate
-	// Algorithms are the cipher and digest chosen from Caps.
+	// Algorithms are the cipher and digest chosen from Caps, at or above
+	// Config.Floor.
 	Algorithms scep.Algorithms
 }
 
@@ -47,12 +48,20 @@ func (c *Client) Discover(ctx context.Context, pin *scep.Fingerprint) (*ServerIn
 	if err != nil {
 		return nil, err
 	}
+	floor := DefaultFloor
+	if c.cfg.Floor != nil {
+		floor = *c.cfg.Floor
+	}
+	algs, err := floor.Select(caps)
+	if err != nil {
+		return nil, err
+	}
 	return &ServerInfo{
 		Caps:       caps,
 		CACerts:    certs,
 		Recipient:  recipient,
 		Issuer:     certs.Issuer(),
-		Algorithms: caps.Algorithms(),
+		Algorithms: algs,
 	}, nil
 }
 

@@ -40,6 +40,9 @@ type enrollment struct {
 	polling bool
 	// sent describes the PKCSReq this call sent, for the outcome's Event.
 	sent string
+	// algorithms are those this call's messages are built with, for the
+	// issued-by-algorithm metric.
+	algorithms scep.Algorithms
 }
 
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
@@ -108,6 +111,7 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if err != nil {
 		return signer.PEMBundle{}, e.failedAttempt("asking the SCEP server for its capabilities and certificates", err)
 	}
+	e.algorithms = info.Algorithms
 	if !e.st.Pending && e.mayHaveBeenSent() {
 		if rep, ok := e.resume(c, info, csr); ok {
 			return e.outcome(rep, nil)
@@ -152,8 +156,9 @@ func (e *enrollment) failedAttempt(what string, err error) error {
 	var mismatch *scep.FingerprintMismatchError
 	var secret *profiles.SecretError
 	var spec *profiles.SpecError
+	var belowFloor *scepclient.BelowFloorError
 	switch {
-	case errors.As(err, &mismatch), errors.As(err, &secret), errors.As(err, &spec):
+	case errors.As(err, &mismatch), errors.As(err, &secret), errors.As(err, &spec), errors.As(err, &belowFloor):
 		// The profile is wrong, not the request: wait for the profile to be
 		// fixed (its controller reports it), spending no attempt.
 		e.Registry.Forget(e.key)

@@ -4,9 +4,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
+	"slices"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/metrics"
+	"github.com/scep-operator/scep-operator/internal/ndes"
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
 
@@ -46,6 +48,15 @@ func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte
 	}
 	tmpl := scep.TemplateFromCSR(csr)
 	tmpl.ChallengePassword = challenge
+	if name := spec.CertificateTemplate; name != "" {
+		// Policy refused any template extension of the tenant's CSR; the
+		// profile's is the only one sent.
+		ext, err := ndes.TemplateExtension(name)
+		if err != nil {
+			return nil, nil, e.fail(metrics.ResultFailed, fmt.Errorf("spec.certificateTemplate: %w", err))
+		}
+		tmpl.Extensions = append(slices.Clone(tmpl.Extensions), ext)
+	}
 	der, err := scep.NewCSR(tmpl, key)
 	if err != nil {
 		return nil, nil, e.fail(metrics.ResultFailed, fmt.Errorf("rebuilding the CSR: %w", err))

@@ -37,6 +37,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	}
 	e.forgetSend(e.cr.UID, e.tx)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
+	metrics.EnrollmentsByAlgorithm.WithLabelValues(e.key.String(), e.algorithms.Cipher.String(), e.algorithms.Digest.String()).Inc()
 	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())
 	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.IssuedBy(), rep.Certificates[0].SerialNumber.Text(16), e.tx)
 	e.log.Info("certificate issued", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.tx), "serial", rep.Certificates[0].SerialNumber.Text(16))

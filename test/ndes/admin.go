@@ -30,7 +30,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "405 - HTTP verb used to access this page is not allowed.", http.StatusMethodNotAllowed)
 		return
 	}
-	user, ok := s.authenticate(w, r, o)
+	user, ok := s.authenticateAdmin(w, r, o)
 	if !ok {
 		return
 	}
@@ -155,18 +155,21 @@ func (s *Server) expireLocked(o Options) {
 
 // verifyChallenge is the SCEP server's challenge hook: it accepts an
 // issued, unexpired password once (or the single password), and refuses
-// anything else with NDES's event log text. It runs under the SCEP
+// anything else with NDES's event log text. An accepted request is
+// recorded with the template the registry picks for its key usage. It runs under the SCEP
 // server's lock and takes only s.mu.
-func (s *Server) verifyChallenge(pw string, _ *x509.CertificateRequest) (bool, string) {
+func (s *Server) verifyChallenge(pw string, csr *x509.CertificateRequest) (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.opts
 	switch {
 	case o.NoEnforcePassword:
+		s.recordEnrollmentLocked(o, csr)
 		return true, ""
 	case o.SinglePassword != "":
 		if pw == o.SinglePassword {
 			s.counters.PasswordsConsumed++
+			s.recordEnrollmentLocked(o, csr)
 			return true, ""
 		}
 	default:
@@ -174,6 +177,7 @@ func (s *Server) verifyChallenge(pw string, _ *x509.CertificateRequest) (bool, s
 		if _, ok := s.passwords[pw]; ok && pw != "" {
 			delete(s.passwords, pw)
 			s.counters.PasswordsConsumed++
+			s.recordEnrollmentLocked(o, csr)
 			return true, ""
 		}
 	}

@@ -284,6 +284,11 @@ type Options struct {
 	AllowedUsers []string
 	// Realm is the Basic realm; empty means the request's Host.
 	Realm string
+	// Kerberos, if set, also accepts Negotiate with Kerberos tickets for
+	// the page's SPN (see negotiate.go).
+	Kerberos *Kerberos
+	// Templates are the registry's template names (see template.go).
+	Templates RegistryTemplates
 
 	// PageEncoding is the admin page's encoding; UTF-16LE without BOM by
 	// default.
@@ -395,11 +400,12 @@ type Server struct {
 	// CloseClientConnections.
 	HTTP *httptest.Server
 
-	mu         sync.Mutex
-	opts       Options
-	passwords  map[string]time.Time // unused one-time passwords and when they were issued
-	everIssued []string             // every one-time password issued, for secret-hygiene checks
-	counters   Counters
+	mu          sync.Mutex
+	opts        Options
+	passwords   map[string]time.Time // unused one-time passwords and when they were issued
+	everIssued  []string             // every one-time password issued, for secret-hygiene checks
+	enrollments []Enrollment         // the PKCSReqs accepted, with the registry's template choice
+	counters    Counters
 }
 
 // Start starts an NDES emulator on a loopback listener and closes it when
