@@ -184,7 +184,7 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 	if err := checkPolicySpec(p); err != nil {
 		return ReasonInvalidSpec, err
 	}
-	if _, err := profiles.Pin(spec); err != nil {
+	if _, err := profiles.Pins(spec); err != nil {
 		return ReasonInvalidSpec, err
 	}
 	if reason, err := r.checkSecrets(ctx, p); err != nil {
@@ -208,7 +208,9 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 	if err != nil {
 		return classify(err), fmt.Errorf("checking %s: %w", spec.URL, err)
 	}
+	previous := p.GetStatus().DeepCopy()
 	r.recordServer(p, info)
+	r.followRollover(ctx, p, previous, info)
 	now := r.now()
 	for _, cc := range info.CACerts.Certs {
 		left := cc.NotAfter.Sub(now)
@@ -230,7 +232,7 @@ func (r *ProfileReconciler) warnInsecureTransport(p scepv1alpha1.Profile) {
 	if ch.Type == scepv1alpha1.ChallengeNone || ch.Type == "" {
 		return
 	}
-	if ch.AllowUnpinnedHTTP && spec.CAFingerprint == "" && strings.HasPrefix(strings.ToLower(spec.URL), "http://") {
+	if ch.AllowUnpinnedHTTP && !profiles.Pinned(spec) && strings.HasPrefix(strings.ToLower(spec.URL), "http://") {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventPlainHTTP, "Check", "challenge.allowUnpinnedHTTP: the challenge password is encrypted to whoever answers GetCACert at %s; set caFingerprint", spec.URL)
 	}
 	d := ch.Dynamic

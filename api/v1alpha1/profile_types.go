@@ -30,7 +30,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.retryInterval) || !has(self.maxRetryInterval) || !self.retryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || !self.maxRetryInterval.matches('^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$') || duration(self.retryInterval) <= duration(self.maxRetryInterval)",message="retryInterval must not be longer than maxRetryInterval"
 // +kubebuilder:validation:XValidation:rule="(has(self.subject) && size(self.subject) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
 // +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
-// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.caFingerprints) && size(self.caFingerprints) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
 	// (NDES), https://ca.example/scep/provisioner (step-ca) or
@@ -58,6 +58,25 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.lowerAscii().matches('^[ ]*((sha-?256|sha-?1|md5):)?[: ]*([0-9a-f][: ]*){32}(([0-9a-f][: ]*){8}(([0-9a-f][: ]*){24})?)?$')",message="caFingerprint must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons and prefixed sha256:, sha1: or md5:"
 	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^[ ]*(sha-?256|sha-?1|md5):') || self.lowerAscii().matches('^[ ]*(sha-?256:[: ]*([0-9a-f][: ]*){64}|sha-?1:[: ]*([0-9a-f][: ]*){40}|md5:[: ]*([0-9a-f][: ]*){32})$')",message="the caFingerprint prefix must name the hash its length is: sha256: takes 64 hex digits, sha1: takes 40, md5: takes 32"
 	CAFingerprint string `json:"caFingerprint,omitempty"`
+
+	// --- CA rollover (issue 13 section 2) ---
+
+	// CAFingerprints are further pins, in the format of caFingerprint: a
+	// GetCACert answer is trusted when any pin (caFingerprint or one of
+	// these) matches one of its certificates. List the old and the new CA
+	// during a rollover. Besides these, a CA certificate that the server
+	// announced through GetNextCACert, signed by a certificate the pins
+	// trust, is trusted while the pins stay as they are (see
+	// status.caRollover).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:XValidation:rule="self.lowerAscii().matches('^[ ]*((sha-?256|sha-?1|md5):)?[: ]*([0-9a-f][: ]*){32}(([0-9a-f][: ]*){8}(([0-9a-f][: ]*){24})?)?$')",message="each caFingerprints entry must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons and prefixed sha256:, sha1: or md5:"
+	// +kubebuilder:validation:items:XValidation:rule="!self.lowerAscii().matches('^[ ]*(sha-?256|sha-?1|md5):') || self.lowerAscii().matches('^[ ]*(sha-?256:[: ]*([0-9a-f][: ]*){64}|sha-?1:[: ]*([0-9a-f][: ]*){40}|md5:[: ]*([0-9a-f][: ]*){32})$')",message="a caFingerprints prefix must name the hash its length is: sha256: takes 64 hex digits, sha1: takes 40, md5: takes 32"
+	CAFingerprints []string `json:"caFingerprints,omitempty"`
+
+	// --- end of CA rollover ---
 
 	// TLS configures trust for an https URL.
 	// +optional
@@ -434,6 +453,46 @@ type SCEPProfileStatus struct {
 	// key and self-signed certificate), in the profile's Secret namespace.
 	// +optional
 	SignerSecretName string `json:"signerSecretName,omitempty"`
+
+	// --- CA rollover (issue 13 section 2) ---
+
+	// NextCACertificates are the certificates of the server's last
+	// GetNextCACert answer (RFC 8894 section 4.7) that differ from the
+	// current ones, after checking that a trusted CA or RA certificate
+	// signed it. Empty when the server announces no next CA.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	NextCACertificates []CACertificate `json:"nextCACertificates,omitempty"`
+
+	// CARollover is the trust the operator derived from verified
+	// GetNextCACert answers, on top of the profile's pins.
+	// +optional
+	CARollover *CARollover `json:"caRollover,omitempty"`
+
+	// --- end of CA rollover ---
+}
+
+// CARollover records the next CA certificates a pinned profile trusts
+// because a certificate its pins trust announced them (GetNextCACert).
+// Only the operator writes it (the status subresource); it is bound to
+// the pins it was derived from, so that editing caFingerprint or
+// caFingerprints forgets it.
+type CARollover struct {
+	// PinsDigest is the SHA-256 (hex) of the profile's pins when the next
+	// CA certificates were verified.
+	// +kubebuilder:validation:MaxLength=64
+	PinsDigest string `json:"pinsDigest"`
+	// Fingerprints are the SHA-256 fingerprints (upper-case hex with
+	// colons) of the verified next CA certificates, most recent last.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=128
+	Fingerprints []string `json:"fingerprints"`
+	// SwitchedAt is when GetCACert last answered with one of them in
+	// place of the CA certificates it answered before.
+	// +optional
+	SwitchedAt *metav1.Time `json:"switchedAt,omitempty"`
 }
 
 // CACertificate is one certificate of the GetCACert answer.
@@ -444,6 +503,9 @@ type CACertificate struct {
 	Subject string `json:"subject"`
 	// NotAfter is the end of its validity.
 	NotAfter metav1.Time `json:"notAfter"`
+	// NotBefore is the start of its validity (set for next CA certificates).
+	// +optional
+	NotBefore *metav1.Time `json:"notBefore,omitempty"`
 	// SHA256Fingerprint is the SHA-256 of its DER, upper-case hex with colons.
 	SHA256Fingerprint string `json:"sha256Fingerprint"`
 }

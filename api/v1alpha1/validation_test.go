@@ -354,6 +354,17 @@ func invalidProfiles() []profileCase {
 			spec: func(s *v1.SCEPProfileSpec) { s.CAFingerprint = plainSHA256[:32] + "sha256:" + plainSHA256[32:] },
 			want: []string{"spec.caFingerprint", msgFingerprint},
 		},
+		{
+			name: "caFingerprints with an entry of 48 hex digits",
+			spec: func(s *v1.SCEPProfileSpec) { s.CAFingerprints = []string{plainSHA256, plainSHA256[:48]} },
+			want: []string{"spec.caFingerprints[1]", "each caFingerprints entry must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits"},
+		},
+		{
+			name:    "caFingerprints entry labelled sha1 with the 64 digits of a SHA-256",
+			cluster: true,
+			spec:    func(s *v1.SCEPProfileSpec) { s.CAFingerprints = []string{"sha1:" + plainSHA256} },
+			want:    []string{"spec.caFingerprints[0]", "sha1: takes 40"},
+		},
 
 		// %variables%
 		{
@@ -685,6 +696,15 @@ func validProfiles() []profileCase {
 			spec: func(s *v1.SCEPProfileSpec) {
 				s.CAFingerprint = ""
 				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}, AllowUnpinnedHTTP: true}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name: "Static challenge over http pinned by caFingerprints alone (old and new CA)",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CAFingerprint = ""
+				s.CAFingerprints = []string{"sha256:" + plainSHA256, plainMD5}
+				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}}
 				s.CSRMode = v1.CSRModeRebuild
 			},
 		},

@@ -62,8 +62,24 @@ var (
 	}, []string{"profile", "role", "sha256"})
 )
 
+// The events of a CA rollover, for CARollover's event label.
+const (
+	// RolloverNextCAPublished: the server announced a next CA certificate
+	// (GetNextCACert) and its signature verified.
+	RolloverNextCAPublished = "next_ca_published"
+	// RolloverSwitched: GetCACert answered with the announced CA in place
+	// of the previous one.
+	RolloverSwitched = "switched"
+)
+
+// CARollover counts the events of CA rollovers by profile.
+var CARollover = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "scep_ca_rollover_events_total",
+	Help: "CA rollover events by profile: next_ca_published (a verified GetNextCACert answer brought a new CA certificate), switched (the profile now uses it).",
+}, []string{"profile", "event"})
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry)
+	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry, CARollover)
 }
 
 // ObserveServerRequest records one HTTP round trip.

@@ -25,7 +25,6 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/egress"
-	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
 
@@ -162,18 +161,6 @@ func (e *SpecError) Error() string { return e.Field + ": " + e.Err.Error() }
 // Unwrap returns the detail.
 func (e *SpecError) Unwrap() error { return e.Err }
 
-// Pin returns the profile's CA fingerprint, nil when none is set.
-func Pin(spec *scepv1alpha1.SCEPProfileSpec) (*scep.Fingerprint, error) {
-	if spec.CAFingerprint == "" {
-		return nil, nil
-	}
-	fp, err := scep.ParseFingerprint(spec.CAFingerprint)
-	if err != nil {
-		return nil, &SpecError{Field: "spec.caFingerprint", Err: err}
-	}
-	return &fp, nil
-}
-
 // CheckTransport refuses what the API's validation refuses on new
 // objects about how secrets travel, for objects stored before those rules
 // existed: a Static or Dynamic challenge over an http:// url without
@@ -185,7 +172,7 @@ func CheckTransport(spec *scepv1alpha1.SCEPProfileSpec) error {
 	if ch.Type != scepv1alpha1.ChallengeStatic && ch.Type != scepv1alpha1.ChallengeDynamic {
 		return nil
 	}
-	if isPlainHTTP(spec.URL) && strings.TrimSpace(spec.CAFingerprint) == "" && !ch.AllowUnpinnedHTTP {
+	if isPlainHTTP(spec.URL) && !Pinned(spec) && !ch.AllowUnpinnedHTTP {
 		return &SpecError{Field: "spec.caFingerprint", Err: fmt.Errorf("a %s challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)", ch.Type)}
 	}
 	if d := ch.Dynamic; ch.Type == scepv1alpha1.ChallengeDynamic && d != nil && isPlainHTTP(d.URL) && !d.AllowPlainHTTP {
@@ -254,14 +241,14 @@ func (r *Registry) Discover(ctx context.Context, p scepv1alpha1.Profile) (*scepc
 	if err != nil {
 		return nil, err
 	}
-	pin, err := Pin(p.GetSpec())
+	pins, err := TrustedPins(p)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := c.RefreshCACaps(ctx); err != nil {
 		return nil, refusedIsSpec(err)
 	}
-	info, err := c.Discover(ctx, pin)
+	info, err := c.DiscoverWith(ctx, scepclient.DiscoverOptions{Pins: pins, Now: r.now()})
 	if err != nil {
 		return nil, refusedIsSpec(err)
 	}
