@@ -58,13 +58,5 @@ func caValidUntil(t *testing.T, key *rsa.PrivateKey, cn string, notAfter time.Ti
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, NotBefore: notAfter.Add(-72 * time.Hour), NotAfter: notAfter,
 		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return createCert(t, tmpl, key, nil, nil)
 }
