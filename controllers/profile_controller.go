@@ -152,7 +152,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	cond := metav1.Condition{Type: "Ready", ObservedGeneration: p.GetGeneration()}
 	if checkErr == nil {
 		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonChecked
-		cond.Message = fmt.Sprintf("%s answered; %d CA/RA certificate(s) trusted", p.GetSpec().URL, len(status.CACertificates))
+		cond.Message = readyMessage(p)
 	} else {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, checkErr.Error()
 	}
@@ -204,11 +204,11 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of %s is turned off: anyone on the path can answer for the SCEP server", spec.URL)
 	}
 	r.warnInsecureTransport(p)
-	info, err := r.Registry.Discover(ctx, p)
-	if err != nil {
-		return classify(err), fmt.Errorf("checking %s: %w", spec.URL, err)
-	}
 	previous := p.GetStatus().DeepCopy()
+	info, reason, err := r.checkServers(ctx, p, previous)
+	if err != nil {
+		return reason, err
+	}
 	r.recordServer(p, info)
 	r.followRollover(ctx, p, previous, info)
 	now := r.now()

@@ -31,6 +31,8 @@ import (
 // +kubebuilder:validation:XValidation:rule="(has(self.subject) && size(self.subject) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
 // +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
 // +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.caFingerprints) && size(self.caFingerprints) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
+// +kubebuilder:validation:XValidation:rule="!has(self.failoverURLs) || self.failoverURLs.all(u, u.startsWith('https://') == self.url.startsWith('https://'))",message="every failoverURLs entry must use the scheme of url (all http:// or all https://): tls, caFingerprint and the challenge rules apply to every server alike"
+// +kubebuilder:validation:XValidation:rule="!has(self.failoverURLs) || !self.failoverURLs.exists(u, u == self.url)",message="failoverURLs must not repeat url"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
 	// (NDES), https://ca.example/scep/provisioner (step-ca) or
@@ -39,6 +41,23 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/]*@')",message="url must not carry user:password@: credentials never go inline; the challenge password belongs in challenge.passwordSecretRef"
 	URL string `json:"url"`
+
+	// --- Failover (issue 13 section 4) ---
+
+	// FailoverURLs are further SCEP servers of the same CA (several NDES
+	// servers, say), tried in order after url when one is down or answers
+	// HTTP 5xx. A transaction stays with the server that received its
+	// PKCSReq: its CertPolls and retries go only there. caIdentifier,
+	// caFingerprint(s), tls and the challenge apply to every server.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
+	// +kubebuilder:validation:items:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/]*@')",message="failoverURLs must not carry user:password@: credentials never go inline"
+	FailoverURLs []string `json:"failoverURLs,omitempty"`
+
+	// --- end of failover ---
 
 	// CAIdentifier is sent as the message parameter of GetCACert, for
 	// servers that host several CAs ("CA-IDENT").
@@ -454,6 +473,15 @@ type SCEPProfileStatus struct {
 	// +optional
 	SignerSecretName string `json:"signerSecretName,omitempty"`
 
+	// --- Failover (issue 13 section 4) ---
+
+	// Servers is the health and capabilities of each SCEP server, url
+	// first, then failoverURLs in order, as the last check found them.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	Servers []ServerStatus `json:"servers,omitempty"`
+
 	// --- CA rollover (issue 13 section 2) ---
 
 	// NextCACertificates are the certificates of the server's last
@@ -471,6 +499,26 @@ type SCEPProfileStatus struct {
 	CARollover *CARollover `json:"caRollover,omitempty"`
 
 	// --- end of CA rollover ---
+}
+
+// ServerStatus is what the last check found of one SCEP server.
+type ServerStatus struct {
+	// URL is the server's endpoint (url or a failoverURLs entry).
+	URL string `json:"url"`
+	// Ready says whether the server answered GetCACaps and GetCACert with
+	// certificates the pins trust.
+	Ready bool `json:"ready"`
+	// Reason is why it is not Ready, as the profile's Ready reasons.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Message says what failed, in the words of the Ready condition.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+	// Capabilities are the server's GetCACaps keywords.
+	// +optional
+	// +listType=atomic
+	Capabilities []string `json:"capabilities,omitempty"`
 }
 
 // CARollover records the next CA certificates a pinned profile trusts

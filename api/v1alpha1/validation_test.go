@@ -366,6 +366,26 @@ func invalidProfiles() []profileCase {
 			want:    []string{"spec.caFingerprints[0]", "sha1: takes 40"},
 		},
 
+		// failoverURLs
+		{
+			name: "failoverURLs with another scheme than url",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.FailoverURLs = []string{"https://ndes-2.corp.example/certsrv/mscep/mscep.dll"}
+			},
+			want: []string{"spec:", "every failoverURLs entry must use the scheme of url"},
+		},
+		{
+			name: "failoverURLs repeating url",
+			spec: func(s *v1.SCEPProfileSpec) { s.FailoverURLs = []string{s.URL} },
+			want: []string{"spec:", "failoverURLs must not repeat url"},
+		},
+		{
+			name:    "failoverURLs with user:password@",
+			cluster: true,
+			spec:    func(s *v1.SCEPProfileSpec) { s.FailoverURLs = []string{"http://u:p@ndes-2.corp.example/scep"} },
+			want:    []string{"spec.failoverURLs[0]"},
+		},
+
 		// %variables%
 		{
 			name: "unknown variable in subject",
@@ -706,6 +726,12 @@ func validProfiles() []profileCase {
 				s.CAFingerprints = []string{"sha256:" + plainSHA256, plainMD5}
 				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}}
 				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name: "two failover servers of the same scheme",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.FailoverURLs = []string{"http://ndes-2.corp.example/certsrv/mscep/mscep.dll", "http://ndes-3.corp.example/certsrv/mscep/mscep.dll"}
 			},
 		},
 		{
