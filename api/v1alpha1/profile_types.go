@@ -260,6 +260,24 @@ type SCEPProfileSpec struct {
 	// reason NamespaceNotAllowed and nothing is sent.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// --- Renewal (issue 13 section 3) ---
+
+	// RenewWithRenewalReq makes the renewal of a Certificate that holds a
+	// certificate of this profile's CA a RenewalReq (RFC 8894 section
+	// 3.3.1.2), signed with that certificate and its key, read from the
+	// Certificate's Secret (spec.secretName) under the same access rules as
+	// csrMode Rebuild (the operator may read Secrets only in the namespaces
+	// granted to it). Used only when the server lists Renewal; otherwise,
+	// or when the current certificate cannot be used, the request is a
+	// fresh enrollment and its Event says why. A Dynamic (NDES) one-time
+	// password is never spent on a RenewalReq: the current certificate
+	// authenticates it; a Static password is sent as with PKCSReq (step-ca
+	// checks it on RenewalReq too).
+	// +optional
+	RenewWithRenewalReq bool `json:"renewWithRenewalReq,omitempty"`
+
+	// --- end of renewal ---
 }
 
 // VariableConstraints limits the variables a tenant picks freely.

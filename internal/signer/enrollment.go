@@ -43,6 +43,11 @@ type enrollment struct {
 	// server is the SCEP server this call talks to (url or a failoverURLs
 	// entry).
 	server string
+	// renewing: the pkiMessage is a RenewalReq (or a CertPoll of one),
+	// signed with the Certificate's current certificate; notRenewal says
+	// why a renewal-enabled profile sent a PKCSReq instead.
+	renewing   bool
+	notRenewal string
 }
 
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
@@ -133,18 +138,29 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 			}
 		}
 		if sg == nil {
+			renewal, err := e.chooseRenewal(info)
+			if err != nil {
+				return signer.PEMBundle{}, err
+			}
 			// Once per call: a Dynamic challenge spends a one-time password.
 			if sg, csrDER, err = e.prepare(csr); err != nil {
 				return signer.PEMBundle{}, err
+			}
+			if renewal != nil {
+				sg = renewal
 			}
 		}
 		if e.st.Pending {
 			rep, err = c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
 			return e.outcome(rep, err)
 		}
-		msg, merr := scep.NewPKCSReq(csrDER, info.MessageOptions(sg, e.tx))
+		newMessage, kind := scep.NewPKCSReq, "PKCSReq"
+		if e.renewing {
+			newMessage, kind = scep.NewRenewalReq, "RenewalReq"
+		}
+		msg, merr := newMessage(csrDER, info.MessageOptions(sg, e.tx))
 		if merr != nil {
-			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the PKCSReq: %w", merr))
+			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the %s: %w", kind, merr))
 		}
 		if err := e.pinBeforeSend(); err != nil {
 			return signer.PEMBundle{}, err
@@ -152,7 +168,10 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		// What was sent goes into the outcome's Event (issued, pending,
 		// rejected, retrying) rather than an Event of its own: one Event
 		// write per enrollment fewer for the API server.
-		e.sent = fmt.Sprintf("PKCSReq sent to %s (transaction %s, %s)", server, e.tx, info.Algorithms)
+		e.sent = fmt.Sprintf("%s sent to %s (transaction %s, %s)", kind, server, e.tx, info.Algorithms)
+		if e.notRenewal != "" {
+			e.sent += fmt.Sprintf(", not a RenewalReq: %s", e.notRenewal)
+		}
 		e.recordSend(e.cr.UID, e.tx, false)
 		rep, err = c.Send(e.ctx, info, msg)
 		e.recordSend(e.cr.UID, e.tx, answered(err))

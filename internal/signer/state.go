@@ -50,6 +50,9 @@ type State struct {
 	// go only there. Empty: not sent anywhere yet; a state written before
 	// failover existed has none, and its PENDING transaction is the url's.
 	Server string `json:"u,omitempty"`
+	// Renewal: the transaction is a RenewalReq, so its CertPolls are signed
+	// with the Certificate's current certificate, as the RenewalReq was.
+	Renewal bool `json:"r,omitempty"`
 }
 
 // stateMACContext separates these MACs from any other use of the key.
