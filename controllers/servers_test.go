@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,6 @@ import (
 	"github.com/scep-operator/scep-operator/internal/profiles"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
-
-// deadURL is a SCEP URL on a loopback port nothing listens on: connections
-// are refused at once.
-func deadURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr + "/scep"
-}
 
 // failoverProfile creates a profile with url and failoverURLs and waits for
 // its first check.
@@ -56,7 +42,7 @@ func TestFailoverToSecondServer(t *testing.T) {
 	ns := namespace(t)
 	second := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t)
-	dead := deadURL(t)
+	dead := scepserver.DeadURL(t)
 	p := failoverProfile(t, ns, "two", []string{dead, second.URL}, nil)
 	cond := waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
 	if !strings.Contains(cond.Message, second.URL+" answered") || !strings.Contains(cond.Message, dead) {
@@ -166,7 +152,7 @@ func TestAllServersDown(t *testing.T) {
 	ns := namespace(t)
 	up := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t)
-	a, b := deadURL(t), deadURL(t)
+	a, b := scepserver.DeadURL(t), scepserver.DeadURL(t)
 	p := failoverProfile(t, ns, "none", []string{up.URL, a, b}, func(s *scepv1alpha1.SCEPProfileSpec) { s.MaxAttempts = 2 })
 	waitProfile(t, p, metav1.ConditionTrue, 30*time.Second)
 	// url goes down after the check: the request finds it down first.

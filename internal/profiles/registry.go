@@ -82,6 +82,7 @@ type Registry struct {
 	mu      sync.Mutex
 	entries map[serverKey]*entry
 	health  map[serverKey]*serverHealth
+	servers map[Key][]string // each profile's servers, as last seen
 	signers map[Key]*signerEntry
 	dyn     dynamicState
 	brk     breakers
@@ -224,13 +225,22 @@ func (r *Registry) ClientFor(ctx context.Context, p scepv1alpha1.Profile, server
 	sk := serverKey{Key: key, URL: server}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.servers == nil {
+		r.servers = map[Key][]string{}
+	}
+	r.servers[key] = Servers(spec)
 	if e, ok := r.entries[sk]; ok && e.version == version {
 		return e.client, nil
 	}
 	cfg.Observe = func(op string, status int, d time.Duration) {
 		// Status 0: no HTTP answer came (timeout, connection refused or lost).
-		r.observeRoundTrip(key, status != 0)
 		r.observeServer(sk, status)
+		// The breaker holds a profile's requests while no server of it
+		// answers: a silent server beside one that answers only moves
+		// requests on (ServerOrder).
+		if answered := status != 0; answered || !r.anotherServerUp(sk) {
+			r.observeRoundTrip(key, answered)
+		}
 		if r.Observe != nil {
 			r.Observe(key, op, status, d)
 		}
@@ -331,6 +341,7 @@ func (r *Registry) Forget(key Key) {
 		}
 	}
 	delete(r.signers, key)
+	delete(r.servers, key)
 	r.mu.Unlock()
 }
 

@@ -73,3 +73,23 @@ func (r *Registry) ServerOrder(p scepv1alpha1.Profile) []string {
 	}
 	return append(up, down...)
 }
+
+// anotherServerUp says whether a server of sk's profile other than sk
+// answered its last round trip (or was not asked yet).
+func (r *Registry) anotherServerUp(sk serverKey) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.servers[sk.Key]
+	if !ok {
+		return false
+	}
+	for _, u := range e {
+		if u == sk.URL {
+			continue
+		}
+		if h := r.health[serverKey{Key: sk.Key, URL: u}]; h == nil || !h.down {
+			return true
+		}
+	}
+	return false
+}

@@ -178,10 +178,18 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		if err != nil && neverReceived(err) {
 			// Not this server's transaction: the next server, or the next
 			// attempt, may take it.
+			pinned := e.st.Server != ""
 			e.st.Server = ""
 			if !last {
 				e.sent = ""
 				e.movedOn(err)
+				if pinned {
+					// Unpin now: should the next server fail before its
+					// own PKCSReq, the transaction is free again.
+					if err := e.persist(); err != nil {
+						return signer.PEMBundle{}, err
+					}
+				}
 				continue
 			}
 		}

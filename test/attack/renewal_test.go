@@ -1,14 +1,10 @@
 package attack
 
 import (
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -42,16 +38,12 @@ func TestRenewalReqSecret(t *testing.T) {
 	}
 	create(t, admin(t), victimCert)
 	key := newKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "app." + victim}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, srv.CA, &key.PublicKey, srv.CAKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	victimCrt := issuedBy(t, srv, "app."+victim, 77, key)
 	create(t, admin(t), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: victim, Name: "app-tls", Annotations: map[string]string{cmapi.CertificateNameKey: "app"}},
 		Type:       corev1.SecretTypeTLS,
 		Data: map[string][]byte{
-			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: victimCrt.Raw}),
 			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		},
 	})
@@ -71,7 +63,7 @@ func TestRenewalReqSecret(t *testing.T) {
 					t.Errorf("%d RenewalReq reached the server", n)
 				}
 				for _, m := range srv.PKIRequests()[since[0].messages:] {
-					if m.Signer != nil && m.Signer.SerialNumber.Cmp(tmpl.SerialNumber) == 0 {
+					if m.Signer != nil && m.Signer.Equal(victimCrt) {
 						t.Errorf("a %s was signed with the victim's certificate", m.MessageType)
 					}
 				}

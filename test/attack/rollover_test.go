@@ -2,6 +2,7 @@ package attack
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
@@ -29,16 +30,7 @@ func TestForgedNextCA(t *testing.T) {
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	p := clusterProfile(t, "attack-next-ca", srv, nil)
 	key := newKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(4711), Subject: pkix.Name{CommonName: "app." + tenant}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, srv.CA, &key.PublicKey, srv.CAKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	workload, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	workload := issuedBy(t, srv, "app."+tenant, 4711, key)
 	if _, err := srv.AnnounceNextCASignedBy(workload, key); err != nil {
 		t.Fatal(err)
 	}
@@ -72,4 +64,21 @@ func askCheck(t *testing.T, p client.Object) {
 	if err := admin(t).Patch(t.Context(), p, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// issuedBy has srv's CA issue a workload certificate (serial, cn) to key,
+// as it would to any tenant.
+func issuedBy(t *testing.T, srv *scepserver.Server, cn string, serial int64, key *rsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, srv.CA, &key.PublicKey, srv.CAKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crt
 }
