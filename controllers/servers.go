@@ -21,8 +21,9 @@ const (
 	EventServerAvailable = "ServerAvailable"
 )
 
-// maxServerMessage bounds a server's message in status.servers.
-const maxServerMessage = 2048
+// maxServerMessage bounds a server's message in status.servers, below the
+// schema's 2048 characters with room for the ellipsis shorten adds.
+const maxServerMessage = 2040
 
 // checkServers asks each of p's servers (url, then failoverURLs) for its
 // capabilities and certificates, records each one's health in
