@@ -159,7 +159,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	cond := metav1.Condition{Type: "Ready", ObservedGeneration: p.GetGeneration()}
 	if checkErr == nil {
 		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonChecked
-		cond.Message = fmt.Sprintf("%s answered; %d CA/RA certificate(s) trusted", p.GetSpec().URL, len(status.CACertificates))
+		cond.Message = readyMessage(p)
 	} else {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, checkErr.Error()
 	}
@@ -191,7 +191,7 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 	if err := checkPolicySpec(p); err != nil {
 		return ReasonInvalidSpec, err
 	}
-	if _, err := profiles.Pin(spec); err != nil {
+	if _, err := profiles.Pins(spec); err != nil {
 		return ReasonInvalidSpec, err
 	}
 	if reason, err := r.checkSecrets(ctx, p); err != nil {
@@ -211,11 +211,13 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventInsecureTLS, "Check", "TLS verification of %s is turned off: anyone on the path can answer for the SCEP server", spec.URL)
 	}
 	r.warnInsecureTransport(p)
-	info, err := r.Registry.Discover(ctx, p)
+	previous := p.GetStatus().DeepCopy()
+	info, reason, err := r.checkServers(ctx, p, previous)
 	if err != nil {
-		return classify(err), fmt.Errorf("checking %s: %w", spec.URL, err)
+		return reason, err
 	}
 	r.recordServer(p, info)
+	r.followRollover(ctx, p, previous, info)
 	now := r.now()
 	for _, cc := range info.CACerts.Certs {
 		left := cc.NotAfter.Sub(now)
@@ -237,7 +239,7 @@ func (r *ProfileReconciler) warnInsecureTransport(p scepv1alpha1.Profile) {
 	if ch.Type == scepv1alpha1.ChallengeNone || ch.Type == "" {
 		return
 	}
-	if ch.AllowUnpinnedHTTP && spec.CAFingerprint == "" && strings.HasPrefix(strings.ToLower(spec.URL), "http://") {
+	if ch.AllowUnpinnedHTTP && !profiles.Pinned(spec) && strings.HasPrefix(strings.ToLower(spec.URL), "http://") {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventPlainHTTP, "Check", "challenge.allowUnpinnedHTTP: the challenge password is encrypted to whoever answers GetCACert at %s; set caFingerprint", spec.URL)
 	}
 	d := ch.Dynamic

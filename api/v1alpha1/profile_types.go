@@ -31,7 +31,9 @@ import (
 // +kubebuilder:validation:XValidation:rule="(has(self.subject) && size(self.subject) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subject (a DN template every request's subject must match, e.g. CN=%certificatename%.%namespace%,O=Corp) or allowAnySubject: true to accept any subject, not both and not neither: an unconstrained subject must be explicit"
 // +kubebuilder:validation:XValidation:rule="!(has(self.allowAnySubjectAltNames) && self.allowAnySubjectAltNames) || !has(self.subjectAltNames) || size(self.subjectAltNames) == 0",message="allowAnySubjectAltNames: true accepts any alternative name; it cannot be combined with subjectAltNames templates"
 // +kubebuilder:validation:XValidation:rule="!has(self.certificateTemplate) || (has(self.csrMode) && self.csrMode == 'Rebuild')",message="certificateTemplate is written into the CSR, which only csrMode Rebuild builds; Passthrough forwards cert-manager's CSR unchanged: set csrMode: Rebuild, or remove certificateTemplate"
-// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || !has(self.challenge) || !has(self.challenge.type) || self.challenge.type == 'None' || (has(self.caFingerprint) && size(self.caFingerprint) > 0) || (has(self.caFingerprints) && size(self.caFingerprints) > 0) || (has(self.challenge.allowUnpinnedHTTP) && self.challenge.allowUnpinnedHTTP)",message="a challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)"
+// +kubebuilder:validation:XValidation:rule="!has(self.failoverURLs) || self.failoverURLs.all(u, u.startsWith('https://') == self.url.startsWith('https://'))",message="every failoverURLs entry must use the scheme of url (all http:// or all https://): tls, caFingerprint and the challenge rules apply to every server alike"
+// +kubebuilder:validation:XValidation:rule="!has(self.failoverURLs) || !self.failoverURLs.exists(u, u == self.url)",message="failoverURLs must not repeat url"
 type SCEPProfileSpec struct {
 	// URL is the SCEP endpoint, e.g. http://ndes.corp.example/certsrv/mscep/mscep.dll
 	// (NDES), https://ca.example/scep/provisioner (step-ca) or
@@ -40,6 +42,19 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/]*@')",message="url must not carry user:password@: credentials never go inline; the challenge password belongs in challenge.passwordSecretRef"
 	URL string `json:"url"`
+
+	// FailoverURLs are further SCEP servers of the same CA (several NDES
+	// servers, say), tried in order after url when one is down or answers
+	// HTTP 5xx. A transaction stays with the server that received its
+	// PKCSReq: its CertPolls and retries go only there. caIdentifier,
+	// caFingerprint(s), tls and the challenge apply to every server.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:Pattern=`^https?://[^\s/?#@]+(/[^\s]*)?$`
+	// +kubebuilder:validation:items:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/]*@')",message="failoverURLs must not carry user:password@: credentials never go inline"
+	FailoverURLs []string `json:"failoverURLs,omitempty"`
 
 	// CAIdentifier is sent as the message parameter of GetCACert, for
 	// servers that host several CAs ("CA-IDENT").
@@ -59,6 +74,21 @@ type SCEPProfileSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.lowerAscii().matches('^[ ]*((sha-?256|sha-?1|md5):)?[: ]*([0-9a-f][: ]*){32}(([0-9a-f][: ]*){8}(([0-9a-f][: ]*){24})?)?$')",message="caFingerprint must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons and prefixed sha256:, sha1: or md5:"
 	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^[ ]*(sha-?256|sha-?1|md5):') || self.lowerAscii().matches('^[ ]*(sha-?256:[: ]*([0-9a-f][: ]*){64}|sha-?1:[: ]*([0-9a-f][: ]*){40}|md5:[: ]*([0-9a-f][: ]*){32})$')",message="the caFingerprint prefix must name the hash its length is: sha256: takes 64 hex digits, sha1: takes 40, md5: takes 32"
 	CAFingerprint string `json:"caFingerprint,omitempty"`
+
+	// CAFingerprints are further pins, in the format of caFingerprint: a
+	// GetCACert answer is trusted when any pin (caFingerprint or one of
+	// these) matches one of its certificates. List the old and the new CA
+	// during a rollover. Besides these, a CA certificate that the server
+	// announced through GetNextCACert, signed by a certificate the pins
+	// trust, is trusted while the pins stay as they are (see
+	// status.caRollover).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:XValidation:rule="self.lowerAscii().matches('^[ ]*((sha-?256|sha-?1|md5):)?[: ]*([0-9a-f][: ]*){32}(([0-9a-f][: ]*){8}(([0-9a-f][: ]*){24})?)?$')",message="each caFingerprints entry must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits, optionally separated by spaces or colons and prefixed sha256:, sha1: or md5:"
+	// +kubebuilder:validation:items:XValidation:rule="!self.lowerAscii().matches('^[ ]*(sha-?256|sha-?1|md5):') || self.lowerAscii().matches('^[ ]*(sha-?256:[: ]*([0-9a-f][: ]*){64}|sha-?1:[: ]*([0-9a-f][: ]*){40}|md5:[: ]*([0-9a-f][: ]*){32})$')",message="a caFingerprints prefix must name the hash its length is: sha256: takes 64 hex digits, sha1: takes 40, md5: takes 32"
+	CAFingerprints []string `json:"caFingerprints,omitempty"`
 
 	// TLS configures trust for an https URL.
 	// +optional
@@ -225,8 +255,7 @@ type SCEPProfileSpec struct {
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
-	// AD CS practice (issue 14); their types, where they have their own,
-	// are in adcs_types.go.
+	// AD CS practice: the types of these fields are in adcs_types.go.
 
 	// CertificateTemplate names the AD CS certificate template (its name,
 	// the cn, not its display name) the operator asks for: csrMode Rebuild
@@ -250,6 +279,20 @@ type SCEPProfileSpec struct {
 	// and the field that would allow it.
 	// +optional
 	CryptoFloor *CryptoFloor `json:"cryptoFloor,omitempty"`
+
+	// RenewWithRenewalReq makes the renewal of a Certificate that holds a
+	// certificate of this profile's CA a RenewalReq (RFC 8894 section
+	// 3.3.1.2), signed with that certificate and its key, read from the
+	// Certificate's Secret (spec.secretName) under the same access rules as
+	// csrMode Rebuild (the operator may read Secrets only in the namespaces
+	// granted to it). Used only when the server lists Renewal; otherwise,
+	// or when the current certificate cannot be used, the request is a
+	// fresh enrollment and its Event says why. A Dynamic (NDES) one-time
+	// password is never spent on a RenewalReq: the current certificate
+	// authenticates it; a Static password is sent as with PKCSReq (step-ca
+	// checks it on RenewalReq too).
+	// +optional
+	RenewWithRenewalReq bool `json:"renewWithRenewalReq,omitempty"`
 }
 
 // VariableConstraints limits the variables a tenant picks freely.
@@ -477,6 +520,69 @@ type SCEPProfileStatus struct {
 	// key and self-signed certificate), in the profile's Secret namespace.
 	// +optional
 	SignerSecretName string `json:"signerSecretName,omitempty"`
+
+	// Servers is the health and capabilities of each SCEP server, url
+	// first, then failoverURLs in order, as the last check found them.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	Servers []ServerStatus `json:"servers,omitempty"`
+
+	// NextCACertificates are the certificates of the server's last
+	// GetNextCACert answer (RFC 8894 section 4.7) that differ from the
+	// current ones, after checking that a trusted CA or RA certificate
+	// signed it. Empty when the server announces no next CA.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	NextCACertificates []CACertificate `json:"nextCACertificates,omitempty"`
+
+	// CARollover is the trust the operator derived from verified
+	// GetNextCACert answers, on top of the profile's pins.
+	// +optional
+	CARollover *CARollover `json:"caRollover,omitempty"`
+}
+
+// ServerStatus is what the last check found of one SCEP server.
+type ServerStatus struct {
+	// URL is the server's endpoint (url or a failoverURLs entry).
+	URL string `json:"url"`
+	// Ready says whether the server answered GetCACaps and GetCACert with
+	// certificates the pins trust.
+	Ready bool `json:"ready"`
+	// Reason is why it is not Ready, as the profile's Ready reasons.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Message says what failed, in the words of the Ready condition.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+	// Capabilities are the server's GetCACaps keywords.
+	// +optional
+	// +listType=atomic
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// CARollover records the next CA certificates a pinned profile trusts
+// because a certificate its pins trust announced them (GetNextCACert).
+// Only the operator writes it (the status subresource); it is bound to
+// the pins it was derived from, so that editing caFingerprint or
+// caFingerprints forgets it.
+type CARollover struct {
+	// PinsDigest is the SHA-256 (hex) of the profile's pins when the next
+	// CA certificates were verified.
+	// +kubebuilder:validation:MaxLength=64
+	PinsDigest string `json:"pinsDigest"`
+	// Fingerprints are the SHA-256 fingerprints (upper-case hex with
+	// colons) of the verified next CA certificates, most recent last.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=128
+	Fingerprints []string `json:"fingerprints"`
+	// SwitchedAt is when GetCACert last answered with one of them in
+	// place of the CA certificates it answered before.
+	// +optional
+	SwitchedAt *metav1.Time `json:"switchedAt,omitempty"`
 }
 
 // CACertificate is one certificate of the GetCACert answer.
@@ -487,6 +593,9 @@ type CACertificate struct {
 	Subject string `json:"subject"`
 	// NotAfter is the end of its validity.
 	NotAfter metav1.Time `json:"notAfter"`
+	// NotBefore is the start of its validity (set for next CA certificates).
+	// +optional
+	NotBefore *metav1.Time `json:"notBefore,omitempty"`
 	// SHA256Fingerprint is the SHA-256 of its DER, upper-case hex with colons.
 	SHA256Fingerprint string `json:"sha256Fingerprint"`
 }

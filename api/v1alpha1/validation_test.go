@@ -354,6 +354,37 @@ func invalidProfiles() []profileCase {
 			spec: func(s *v1.SCEPProfileSpec) { s.CAFingerprint = plainSHA256[:32] + "sha256:" + plainSHA256[32:] },
 			want: []string{"spec.caFingerprint", msgFingerprint},
 		},
+		{
+			name: "caFingerprints with an entry of 48 hex digits",
+			spec: func(s *v1.SCEPProfileSpec) { s.CAFingerprints = []string{plainSHA256, plainSHA256[:48]} },
+			want: []string{"spec.caFingerprints[1]", "each caFingerprints entry must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits"},
+		},
+		{
+			name:    "caFingerprints entry labelled sha1 with the 64 digits of a SHA-256",
+			cluster: true,
+			spec:    func(s *v1.SCEPProfileSpec) { s.CAFingerprints = []string{"sha1:" + plainSHA256} },
+			want:    []string{"spec.caFingerprints[0]", "sha1: takes 40"},
+		},
+
+		// failoverURLs
+		{
+			name: "failoverURLs with another scheme than url",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.FailoverURLs = []string{"https://ndes-2.corp.example/certsrv/mscep/mscep.dll"}
+			},
+			want: []string{"spec:", "every failoverURLs entry must use the scheme of url"},
+		},
+		{
+			name: "failoverURLs repeating url",
+			spec: func(s *v1.SCEPProfileSpec) { s.FailoverURLs = []string{s.URL} },
+			want: []string{"spec:", "failoverURLs must not repeat url"},
+		},
+		{
+			name:    "failoverURLs with user:password@",
+			cluster: true,
+			spec:    func(s *v1.SCEPProfileSpec) { s.FailoverURLs = []string{"http://u:p@ndes-2.corp.example/scep"} },
+			want:    []string{"spec.failoverURLs[0]"},
+		},
 
 		// %variables%
 		{
@@ -686,6 +717,21 @@ func validProfiles() []profileCase {
 				s.CAFingerprint = ""
 				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}, AllowUnpinnedHTTP: true}
 				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name: "Static challenge over http pinned by caFingerprints alone (old and new CA)",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.CAFingerprint = ""
+				s.CAFingerprints = []string{"sha256:" + plainSHA256, plainMD5}
+				s.Challenge = v1.Challenge{Type: v1.ChallengeStatic, PasswordSecretRef: &v1.SecretKeySelector{Name: "p"}}
+				s.CSRMode = v1.CSRModeRebuild
+			},
+		},
+		{
+			name: "two failover servers of the same scheme",
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.FailoverURLs = []string{"http://ndes-2.corp.example/certsrv/mscep/mscep.dll", "http://ndes-3.corp.example/certsrv/mscep/mscep.dll"}
 			},
 		},
 		{

@@ -70,8 +70,42 @@ var (
 	}, []string{"profile", "role", "sha256"})
 )
 
+// The events of a CA rollover, for CARollover's event label.
+const (
+	// RolloverNextCAPublished: the server announced a next CA certificate
+	// (GetNextCACert) and its signature verified.
+	RolloverNextCAPublished = "next_ca_published"
+	// RolloverSwitched: GetCACert answered with the announced CA in place
+	// of the previous one.
+	RolloverSwitched = "switched"
+)
+
+// CARollover counts the events of CA rollovers by profile.
+var CARollover = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "scep_ca_rollover_events_total",
+	Help: "CA rollover events by profile: next_ca_published (a verified GetNextCACert answer brought a new CA certificate), switched (the profile now uses it).",
+}, []string{"profile", "event"})
+
+// Per-server metrics of profiles with failoverURLs (and of every profile's
+// url): whether the server answered its last round trip, and how often a
+// request moved on from it.
+var (
+	// ServerUp is 1 when the server's last round trip got an answer other
+	// than HTTP 5xx, else 0.
+	ServerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "scep_server_up",
+		Help: "1 when the SCEP server's last round trip got an answer other than HTTP 5xx, else 0; by profile and server URL.",
+	}, []string{"profile", "server"})
+	// Failovers counts requests that moved on from a server (down or 5xx)
+	// to the next of the profile's servers.
+	Failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scep_server_failovers_total",
+		Help: "Enrollments that moved on from a SCEP server that was down or answered 5xx to the profile's next server; by profile and the server left.",
+	}, []string{"profile", "server"})
+)
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentsByAlgorithm, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry)
+	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentsByAlgorithm, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry, CARollover, ServerUp, Failovers)
 }
 
 // ObserveServerRequest records one HTTP round trip.

@@ -25,7 +25,6 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/egress"
-	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
 
@@ -81,7 +80,9 @@ type Registry struct {
 	Clock clock.Clock
 
 	mu      sync.Mutex
-	entries map[Key]*entry
+	entries map[serverKey]*entry
+	health  map[serverKey]*serverHealth
+	servers map[Key][]string // each profile's servers, as last seen
 	signers map[Key]*signerEntry
 	dyn     dynamicState
 	brk     breakers
@@ -162,18 +163,6 @@ func (e *SpecError) Error() string { return e.Field + ": " + e.Err.Error() }
 // Unwrap returns the detail.
 func (e *SpecError) Unwrap() error { return e.Err }
 
-// Pin returns the profile's CA fingerprint, nil when none is set.
-func Pin(spec *scepv1alpha1.SCEPProfileSpec) (*scep.Fingerprint, error) {
-	if spec.CAFingerprint == "" {
-		return nil, nil
-	}
-	fp, err := scep.ParseFingerprint(spec.CAFingerprint)
-	if err != nil {
-		return nil, &SpecError{Field: "spec.caFingerprint", Err: err}
-	}
-	return &fp, nil
-}
-
 // CheckTransport refuses what the API's validation refuses on new
 // objects about how secrets travel, for objects stored before those rules
 // existed: a Static or Dynamic challenge over an http:// url without
@@ -185,7 +174,7 @@ func CheckTransport(spec *scepv1alpha1.SCEPProfileSpec) error {
 	if ch.Type != scepv1alpha1.ChallengeStatic && ch.Type != scepv1alpha1.ChallengeDynamic {
 		return nil
 	}
-	if isPlainHTTP(spec.URL) && strings.TrimSpace(spec.CAFingerprint) == "" && !ch.AllowUnpinnedHTTP {
+	if isPlainHTTP(spec.URL) && !Pinned(spec) && !ch.AllowUnpinnedHTTP {
 		return &SpecError{Field: "spec.caFingerprint", Err: fmt.Errorf("a %s challenge over an http:// url needs caFingerprint: without a pin the challenge password is encrypted to whoever answers GetCACert; set caFingerprint (or challenge.allowUnpinnedHTTP: true to accept that risk)", ch.Type)}
 	}
 	if d := ch.Dynamic; ch.Type == scepv1alpha1.ChallengeDynamic && d != nil && isPlainHTTP(d.URL) && !d.AllowPlainHTTP {
@@ -199,15 +188,24 @@ func isPlainHTTP(u string) bool {
 	return ok && strings.EqualFold(scheme, "http")
 }
 
-// Client returns the SCEP client for p, building a new one when the spec or
-// its trust material changed. A spec that CheckTransport refuses gets no
-// client.
+// Client returns the SCEP client for p's url, building a new one when the
+// spec or its trust material changed. A spec that CheckTransport refuses
+// gets no client.
 func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, error) {
+	return r.ClientFor(ctx, p, p.GetSpec().URL)
+}
+
+// ClientFor is Client for one of p's servers (Servers): url or a
+// failoverURLs entry. Any other URL is refused.
+func (r *Registry) ClientFor(ctx context.Context, p scepv1alpha1.Profile, server string) (*scepclient.Client, error) {
 	spec := p.GetSpec()
 	if err := CheckTransport(spec); err != nil {
 		return nil, err
 	}
-	cfg := scepclient.Config{URL: spec.URL, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Egress: r.Egress, Logger: r.Logger.WithValues("profile", KeyOf(p).String()), Floor: floorOf(spec)}
+	if !slices.Contains(Servers(spec), server) {
+		return nil, &SpecError{Field: "spec.failoverURLs", Err: fmt.Errorf("%s is not one of the profile's servers", server)}
+	}
+	cfg := scepclient.Config{URL: server, CAIdentifier: spec.CAIdentifier, Timeout: r.Timeout, Egress: r.Egress, Logger: r.Logger.WithValues("profile", KeyOf(p).String(), "server", server), Floor: floorOf(spec)}
 	version := fmt.Sprintf("%d", p.GetGeneration())
 	if spec.TLS != nil {
 		cfg.InsecureSkipVerify = spec.TLS.InsecureSkipVerify
@@ -224,49 +222,69 @@ func (r *Registry) Client(ctx context.Context, p scepv1alpha1.Profile) (*scepcli
 		}
 	}
 	key := KeyOf(p)
+	sk := serverKey{Key: key, URL: server}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.entries[key]; ok && e.version == version {
+	if r.servers == nil {
+		r.servers = map[Key][]string{}
+	}
+	r.servers[key] = Servers(spec)
+	if e, ok := r.entries[sk]; ok && e.version == version {
 		return e.client, nil
 	}
 	cfg.Observe = func(op string, status int, d time.Duration) {
 		// Status 0: no HTTP answer came (timeout, connection refused or lost).
-		r.observeRoundTrip(key, status != 0)
+		r.observeServer(sk, status)
+		// The breaker holds a profile's requests while no server of it
+		// answers: a silent server beside one that answers only moves
+		// requests on (ServerOrder).
+		if answered := status != 0; answered || !r.anotherServerUp(sk) {
+			r.observeRoundTrip(key, answered)
+		}
 		if r.Observe != nil {
 			r.Observe(key, op, status, d)
 		}
 	}
 	c, err := scepclient.New(cfg)
 	if err != nil {
-		return nil, &SpecError{Field: "spec.url", Err: err}
+		field := "spec.url"
+		if server != spec.URL {
+			field = "spec.failoverURLs"
+		}
+		return nil, &SpecError{Field: field, Err: err}
 	}
 	if r.entries == nil {
-		r.entries = map[Key]*entry{}
+		r.entries = map[serverKey]*entry{}
 	}
-	r.entries[key] = &entry{client: c, version: version}
+	r.entries[sk] = &entry{client: c, version: version}
 	return c, nil
 }
 
-// Discover asks p's server for its capabilities and certificates, applies
-// the pin, and caches the answer for ServerInfo.
+// Discover asks p's server (url) for its capabilities and certificates,
+// applies the pins, and caches the answer for ServerInfo.
 func (r *Registry) Discover(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.ServerInfo, error) {
-	c, err := r.Client(ctx, p)
+	return r.DiscoverServer(ctx, p, p.GetSpec().URL)
+}
+
+// DiscoverServer is Discover for one of p's servers.
+func (r *Registry) DiscoverServer(ctx context.Context, p scepv1alpha1.Profile, server string) (*scepclient.ServerInfo, error) {
+	c, err := r.ClientFor(ctx, p, server)
 	if err != nil {
 		return nil, err
 	}
-	pin, err := Pin(p.GetSpec())
+	pins, err := TrustedPins(p)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := c.RefreshCACaps(ctx); err != nil {
 		return nil, refusedIsSpec(err)
 	}
-	info, err := c.Discover(ctx, pin)
+	info, err := c.DiscoverWith(ctx, scepclient.DiscoverOptions{Pins: pins, Now: r.now()})
 	if err != nil {
 		return nil, refusedIsSpec(err)
 	}
 	r.mu.Lock()
-	if e, ok := r.entries[KeyOf(p)]; ok && e.client == c {
+	if e, ok := r.entries[serverKey{Key: KeyOf(p), URL: server}]; ok && e.client == c {
 		e.info = info
 	}
 	r.mu.Unlock()
@@ -286,29 +304,44 @@ func refusedIsSpec(err error) error {
 // ServerInfo returns the cached answer for p's current client, discovering
 // it when there is none (first use, spec change, operator restart).
 func (r *Registry) ServerInfo(ctx context.Context, p scepv1alpha1.Profile) (*scepclient.Client, *scepclient.ServerInfo, error) {
-	c, err := r.Client(ctx, p)
+	return r.ServerInfoFor(ctx, p, p.GetSpec().URL)
+}
+
+// ServerInfoFor is ServerInfo for one of p's servers.
+func (r *Registry) ServerInfoFor(ctx context.Context, p scepv1alpha1.Profile, server string) (*scepclient.Client, *scepclient.ServerInfo, error) {
+	c, err := r.ClientFor(ctx, p, server)
 	if err != nil {
 		return nil, nil, err
 	}
 	r.mu.Lock()
 	var info *scepclient.ServerInfo
-	if e, ok := r.entries[KeyOf(p)]; ok && e.client == c {
+	if e, ok := r.entries[serverKey{Key: KeyOf(p), URL: server}]; ok && e.client == c {
 		info = e.info
 	}
 	r.mu.Unlock()
 	if info != nil {
 		return c, info, nil
 	}
-	info, err = r.Discover(ctx, p)
+	info, err = r.DiscoverServer(ctx, p, server)
 	return c, info, err
 }
 
-// Forget drops what is cached for key (a deleted profile, or a reply that
-// suggests the server's certificates changed).
+// Forget drops what is cached for key's servers (a deleted profile, or a
+// reply that suggests the server's certificates changed).
 func (r *Registry) Forget(key Key) {
 	r.mu.Lock()
-	delete(r.entries, key)
+	for sk := range r.entries {
+		if sk.Key == key {
+			delete(r.entries, sk)
+		}
+	}
+	for sk := range r.health {
+		if sk.Key == key {
+			delete(r.health, sk)
+		}
+	}
 	delete(r.signers, key)
+	delete(r.servers, key)
 	r.mu.Unlock()
 }
 

@@ -208,22 +208,33 @@ func (c *CACerts) Recipient() (*x509.Certificate, error) {
 // man in the middle cannot add a signer of its own next to a genuine CA.
 // A mismatch is a *FingerprintMismatchError.
 func (c *CACerts) Pin(fp Fingerprint) (*CACerts, error) {
-	pinned := -1
+	return c.PinAny(fp)
+}
+
+// PinAny is Pin for several pins (the old and the new CA during a
+// rollover): it keeps what any matching pin vouches for, and fails with a
+// *FingerprintMismatchError only when no pin matches.
+func (c *CACerts) PinAny(fps ...Fingerprint) (*CACerts, error) {
+	trusted := make([]bool, len(c.Certs))
+	matched := false
 	for i, cc := range c.Certs {
-		if fp.Matches(cc.Certificate) {
-			pinned = i
-			break
+		for _, fp := range fps {
+			if fp.Matches(cc.Certificate) {
+				trusted[i], matched = true, true
+				break
+			}
 		}
 	}
-	if pinned < 0 {
-		err := &FingerprintMismatchError{Want: fp}
+	if !matched {
+		err := &FingerprintMismatchError{Wants: fps}
+		if len(fps) > 0 {
+			err.Want = fps[0]
+		}
 		for _, cc := range c.Certs {
-			err.Seen = append(err.Seen, SeenFingerprint{Subject: servertext.Clean(cc.Subject.String(), servertext.MaxFieldBytes), Role: cc.Role, Fingerprint: FingerprintOf(cc.Certificate, fp.Hash)})
+			err.Seen = append(err.Seen, SeenFingerprint{Subject: servertext.Clean(cc.Subject.String(), servertext.MaxFieldBytes), Role: cc.Role, Fingerprint: FingerprintOf(cc.Certificate, err.Want.Hash)})
 		}
 		return nil, err
 	}
-	trusted := make([]bool, len(c.Certs))
-	trusted[pinned] = true
 	for changed := true; changed; {
 		changed = false
 		for i, cc := range c.Certs {
@@ -268,13 +279,23 @@ type SeenFingerprint struct {
 // FingerprintMismatchError says that no certificate of the GetCACert
 // answer has the pinned fingerprint. Nothing may be sent to such a server.
 type FingerprintMismatchError struct {
-	Want Fingerprint
-	Seen []SeenFingerprint
+	// Want is the first pin; Wants all of them.
+	Want  Fingerprint
+	Wants []Fingerprint
+	Seen  []SeenFingerprint
 }
 
 func (e *FingerprintMismatchError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CA fingerprint mismatch: pinned %s, but the server sent ", e.Want)
+	if len(e.Wants) > 1 {
+		pins := make([]string, len(e.Wants))
+		for i, w := range e.Wants {
+			pins[i] = w.String()
+		}
+		fmt.Fprintf(&b, "CA fingerprint mismatch: pinned %s, but the server sent ", strings.Join(pins, " or "))
+	} else {
+		fmt.Fprintf(&b, "CA fingerprint mismatch: pinned %s, but the server sent ", e.Want)
+	}
 	for i, s := range e.Seen {
 		if i == maxSeenListed {
 			fmt.Fprintf(&b, " and %d more", len(e.Seen)-i)

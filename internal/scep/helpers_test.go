@@ -46,6 +46,13 @@ func testCert(t testing.TB, key *rsa.PrivateKey, cn string, isCA bool, ku x509.K
 		IsCA:                  isCA,
 		KeyUsage:              ku,
 	}
+	return createCert(t, tmpl, key, parent, parentKey)
+}
+
+// createCert signs tmpl for key with parent's key; parent nil means
+// self-signed.
+func createCert(t testing.TB, tmpl *x509.Certificate, key *rsa.PrivateKey, parent *x509.Certificate, parentKey *rsa.PrivateKey) *x509.Certificate {
+	t.Helper()
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
@@ -31,6 +32,27 @@ type ServerInfo struct {
 // pin is set, checks that one of them has the pinned fingerprint; a mismatch
 // is a *scep.FingerprintMismatchError and nothing further may be sent.
 func (c *Client) Discover(ctx context.Context, pin *scep.Fingerprint) (*ServerInfo, error) {
+	var opts DiscoverOptions
+	if pin != nil {
+		opts.Pins = []scep.Fingerprint{*pin}
+	}
+	return c.DiscoverWith(ctx, opts)
+}
+
+// DiscoverOptions say which certificates of a GetCACert answer to trust.
+type DiscoverOptions struct {
+	// Pins are the fingerprints of which one must match a certificate of
+	// the answer (old and new CA during a rollover); none trusts the
+	// answer as it comes.
+	Pins []scep.Fingerprint
+	// Now, when set, drops certificates of the answer that expired by then
+	// as long as a valid CA certificate remains (scep.CACerts.Current), so
+	// that the client switches to the new CA when the old one expires.
+	Now time.Time
+}
+
+// DiscoverWith is Discover with several pins and the switch to a new CA.
+func (c *Client) DiscoverWith(ctx context.Context, opts DiscoverOptions) (*ServerInfo, error) {
 	caps, err := c.GetCACaps(ctx)
 	if err != nil {
 		return nil, err
@@ -39,10 +61,13 @@ func (c *Client) Discover(ctx context.Context, pin *scep.Fingerprint) (*ServerIn
 	if err != nil {
 		return nil, err
 	}
-	if pin != nil {
-		if certs, err = certs.Pin(*pin); err != nil {
+	if len(opts.Pins) > 0 {
+		if certs, err = certs.PinAny(opts.Pins...); err != nil {
 			return nil, err
 		}
+	}
+	if !opts.Now.IsZero() {
+		certs = certs.Current(opts.Now)
 	}
 	recipient, err := certs.Recipient()
 	if err != nil {

@@ -25,6 +25,11 @@ func (e *enrollment) challenge() (string, error) {
 		}
 		return strings.TrimRight(string(v), "\r\n"), nil
 	case scepv1alpha1.ChallengeDynamic:
+		if e.renewing {
+			// NDES authenticates a RenewalReq by the certificate that signs
+			// it: no one-time password is spent on it.
+			return "", nil
+		}
 		// NDES passwords are single-use: a fresh one for every attempt.
 		pw, err := e.Registry.DynamicPassword(e.ctx, e.p)
 		switch {

@@ -43,6 +43,14 @@ type enrollment struct {
 	// algorithms are those this call's messages are built with, for the
 	// issued-by-algorithm metric.
 	algorithms scep.Algorithms
+	// server is the SCEP server this call talks to (url or a failoverURLs
+	// entry).
+	server string
+	// renewing: the pkiMessage is a RenewalReq (or a CertPoll of one),
+	// signed with the Certificate's current certificate; notRenewal says
+	// why a renewal-enabled profile sent a PKCSReq instead.
+	renewing   bool
+	notRenewal string
 }
 
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
@@ -107,38 +115,91 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	}
 	defer e.release(e.key)
 
-	c, info, err := e.Registry.ServerInfo(e.ctx, e.p)
-	if err != nil {
-		return signer.PEMBundle{}, e.failedAttempt("asking the SCEP server for its capabilities and certificates", err)
-	}
-	e.algorithms = info.Algorithms
-	if !e.st.Pending && e.mayHaveBeenSent() {
-		if rep, ok := e.resume(c, info, csr); ok {
-			return e.outcome(rep, nil)
-		}
-	}
-	sg, csrDER, err := e.prepare(csr)
+	servers, err := e.servers()
 	if err != nil {
 		return signer.PEMBundle{}, err
 	}
-
-	var rep *scep.CertRep
-	if e.st.Pending {
-		rep, err = c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
-	} else {
-		msg, merr := scep.NewPKCSReq(csrDER, info.MessageOptions(sg, e.tx))
+	var (
+		sg     *scep.Signer
+		csrDER []byte
+		rep    *scep.CertRep
+	)
+	for i, server := range servers {
+		last := i == len(servers)-1
+		e.server = server
+		c, info, err := e.Registry.ServerInfoFor(e.ctx, e.p, server)
+		if err != nil {
+			if !last && mayFailOver(err) {
+				e.movedOn(err)
+				continue
+			}
+			return signer.PEMBundle{}, e.failedAttempt("asking the SCEP server for its capabilities and certificates", err)
+		}
+		e.algorithms = info.Algorithms
+		if !e.st.Pending && e.mayHaveBeenSent() {
+			if rep, ok := e.resume(c, info, csr); ok {
+				return e.outcome(rep, nil)
+			}
+		}
+		if sg == nil {
+			renewal, err := e.chooseRenewal(info)
+			if err != nil {
+				return signer.PEMBundle{}, err
+			}
+			// Once per call: a Dynamic challenge spends a one-time password.
+			if sg, csrDER, err = e.prepare(csr); err != nil {
+				return signer.PEMBundle{}, err
+			}
+			if renewal != nil {
+				sg = renewal
+			}
+		}
+		if e.st.Pending {
+			rep, err = c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
+			return e.outcome(rep, err)
+		}
+		newMessage, kind := scep.NewPKCSReq, "PKCSReq"
+		if e.renewing {
+			newMessage, kind = scep.NewRenewalReq, "RenewalReq"
+		}
+		msg, merr := newMessage(csrDER, info.MessageOptions(sg, e.tx))
 		if merr != nil {
-			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the PKCSReq: %w", merr))
+			return signer.PEMBundle{}, e.fail(metrics.ResultFailed, fmt.Errorf("building the %s: %w", kind, merr))
+		}
+		if err := e.pinBeforeSend(); err != nil {
+			return signer.PEMBundle{}, err
 		}
 		// What was sent goes into the outcome's Event (issued, pending,
 		// rejected, retrying) rather than an Event of its own: one Event
 		// write per enrollment fewer for the API server.
-		e.sent = fmt.Sprintf("PKCSReq sent to %s (transaction %s, %s)", e.p.GetSpec().URL, e.tx, info.Algorithms)
+		e.sent = fmt.Sprintf("%s sent to %s (transaction %s, %s)", kind, server, e.tx, info.Algorithms)
+		if e.notRenewal != "" {
+			e.sent += fmt.Sprintf(", not a RenewalReq: %s", e.notRenewal)
+		}
 		e.recordSend(e.cr.UID, e.tx, false)
 		rep, err = c.Send(e.ctx, info, msg)
 		e.recordSend(e.cr.UID, e.tx, answered(err))
+		if err != nil && neverReceived(err) {
+			// Not this server's transaction: the next server, or the next
+			// attempt, may take it.
+			pinned := e.st.Server != ""
+			e.st.Server = ""
+			if !last {
+				e.sent = ""
+				e.movedOn(err)
+				if pinned {
+					// Unpin now: should the next server fail before its
+					// own PKCSReq, the transaction is free again.
+					if err := e.persist(); err != nil {
+						return signer.PEMBundle{}, err
+					}
+				}
+				continue
+			}
+		}
+		return e.outcome(rep, err)
 	}
-	return e.outcome(rep, err)
+	return signer.PEMBundle{}, errors.New("the profile names no SCEP server") // Servers always holds url
 }
 
 // sentPrefix starts an outcome's Event with what this call sent, if anything.
@@ -166,12 +227,12 @@ func (e *enrollment) failedAttempt(what string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return err
 	case !scepclient.IsTransient(err):
-		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s: %w", what, e.p.GetSpec().URL, err))
+		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s: %w", what, e.serverURL(), err))
 	}
 	e.st.FailedAttempts++
 	e.st.LastError = shorten(err.Error(), 300)
 	if e.st.FailedAttempts >= e.cfg.maxAttempts {
-		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s failed %d times (maxAttempts); last error: %w", what, e.p.GetSpec().URL, e.st.FailedAttempts, err))
+		return e.fail(metrics.ResultFailed, fmt.Errorf("%s with %s failed %d times (maxAttempts); last error: %w", what, e.serverURL(), e.st.FailedAttempts, err))
 	}
 	wait := Backoff(e.cfg.retryInterval, e.cfg.maxRetryInterval, e.st.FailedAttempts, rand.Float64)
 	var httpErr *scepclient.HTTPError

@@ -18,7 +18,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	switch {
 	case errors.As(err, &failure):
 		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%s%v (transaction %s)", e.sentPrefix(), failure, e.tx)
-		return signer.PEMBundle{}, e.fail(metrics.ResultRejected, fmt.Errorf("%s: %w", e.p.GetSpec().URL, err))
+		return signer.PEMBundle{}, e.fail(metrics.ResultRejected, fmt.Errorf("%s: %w", e.serverURL(), err))
 	case err != nil:
 		var reply *scep.ReplyError
 		if errors.As(err, &reply) && reply.Reason == "BadSignature" {

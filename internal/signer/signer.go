@@ -53,6 +53,9 @@ const (
 	// operator did not write for it (forged, copied from another request,
 	// or from a version before authenticated state); it was ignored.
 	EventStateIgnored = "SCEPStateIgnored"
+	// EventFailover: a server of the profile was down or answered 5xx
+	// before the transaction reached it; the next server is tried.
+	EventFailover = "SCEPFailover"
 )
 
 // Defaults for spec fields a client left out (the API server defaults them).

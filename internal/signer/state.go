@@ -45,6 +45,14 @@ type State struct {
 	// TransactionID is informational, for a person reading the request;
 	// the signer derives the transactionID and never reads this one.
 	TransactionID string `json:"t,omitempty"`
+	// Server is the SCEP server (the profile's url or a failoverURLs
+	// entry) this transaction's PKCSReq went to: its CertPolls and retries
+	// go only there. Empty: not sent anywhere yet; a state written before
+	// failover existed has none, and its PENDING transaction is the url's.
+	Server string `json:"u,omitempty"`
+	// Renewal: the transaction is a RenewalReq, so its CertPolls are signed
+	// with the Certificate's current certificate, as the RenewalReq was.
+	Renewal bool `json:"r,omitempty"`
 }
 
 // stateMACContext separates these MACs from any other use of the key.

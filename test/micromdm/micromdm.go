@@ -232,6 +232,11 @@ func pkiMessageBody(r *http.Request) []byte {
 
 var oidSCEPMessageType = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 2}
 
+// MessageTypeOf names the messageType of a DER pkiMessage (PKCSReq,
+// RenewalReq, CertPoll, ...; "malformed" when it has none), for tests that
+// count what reaches another server.
+func MessageTypeOf(der []byte) string { return messageTypeOf(der) }
+
 // messageTypeOf reads the messageType attribute with pkcs7 directly:
 // smallstep/scep.ParsePKIMessage refuses CertPoll, GetCert and GetCRL, and its
 // MessageType.String panics on values it does not know.

@@ -304,6 +304,7 @@ type Server struct {
 	behavior     Behavior
 	faultsServed int
 	ra           *raCerts
+	next         *nextCA
 	requests     map[string]int
 	messages     map[string]int
 	httpLog      []HTTPRequest
@@ -382,8 +383,9 @@ func newCA(serial int64, cn string) (*x509.Certificate, *rsa.PrivateKey, error) 
 	return ca, key, nil
 }
 
-// RolloverCA replaces the CA with a new key and certificate, as a CA
-// renewed with a new key pair is: GetCACert serves the new one, requests
+// RolloverCA replaces the CA with a new key and certificate (the one
+// AnnounceNextCA announced, if any), as a CA renewed with a new key pair
+// is: GetCACert serves the new one, requests
 // encrypted to the old one can no longer be decrypted (they get FAILURE
 // badMessageCheck, signed by the new CA), and what is issued from now on
 // chains to the new one. The RA certificates, if any, are made anew.
@@ -391,9 +393,16 @@ func newCA(serial int64, cn string) (*x509.Certificate, *rsa.PrivateKey, error) 
 func (s *Server) RolloverCA() (*x509.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ca, key, err := newCA(s.CA.SerialNumber.Int64()+1, s.CA.Subject.CommonName+" (rolled over)")
-	if err != nil {
-		return nil, err
+	var ca *x509.Certificate
+	var key *rsa.PrivateKey
+	if s.next == nil {
+		var err error
+		if ca, key, err = newCA(s.CA.SerialNumber.Int64()+1, s.CA.Subject.CommonName+" (rolled over)"); err != nil {
+			return nil, err
+		}
+	}
+	if s.next != nil {
+		ca, key, s.next = s.next.cert, s.next.key, nil
 	}
 	s.CA, s.CAKey, s.ra = ca, key, nil
 	return ca, nil
@@ -610,6 +619,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rep = s.getCACaps(b)
 	case OpGetCACert:
 		rep = s.getCACert(b)
+	case OpGetNextCACert:
+		rep = s.getNextCACert(b)
 	case OpPKIOperation:
 		rep = s.pkiOperation(b, msg)
 	default:
@@ -681,6 +692,12 @@ func (s *Server) getCACaps(b Behavior) reply {
 				return c == "POSTPKIOperation" || c == "SCEPStandard"
 			})
 		}
+	}
+	s.mu.Lock()
+	announced := s.next != nil
+	s.mu.Unlock()
+	if announced && !slices.Contains(caps, OpGetNextCACert) {
+		caps = append(slices.Clone(caps), OpGetNextCACert)
 	}
 	return reply{status: http.StatusOK, contentType: "text/plain", body: []byte(strings.Join(caps, "\n"))}
 }
