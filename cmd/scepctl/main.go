@@ -15,6 +15,7 @@
 //	               [--fingerprint FP] [--ca-bundle FILE]
 //	               [--ca-identifier ID] [--max-attempts N] [--retry-interval DURATION]
 //	               [--renew --cert FILE] --out FILE
+//	scepctl doctor --url URL [...] | --profile [NAMESPACE/]NAME [--kubeconfig FILE] [--enroll]
 //	scepctl version
 //
 // ndes-password prints the password alone on stdout. enroll with
@@ -28,8 +29,12 @@
 // (cleaned, quoted, at most 200 bytes) follows on the next line: this is
 // the admin's own terminal.
 //
+// doctor prints one OK/WARN/FAIL/SKIP line per step with the reason and,
+// for a failure, what to fix; it never prints a password.
+//
 // Exit status: 0 when the command did what it was asked (for enroll: a
-// certificate was written), 1 on failure, 2 on a usage error.
+// certificate was written; for doctor: no step failed), 1 on failure, 2 on a
+// usage error.
 package main
 
 import (
@@ -64,6 +69,8 @@ Commands:
   ndes-password  print one fresh challenge password from NDES's admin page (/certsrv/mscep_admin/)
   enroll         enroll a certificate and write it with its chain as PEM; with --ndes-admin-url,
                  each request gets a fresh password from NDES's admin page
+  doctor         check a server (or a profile, as the operator would use it) end to end, step by
+                 step, and say what to fix
   version        print scepctl's version and the commit it was built from
 
 Run 'scepctl COMMAND -h' for a command's flags.
@@ -87,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runNDESPassword(ctx, args[1:], stdout, stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = runDoctor(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "scepctl", version.String())
 	default:
