@@ -18,7 +18,6 @@ import (
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
-
 // TestDoctorProfile checks --profile against a real API server: the profile
 // and its Secrets are read with the kubeconfig and the server is reached as
 // the operator would (pin, challenge Secret, TLS bundle Secret of a
