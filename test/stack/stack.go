@@ -213,15 +213,22 @@ func (s *Stack) Root() string { return s.root }
 func (s *Stack) Tool(name string) string { return filepath.Join(s.root, "bin", name) }
 
 func (s *Stack) renderChart(ctx context.Context) ([]*unstructured.Unstructured, error) {
+	return RenderChart(ctx, s.root, s.opts.Release, s.opts.ReleaseNamespace, s.opts.HelmValues...)
+}
+
+// RenderChart renders charts/scep-operator of the repository at root with
+// helm template ($HELM_BIN, else root/bin/helm), CRDs included, each value
+// passed with --set.
+func RenderChart(ctx context.Context, root, release, namespace string, values ...string) ([]*unstructured.Unstructured, error) {
 	helm := os.Getenv("HELM_BIN")
 	if helm == "" {
-		helm = filepath.Join(s.root, "bin", "helm")
+		helm = filepath.Join(root, "bin", "helm")
 	}
 	if _, err := os.Stat(helm); err != nil {
 		return nil, fmt.Errorf("%s not found: run `make helm`", helm)
 	}
-	args := []string{"template", s.opts.Release, filepath.Join(s.root, "charts", "scep-operator"), "--namespace", s.opts.ReleaseNamespace, "--include-crds"}
-	for _, v := range s.opts.HelmValues {
+	args := []string{"template", release, filepath.Join(root, "charts", "scep-operator"), "--namespace", namespace, "--include-crds"}
+	for _, v := range values {
 		args = append(args, "--set", v)
 	}
 	var stderr bytes.Buffer
