@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -139,7 +140,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // errDoctorFailed is returned when a step failed; the report said why.
-var errDoctorFailed = fmt.Errorf("enrollment cannot work until the FAIL steps above are fixed")
+var errDoctorFailed = errors.New("enrollment cannot work until the FAIL steps above are fixed")
 
 // flagTarget builds the target from --url and the flags around it.
 func (f *doctorFlags) flagTarget(policy *egress.Policy, stderr io.Writer) (*target, error) {
