@@ -69,6 +69,12 @@ type Options struct {
 	// after the chart's are filled in (e.g. what a manager flag the chart
 	// does not set would change).
 	OperatorOptions func(*controllers.Options)
+	// ExtraCRDPaths are more CRD files or directories to install (e.g.
+	// approver-policy's), beside cert-manager's and the chart's.
+	ExtraCRDPaths []string
+	// CertManagerControllers are cert-manager's controllers to run; nil
+	// means certmanager.DefaultControllers() (with its approver).
+	CertManagerControllers []string
 }
 
 // Stack is the running product. Down stops everything.
@@ -140,7 +146,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags}); err != nil {
+	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: append([]string{cmCRDs}, opts.ExtraCRDPaths...), APIServerFlags: opts.APIServerFlags}); err != nil {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })
@@ -161,7 +167,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.progress("starting cert-manager's controllers (from cert-manager's pkg/controller)")
 	// A minute's backoff after a failed request, as a cluster would have
 	// (cert-manager's default is an hour); none would loop on a refusal.
-	stopCM, err := certmanager.Start(ctx, s.Env.Config, certmanager.Options{Verbose: opts.Verbose, CertificateRequestMinimumBackoff: time.Minute})
+	stopCM, err := certmanager.Start(ctx, s.Env.Config, certmanager.Options{Verbose: opts.Verbose, CertificateRequestMinimumBackoff: time.Minute, Controllers: opts.CertManagerControllers})
 	if err != nil {
 		return nil, fmt.Errorf("starting cert-manager: %w", err)
 	}
