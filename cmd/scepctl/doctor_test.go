@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/ndes"
+	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stepca"
 )
@@ -170,13 +172,11 @@ func TestDoctorFaults(t *testing.T) {
 	}
 
 	t.Run("nothing listens", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := node.FreeLoopbackPort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		doctorRun(t, 1, []string{"--url", "http://" + addr + "/scep"},
+		doctorRun(t, 1, []string{"--url", fmt.Sprintf("http://127.0.0.1:%d/scep", port)},
 			`^FAIL +TCP +no address accepts a connection on port`, `fix: check that the server listens`, `^SKIP +the remaining steps`)
 	})
 	t.Run("metadata address", func(t *testing.T) {

@@ -19,13 +19,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +35,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/test/certmanager"
+	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -168,35 +167,15 @@ func approverPolicyCRDs(t *testing.T) string {
 	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
 }
 
-// logBuffer collects a process's output for failure messages.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startApproverPolicy runs approver-policy (this binary, re-executed) with
 // the admin kubeconfig; its webhook listens on loopback only and no API
 // server calls it.
 func startApproverPolicy(t *testing.T, kubeconfig string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := node.FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
 	args := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--leader-election-namespace=approver-policy",
@@ -207,7 +186,7 @@ func startApproverPolicy(t *testing.T, kubeconfig string) {
 		"--webhook-ca-secret-namespace=approver-policy",
 		"-v=2",
 	}
-	logs := &logBuffer{}
+	logs := &stack.LogBuffer{}
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), asApproverPolicy+"="+strings.Join(args, "\n"))
 	cmd.Stdout, cmd.Stderr = logs, logs

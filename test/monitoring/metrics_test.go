@@ -3,7 +3,6 @@ package monitoring_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -44,7 +44,11 @@ func TestEveryNamedMetricIsExported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddress(t)
+	port, err := node.FreeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	p, err := st.StartManagerProcess(t.Context(), bin, "manager", "--metrics-bind-address="+addr, "--metrics-secure=false")
 	if err != nil {
 		t.Fatal(err)
@@ -131,15 +135,4 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("parsing %s: %v", url, err)
 	}
 	return families
-}
-
-// freeAddress returns a loopback address with a port nothing listens on.
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
 }
