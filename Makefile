@@ -77,7 +77,7 @@ manifests: controller-gen ## Generate CRDs and RBAC into config/.
 
 .PHONY: test
 test: fmt-check vet test-deps ## Run every test (envtest, interop with MicroMDM and step-ca, fuzz seeds).
-	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
+	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm PROMTOOL_BIN=$(BIN)/promtool \
 		$(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS)
 
 .PHONY: test-image
@@ -85,7 +85,7 @@ test-image: ## Build the image twice and check it (reproducible digests, static 
 	SCEP_IMAGE_TESTS=1 $(GO) test ./internal/imagebuild/ -count=1 -timeout 40m -v -run . $(TEST_FLAGS)
 
 .PHONY: test-deps
-test-deps: envtest kubelet cluster-binaries node-deps step-ca helm ## Build the real peers the tests run (cached in bin/); install containerd and runc.
+test-deps: envtest kubelet cluster-binaries node-deps step-ca helm promtool ## Build the real peers the tests run (cached in bin/); install containerd and runc.
 	hack/scep-clients.sh
 	hack/krb5.sh
 
@@ -207,6 +207,10 @@ step-ca: ## Build step-ca (a real SCEP server) from the Go module proxy.
 .PHONY: helm
 helm: ## Build helm (pinned by hack/tools/helm) into bin/.
 	hack/helm.sh $(BIN)
+
+.PHONY: promtool
+promtool: ## Build promtool (pinned by hack/tools/promtool) into bin/.
+	hack/promtool.sh $(BIN)
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

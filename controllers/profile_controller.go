@@ -139,7 +139,9 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	p := r.NewProfile()
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.Registry.Forget(profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name})
+			key := profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name}
+			r.Registry.Forget(key)
+			metrics.ForgetProfile(key.String())
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -169,6 +171,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Client.Status().Update(ctx, p); err != nil {
 		return ctrl.Result{}, err
 	}
+	metrics.SetProfileReady(profiles.KeyOf(p).String(), checkErr == nil, cond.Reason)
 	changed := prev == nil || prev.Status != cond.Status || prev.Reason != cond.Reason || prev.Message != cond.Message
 	if changed {
 		if checkErr == nil {

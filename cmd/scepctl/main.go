@@ -20,6 +20,7 @@
 //	               [--renew --cert FILE] --out FILE
 //	scepctl check-install [--metrics-url URL [--token-file FILE] [--metrics-ca-file FILE | --insecure-skip-tls-verify]]
 //	               [--profiles=false] [--kubeconfig FILE]
+//	scepctl doctor --url URL [...] | --profile [NAMESPACE/]NAME [--kubeconfig FILE] [--enroll]
 //	scepctl version
 //
 // check-install is what the chart's `helm test` Pod runs: a scrape of the
@@ -36,8 +37,12 @@
 // (cleaned, quoted, at most 200 bytes) follows on the next line: this is
 // the admin's own terminal.
 //
+// doctor prints one OK/WARN/FAIL/SKIP line per step with the reason and,
+// for a failure, what to fix; it never prints a password.
+//
 // Exit status: 0 when the command did what it was asked (for enroll: a
-// certificate was written), 1 on failure, 2 on a usage error.
+// certificate was written; for doctor: no step failed), 1 on failure, 2 on a
+// usage error.
 package main
 
 import (
@@ -73,6 +78,8 @@ Commands:
   enroll         enroll a certificate and write it with its chain as PEM; with --ndes-admin-url,
                  each request gets a fresh password from NDES's admin page
   check-install  check an installed operator from a Pod (what helm test runs): metrics and profiles Ready
+  doctor         check a server (or a profile, as the operator would use it) end to end, step by
+                 step, and say what to fix
   version        print scepctl's version and the commit it was built from
 
 Run 'scepctl COMMAND -h' for a command's flags.
@@ -98,6 +105,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runEnroll(ctx, args[1:], stdout, stderr)
 	case "check-install":
 		err = runCheckInstall(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = runDoctor(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "scepctl", version.String())
 	default:

@@ -68,6 +68,14 @@ var (
 		Name: "scep_ca_certificate_expiry_timestamp_seconds",
 		Help: "notAfter (Unix seconds) of the CA and RA certificates each profile trusts, by role and SHA-256 fingerprint.",
 	}, []string{"profile", "role", "sha256"})
+
+	// ProfileReady is 1 while a profile's Ready condition is True and 0
+	// while it is False, with the condition's reason, so an alert can say
+	// what to fix. A profile has one series; a deleted profile none.
+	ProfileReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "scep_profile_ready",
+		Help: "1 when the profile's Ready condition is True, 0 when False; reason is the condition's reason.",
+	}, []string{"profile", "reason"})
 )
 
 // The events of a CA rollover, for CARollover's event label.
@@ -105,11 +113,29 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentsByAlgorithm, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry, CARollover, ServerUp, Failovers)
+	ctrlmetrics.Registry.MustRegister(Enrollments, EnrollmentsByAlgorithm, EnrollmentDuration, Pending, ServerRequests, ServerRequestDuration, CAExpiry, CARollover, ServerUp, Failovers, ProfileReady)
 }
 
 // ObserveServerRequest records one HTTP round trip.
 func ObserveServerRequest(profile, op string, status int, d time.Duration) {
 	ServerRequests.WithLabelValues(profile, op, strconv.Itoa(status)).Inc()
 	ServerRequestDuration.WithLabelValues(profile, op).Observe(d.Seconds())
+}
+
+// SetProfileReady records a profile's Ready condition, replacing the series
+// of its previous reason.
+func SetProfileReady(profile string, ready bool, reason string) {
+	ProfileReady.DeletePartialMatch(prometheus.Labels{"profile": profile})
+	v := 0.0
+	if ready {
+		v = 1
+	}
+	ProfileReady.WithLabelValues(profile, reason).Set(v)
+}
+
+// ForgetProfile drops the gauges of a deleted profile, so that neither its
+// Ready state nor its CA certificates' expiry outlive it (and alert).
+func ForgetProfile(profile string) {
+	ProfileReady.DeletePartialMatch(prometheus.Labels{"profile": profile})
+	CAExpiry.DeletePartialMatch(prometheus.Labels{"profile": profile})
 }

@@ -32,7 +32,8 @@ func (p permission) String() string {
 
 // grants is what an install grants: every permission of every bound
 // subject, and the rules of roles it offers unbound (for an admin to bind,
-// such as metrics-reader), each role's rules as one sorted string.
+// such as metrics-reader, or joining Kubernetes' view/edit/admin by
+// aggregation), each role's rules and the roles it joins as one string.
 type grants struct {
 	bound   map[permission]bool
 	unbound []string
@@ -91,10 +92,32 @@ func grantsOf(t *testing.T, objs []object) grants {
 		for _, a := range normalize(rules) {
 			atoms = append(atoms, fmt.Sprintf("%+v", a))
 		}
-		g.unbound = append(g.unbound, o.kind()+" in "+o.namespace()+": "+strings.Join(atoms, ", "))
+		g.unbound = append(g.unbound, o.kind()+" in "+o.namespace()+aggregatesTo(o)+": "+strings.Join(atoms, ", "))
 	}
 	sort.Strings(g.unbound)
 	return g
+}
+
+// aggregateLabel prefixes the labels by which Kubernetes' aggregation
+// controller adds a ClusterRole's rules to a built-in role (view, edit,
+// admin): for an unbound role, part of what it grants.
+const aggregateLabel = "rbac.authorization.k8s.io/aggregate-to-"
+
+// aggregatesTo names the built-in roles o joins, sorted, as " (joins a, b)";
+// empty when it joins none.
+func aggregatesTo(o object) string {
+	labels, _ := get(o, "metadata", "labels").(map[string]any)
+	var roles []string
+	for k, v := range labels {
+		if role, ok := strings.CutPrefix(k, aggregateLabel); ok && v == "true" {
+			roles = append(roles, role)
+		}
+	}
+	if len(roles) == 0 {
+		return ""
+	}
+	sort.Strings(roles)
+	return " (joins " + strings.Join(roles, ", ") + ")"
 }
 
 // TestKustomizeGrantsWhatTheChartGrants builds the kustomize install

@@ -73,6 +73,12 @@ type Options struct {
 	// after the chart's are filled in (e.g. what a manager flag the chart
 	// does not set would change).
 	OperatorOptions func(*controllers.Options)
+	// ExtraCRDPaths are more CRD files or directories to install (e.g.
+	// approver-policy's), beside cert-manager's and the chart's.
+	ExtraCRDPaths []string
+	// CertManagerControllers are cert-manager's controllers to run; nil
+	// means certmanager.DefaultControllers() (with its approver).
+	CertManagerControllers []string
 }
 
 // Stack is the running product. Down stops everything.
@@ -144,7 +150,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: []string{cmCRDs}, APIServerFlags: opts.APIServerFlags, Configure: opts.Configure}); err != nil {
+	if s.Env, err = envtest.New(envtest.Options{Root: s.root, CRDPaths: append([]string{cmCRDs}, opts.ExtraCRDPaths...), APIServerFlags: opts.APIServerFlags, Configure: opts.Configure}); err != nil {
 		return nil, fmt.Errorf("starting the API server: %w", err)
 	}
 	s.stops = append(s.stops, func() { _ = s.Env.Environment.Stop() })
@@ -165,7 +171,7 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.progress("starting cert-manager's controllers (from cert-manager's pkg/controller)")
 	// A minute's backoff after a failed request, as a cluster would have
 	// (cert-manager's default is an hour); none would loop on a refusal.
-	stopCM, err := certmanager.Start(ctx, s.Env.Config, certmanager.Options{Verbose: opts.Verbose, CertificateRequestMinimumBackoff: time.Minute})
+	stopCM, err := certmanager.Start(ctx, s.Env.Config, certmanager.Options{Verbose: opts.Verbose, CertificateRequestMinimumBackoff: time.Minute, Controllers: opts.CertManagerControllers})
 	if err != nil {
 		return nil, fmt.Errorf("starting cert-manager: %w", err)
 	}
@@ -217,15 +223,22 @@ func (s *Stack) Root() string { return s.root }
 func (s *Stack) Tool(name string) string { return filepath.Join(s.root, "bin", name) }
 
 func (s *Stack) renderChart(ctx context.Context) ([]*unstructured.Unstructured, error) {
+	return RenderChart(ctx, s.root, s.opts.Release, s.opts.ReleaseNamespace, s.opts.HelmValues...)
+}
+
+// RenderChart renders charts/scep-operator of the repository at root with
+// helm template ($HELM_BIN, else root/bin/helm), CRDs included, each value
+// passed with --set.
+func RenderChart(ctx context.Context, root, release, namespace string, values ...string) ([]*unstructured.Unstructured, error) {
 	helm := os.Getenv("HELM_BIN")
 	if helm == "" {
-		helm = filepath.Join(s.root, "bin", "helm")
+		helm = filepath.Join(root, "bin", "helm")
 	}
 	if _, err := os.Stat(helm); err != nil {
 		return nil, fmt.Errorf("%s not found: run `make helm`", helm)
 	}
-	args := []string{"template", s.opts.Release, filepath.Join(s.root, "charts", "scep-operator"), "--namespace", s.opts.ReleaseNamespace, "--include-crds"}
-	for _, v := range s.opts.HelmValues {
+	args := []string{"template", release, filepath.Join(root, "charts", "scep-operator"), "--namespace", namespace, "--include-crds"}
+	for _, v := range values {
 		args = append(args, "--set", v)
 	}
 	var stderr bytes.Buffer
