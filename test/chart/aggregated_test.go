@@ -15,7 +15,13 @@ import (
 // resources the chart's CRDs define. Agreement with config/rbac is
 // TestKustomizeGrantsWhatTheChartGrants's (unbound roles and what they join).
 func TestAggregatedRoles(t *testing.T) {
-	objs := render(t, nil)
+	// By default only the viewer: writing profiles is opt-in.
+	for _, o := range find(render(t, nil), "ClusterRole") {
+		if o.name() == fullname+"-profile-editor" {
+			t.Errorf("the default renders %s: writing SCEPProfiles must be opt-in (aggregatedRoles.edit)", o.id())
+		}
+	}
+	objs := render(t, map[string]any{"aggregatedRoles": map[string]any{"edit": true}})
 	plurals := map[string]bool{}
 	for _, c := range find(objs, "CustomResourceDefinition") {
 		plurals[str(c, "spec", "group")+"/"+str(c, "spec", "names", "plural")] = true
@@ -59,9 +65,9 @@ func TestAggregatedRoles(t *testing.T) {
 		}
 	}
 
-	for _, o := range find(render(t, map[string]any{"aggregatedRoles": map[string]any{"enabled": false}}), "ClusterRole") {
+	for _, o := range find(render(t, map[string]any{"aggregatedRoles": map[string]any{"view": false, "edit": false}}), "ClusterRole") {
 		if aggregatesTo(o) != "" {
-			t.Errorf("aggregatedRoles.enabled=false still renders %s%s", o.id(), aggregatesTo(o))
+			t.Errorf("aggregatedRoles.view=false, edit=false still renders %s%s", o.id(), aggregatesTo(o))
 		}
 	}
 }
