@@ -75,6 +75,14 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if e.st, err = e.open(e.cr); err != nil {
 		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventStateIgnored, "Sign", "ignored annotation %s: %v; starting from no state", AnnotationState, err)
 	}
+	// What this process heard from the server outranks a state it failed
+	// to record: a PENDING transaction is polled, never sent again.
+	if rec, ok := e.sendRecordOf(e.tx); ok && rec.outcome == answeredPending && !e.st.Pending {
+		e.st.Pending = true
+		if e.st.Server == "" {
+			e.st.Server = rec.server
+		}
+	}
 
 	if wait := e.st.NextAttempt.Sub(e.now()); wait > 0 {
 		what := "the next attempt"

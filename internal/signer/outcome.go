@@ -29,13 +29,14 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 		}
 		return signer.PEMBundle{}, e.failedAttempt("enrolling", err)
 	case rep.Status == scep.StatusPending:
+		e.recordOutcome(e.cr.UID, e.tx, e.server, answeredPending)
 		return signer.PEMBundle{}, e.pending()
 	}
 	bundle, err := bundleOf(rep.Certificates)
 	if err != nil {
 		return signer.PEMBundle{}, e.fail(metrics.ResultFailed, err)
 	}
-	e.forgetSend(e.cr.UID, e.tx)
+	e.recordOutcome(e.cr.UID, e.tx, e.server, answeredIssued)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
 	metrics.EnrollmentsByAlgorithm.WithLabelValues(e.key.String(), e.algorithms.Cipher.String(), e.algorithms.Digest.String()).Inc()
 	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())

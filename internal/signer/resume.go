@@ -17,9 +17,9 @@ import (
 // send record is in memory, the creation time is the API server's.
 func (e *enrollment) mayHaveBeenSent() bool {
 	switch e.sendOutcome(e.tx) {
-	case sentUnanswered:
+	case sentUnanswered, answeredIssued:
 		return true
-	case sentAnswered:
+	case sentAnswered, answeredPending:
 		return false
 	}
 	return !e.createdWhileLeading(e.cr)

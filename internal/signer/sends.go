@@ -11,7 +11,8 @@ import (
 	"github.com/scep-operator/scep-operator/internal/scepclient"
 )
 
-// sendOutcome says what this process knows of a transaction's last PKCSReq.
+// sendOutcome says what this process knows of a transaction's last
+// pkiMessage.
 type sendOutcome int
 
 const (
@@ -23,33 +24,73 @@ const (
 	sentUnanswered
 	// sentAnswered: the server answered it (even if with an error).
 	sentAnswered
+	// answeredPending: the server answered PENDING: the transaction is
+	// open there. It is polled with CertPoll even when recording that on
+	// the request failed (a write conflict, the API server away): a second
+	// PKCSReq would spend a one-time password NDES then refuses, and a
+	// server that forgot the first would issue twice.
+	answeredPending
+	// answeredIssued: the server issued. Should the certificate not reach
+	// the request (its status write failed), the next attempt asks with
+	// CertPoll, which returns the same certificate, before any PKCSReq.
+	answeredIssued
 )
+
+// sendRecord is what this process knows of one transaction.
+type sendRecord struct {
+	outcome sendOutcome
+	// server is where the transaction lives (url or a failoverURLs entry).
+	server string
+	at     time.Time
+}
 
 // touchedFor is how long a request this process acted on is remembered (and
 // read fresh rather than from the cache): far longer than an informer lags.
 const touchedFor = time.Hour
 
 func (s *Signer) sendOutcome(tx scep.TransactionID) sendOutcome {
+	rec, _ := s.sendRecordOf(tx)
+	return rec.outcome
+}
+
+// sendRecordOf is this process's record of tx, if any.
+func (s *Signer) sendRecordOf(tx scep.TransactionID) (sendRecord, bool) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
-	answered, ok := s.sent[tx]
-	switch {
-	case !ok:
-		return notSentHere
-	case answered:
-		return sentAnswered
-	}
-	return sentUnanswered
+	rec, ok := s.sent[tx]
+	return rec, ok
 }
 
 func (s *Signer) recordSend(uid types.UID, tx scep.TransactionID, answered bool) {
+	outcome := sentUnanswered
+	if answered {
+		outcome = sentAnswered
+	}
+	s.recordOutcome(uid, tx, "", outcome)
+}
+
+// recordOutcome keeps what the server answered for tx (server "" keeps the
+// server recorded before).
+func (s *Signer) recordOutcome(uid types.UID, tx scep.TransactionID, server string, outcome sendOutcome) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
 	if s.sent == nil {
-		s.sent = map[scep.TransactionID]bool{}
+		s.sent = map[scep.TransactionID]sendRecord{}
 	}
-	s.sent[tx] = answered
+	now := s.now()
+	if server == "" {
+		server = s.sent[tx].server
+	}
+	s.sent[tx] = sendRecord{outcome: outcome, server: server, at: now}
 	s.touchLocked(uid)
+	// Prune now and then: issued transactions are kept for touchedFor.
+	if len(s.sent)%1024 == 0 {
+		for k, r := range s.sent {
+			if now.Sub(r.at) > touchedFor {
+				delete(s.sent, k)
+			}
+		}
+	}
 }
 
 // forgetSend drops a finished transaction; the request stays touched, so a

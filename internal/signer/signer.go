@@ -104,7 +104,7 @@ type Signer struct {
 	inFlight map[profiles.Key]int
 
 	sentMu  sync.Mutex
-	sent    map[scep.TransactionID]bool // PKCSReqs this process sent -> answered
+	sent    map[scep.TransactionID]sendRecord // what this process sent, and the answers
 	touched map[types.UID]time.Time     // requests this process sent for or finished
 }
 
