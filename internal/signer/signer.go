@@ -105,7 +105,7 @@ type Signer struct {
 
 	sentMu  sync.Mutex
 	sent    map[scep.TransactionID]sendRecord // what this process sent, and the answers
-	touched map[types.UID]time.Time     // requests this process sent for or finished
+	touched map[types.UID]time.Time           // requests this process sent for or finished
 }
 
 func (s *Signer) now() time.Time {
