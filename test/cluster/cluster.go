@@ -140,14 +140,8 @@ func Unavailable(binDir string) error {
 // has made the default ServiceAccount and kube-root-ca.crt. On error
 // whatever was started is stopped.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
-	if opts.Root == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		if opts.Root, err = envtest.FindRepoRoot(wd); err != nil {
-			return nil, err
-		}
+	if opts.Root, err = envtest.RootOr(opts.Root); err != nil {
+		return nil, err
 	}
 	if opts.BinDir == "" {
 		opts.BinDir = node.BinDir(opts.Root)
@@ -439,15 +433,7 @@ func (c *Cluster) LogTail(process string, lines int) string {
 	if _, ok := c.processes[process]; !ok && c.Node != nil {
 		return c.Node.LogTail(process+".log", lines)
 	}
-	b, err := os.ReadFile(filepath.Join(c.Dir, process+".log"))
-	if err != nil {
-		return fmt.Sprintf("(no log of %s: %v)", process, err)
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return "--- last lines of " + process + ".log ---\n" + strings.Join(all, "\n")
+	return node.TailFile(filepath.Join(c.Dir, process+".log"), lines)
 }
 
 // Stop stops everything Start started, newest first: the node's pods and

@@ -65,6 +65,19 @@ func FindRepoRoot(dir string) (string, error) {
 	}
 }
 
+// RootOr returns root, or when it is empty the repository root found from
+// the working directory (for the Root options of the test harnesses).
+func RootOr(root string) (string, error) {
+	if root != "" {
+		return root, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	return FindRepoRoot(wd)
+}
+
 // RepoRoot is FindRepoRoot from the working directory, failing t.
 func RepoRoot(t testing.TB) string {
 	t.Helper()

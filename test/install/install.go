@@ -101,14 +101,8 @@ func helmBin(root string) string {
 // the Deployment is Available (its readiness probe passed). On error
 // whatever was started is stopped.
 func Up(ctx context.Context, opts Options) (_ *Install, err error) {
-	if opts.Root == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		if opts.Root, err = envtest.FindRepoRoot(wd); err != nil {
-			return nil, err
-		}
+	if opts.Root, err = envtest.RootOr(opts.Root); err != nil {
+		return nil, err
 	}
 	if opts.Release == "" {
 		opts.Release = DefaultRelease

@@ -508,15 +508,21 @@ func (n *Node) ctr(ctx context.Context, args ...string) ([]byte, error) {
 // LogTail is the last lines of one of the node's logs ("kubelet.log",
 // "containerd.log"), for a failure message.
 func (n *Node) LogTail(name string, lines int) string {
-	b, err := os.ReadFile(filepath.Join(n.Dir, name))
+	return TailFile(filepath.Join(n.Dir, name), lines)
+}
+
+// TailFile is the last lines of a log file under a heading that names it,
+// or why it could not be read.
+func TailFile(path string, lines int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Sprintf("(no %s: %v)", name, err)
+		return fmt.Sprintf("(no %s: %v)", filepath.Base(path), err)
 	}
 	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(all) > lines {
 		all = all[len(all)-lines:]
 	}
-	return "--- last lines of " + name + " ---\n" + strings.Join(all, "\n")
+	return "--- last lines of " + filepath.Base(path) + " ---\n" + strings.Join(all, "\n")
 }
 
 // DeletePods deletes every pod bound to the node and waits (up to timeout)
