@@ -39,6 +39,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -358,7 +359,15 @@ func wait(ctx context.Context, timeout time.Duration, cond func() (bool, string,
 func runWorkload(ctx context.Context, n *node.Node, c client.Client, pod *corev1.Pod, after func()) (func(), error) {
 	stop := func() {
 		step("deleting the workload pod")
-		if err := n.DeletePods(context.Background(), 90*time.Second); err != nil {
+		// This pod only: on the installed cluster the operator's Pods run
+		// on the node too (their ReplicaSet would recreate them).
+		ctx := context.Background()
+		if err := c.Delete(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
+			fmt.Printf("  %v\n", err)
+		} else if err := wait(ctx, 90*time.Second, func() (bool, string, error) {
+			err := c.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+			return apierrors.IsNotFound(err), "waiting for the pod to go", nil
+		}); err != nil {
 			fmt.Printf("  %v\n", err)
 		}
 		after()
