@@ -156,6 +156,15 @@ func TestCSRContent(t *testing.T) {
 			want: refused("spec.allowedExtensions", "1.3.6.1.4.1.311.21.10"),
 		},
 		{
+			name: "a certificate template the tenant picks (szOID_ENROLL_CERTTYPE_EXTENSION naming Administrator; only the profile's certificateTemplate is sent)",
+			attack: func(t *testing.T) *cmapi.CertificateRequest {
+				return request(t, "csr-template", func(tm *scep.CSRTemplate) {
+					tm.Extensions = append(tm.Extensions, extension(t, oidEnrollCertType, false, bmpString("Administrator")))
+				})
+			},
+			want: refused("spec.certificateTemplate", "may not choose its template"),
+		},
+		{
 			name: "a challengePassword attribute in a Passthrough CSR (a password the tenant holds reaches the server)",
 			attack: func(t *testing.T) *cmapi.CertificateRequest {
 				return request(t, "csr-challenge", func(tm *scep.CSRTemplate) { tm.ChallengePassword = "tenant-picked-password" })

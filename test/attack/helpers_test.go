@@ -349,6 +349,8 @@ var (
 	// which AD CS honours over the EKU of schema version 1 templates
 	// (ESC15, CVE-2024-49019).
 	oidApplicationPolicies = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 10}
+	// szOID_ENROLL_CERTTYPE_EXTENSION: the AD CS template, by name.
+	oidEnrollCertType = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2}
 	// oidCertificateRequestAgent is the enrollment agent policy: a
 	// certificate with it may request certificates for any user.
 	oidCertificateRequestAgent = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 1}
