@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -228,22 +227,25 @@ func slope(ss []sample, v func(sample) float64) float64 {
 	return (n*sxy - sx*sy) / d
 }
 
-// spkiOf is the hex SHA-256 of a certificate's public key.
-func spkiOf(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+// spkiOf is the hex SHA-256 of a public key (a certificate's or a CSR's
+// RawSubjectPublicKeyInfo).
+func spkiOf(rawSPKI []byte) string {
+	sum := sha256.Sum256(rawSPKI)
 	return hex.EncodeToString(sum[:])
 }
 
-func serialsOf(s *scepserver.Server) []string {
+// issuedKeys lists the key (spkiOf) of every certificate s issued.
+func issuedKeys(s *scepserver.Server) []string {
 	var out []string
 	for _, c := range s.Issued() {
-		out = append(out, spkiOf(c))
+		out = append(out, spkiOf(c.RawSubjectPublicKeyInfo))
 	}
 	return out
 }
 
-// micromdmIssued reads the certificates MicroMDM's file depot stored.
-func micromdmIssued(t *testing.T, s *micromdm.Server) []string {
+// micromdmIssuedKeys lists the key (spkiOf) of every certificate
+// MicroMDM's file depot stored.
+func micromdmIssuedKeys(s *micromdm.Server) []string {
 	var out []string
 	_ = filepath.WalkDir(s.Depot, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".pem") || filepath.Base(p) == "ca.pem" {
@@ -261,7 +263,7 @@ func micromdmIssued(t *testing.T, s *micromdm.Server) []string {
 			if err != nil || c.IsCA {
 				continue
 			}
-			out = append(out, spkiOf(c))
+			out = append(out, spkiOf(c.RawSubjectPublicKeyInfo))
 		}
 		return nil
 	})
@@ -285,8 +287,7 @@ func (h *harness) explainDuplicates(bySPKI map[string]int) int {
 	for _, r := range h.pending.PKIRequests() {
 		msgs[r.TransactionID] = append(msgs[r.TransactionID], r.MessageType)
 		if r.CSR != nil {
-			sum := sha256.Sum256(r.CSR.RawSubjectPublicKeyInfo)
-			k := hex.EncodeToString(sum[:])
+			k := spkiOf(r.CSR.RawSubjectPublicKeyInfo)
 			if txOfKey[k] == nil {
 				txOfKey[k] = map[string]bool{}
 			}

@@ -195,8 +195,8 @@ func (h *harness) up(ctx context.Context) {
 		certPoll  bool
 		issued    func() []string
 	}{
-		{"pending", pending.URL, nil, true, func() []string { return serialsOf(pending) }},
-		{"micromdm", mdm.URL, nil, false, func() []string { return micromdmIssued(t, mdm) }},
+		{"pending", pending.URL, nil, true, func() []string { return issuedKeys(pending) }},
+		{"micromdm", mdm.URL, nil, false, func() []string { return micromdmIssuedKeys(mdm) }},
 		{"stepca", sca.URL, stepTransport, false, nil},
 	} {
 		p, err := NewFaultProxy(s.url, s.transport)
