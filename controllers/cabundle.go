@@ -256,12 +256,13 @@ func PEMOf(certs []*x509.Certificate) ([]byte, int) {
 	return out.Bytes(), len(seen)
 }
 
-// publishCA writes p's CA bundle after a successful check: the CA
-// certificates of the GetCACert answer (after the pins) and the next CA
-// certificates that verified. A failure is an Event, never un-Ready: the
-// profile still issues, and the next check writes again.
+// publishCA writes p's CA bundle (ConfigMap, ClusterTrustBundle) after a
+// successful check: the CA certificates of the GetCACert answer (after the
+// pins) and the next CA certificates that verified. A failure is an Event,
+// never un-Ready: the profile still issues, and the next check writes again.
 func (r *ProfileReconciler) publishCA(ctx context.Context, p scepv1alpha1.Profile, info *scepclient.ServerInfo, next []*x509.Certificate) {
-	if !r.CABundles.Publishes(p) {
+	toConfigMap, toTrustBundle := r.CABundles.Publishes(p), r.TrustBundles.Publishes(p)
+	if !toConfigMap && !toTrustBundle {
 		return
 	}
 	var cas []*x509.Certificate
@@ -271,41 +272,80 @@ func (r *ProfileReconciler) publishCA(ctx context.Context, p scepv1alpha1.Profil
 		}
 	}
 	cas = append(cas, next...)
-	where := r.CABundles.Namespace + "/" + CABundleName(profiles.KeyOf(p))
 	bundle, n := PEMOf(cas)
-	changed, err := r.CABundles.Publish(ctx, p, bundle)
+	key := profiles.KeyOf(p)
+	if toConfigMap {
+		changed, err := r.CABundles.Publish(ctx, p, bundle)
+		r.reportPublished(ctx, p, "ConfigMap "+r.CABundles.Namespace+"/"+CABundleName(key), changed, err, n, len(next))
+	}
+	if toTrustBundle {
+		changed, err := r.TrustBundles.Publish(ctx, p, bundle)
+		r.reportPublished(ctx, p, "ClusterTrustBundle of signer "+ClusterSignerName(key.Name), changed, err, n, len(next))
+	}
+}
+
+func (r *ProfileReconciler) reportPublished(ctx context.Context, p scepv1alpha1.Profile, where string, changed bool, err error, n, next int) {
 	switch {
 	case err != nil:
-		log.FromContext(ctx).Info("CA bundle not published", "configMap", where, "error", err.Error())
-		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCABundleNotPublished, "Publish", "CA bundle ConfigMap %s: %v", where, err)
+		log.FromContext(ctx).Info("CA bundle not published", "object", where, "error", err.Error())
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCABundleNotPublished, "Publish", "CA bundle %s: %v", where, err)
 	case changed:
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, EventCABundlePublished, "Publish", "CA bundle ConfigMap %s holds %d CA certificate(s), %d of them announced as the next CA", where, n, len(next))
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, EventCABundlePublished, "Publish", "CA bundle %s holds %d CA certificate(s), %d of them announced as the next CA", where, n, next)
 	}
+}
+
+// unpublishCA deletes the profile k's CA bundles.
+func (r *ProfileReconciler) unpublishCA(ctx context.Context, k profiles.Key) error {
+	var errs []error
+	if r.CABundles != nil {
+		errs = append(errs, r.CABundles.Unpublish(ctx, k))
+	}
+	if r.TrustBundles != nil {
+		errs = append(errs, r.TrustBundles.Unpublish(ctx, k))
+	}
+	return errors.Join(errs...)
 }
 
 // CABundleOptions configure CA distribution.
 type CABundleOptions struct {
-	// Namespace is the trust namespace the CA bundles go to (trust-manager's
-	// --trust-namespace, cert-manager by default); empty publishes nothing.
+	// Namespace is the trust namespace the CA bundle ConfigMaps go to
+	// (trust-manager's --trust-namespace, cert-manager by default); empty
+	// writes no ConfigMap.
 	Namespace string
-	// NamespacedProfiles lets SCEPProfiles publish too (CAPublisher).
+	// NamespacedProfiles lets SCEPProfiles publish ConfigMaps too (CAPublisher).
 	NamespacedProfiles bool
+	// ClusterTrustBundles writes a ClusterTrustBundle per ClusterSCEPProfile
+	// (TrustBundlePublisher).
+	ClusterTrustBundles bool
 }
 
-// setupCABundles returns the publisher opts ask for, nil for none, and
-// runs its Sweep whenever this process starts to lead.
-func setupCABundles(mgr manager.Manager, opts CABundleOptions) (*CAPublisher, error) {
-	if opts.Namespace == "" {
-		return nil, nil
+// setupCABundles returns the publishers opts ask for, nil for none, and
+// runs their Sweep whenever this process starts to lead.
+func setupCABundles(mgr manager.Manager, opts CABundleOptions) (*CAPublisher, *TrustBundlePublisher, error) {
+	var (
+		cms   *CAPublisher
+		ctbs  *TrustBundlePublisher
+		sweep []func(context.Context) error
+	)
+	if opts.Namespace != "" {
+		cms = &CAPublisher{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.Namespace, NamespacedProfiles: opts.NamespacedProfiles}
+		sweep = append(sweep, cms.Sweep)
 	}
-	c := &CAPublisher{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.Namespace, NamespacedProfiles: opts.NamespacedProfiles}
+	if opts.ClusterTrustBundles {
+		ctbs = &TrustBundlePublisher{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()}
+		sweep = append(sweep, ctbs.Sweep)
+	}
+	if len(sweep) == 0 {
+		return nil, nil, nil
+	}
 	// A failed sweep is logged, not fatal: it only tidies, and the next
 	// leader sweeps again.
-	sweep := manager.RunnableFunc(func(ctx context.Context) error {
-		if err := c.Sweep(ctx); err != nil {
-			mgr.GetLogger().Error(err, "sweeping the CA bundles", "namespace", opts.Namespace)
+	return cms, ctbs, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		for _, s := range sweep {
+			if err := s(ctx); err != nil {
+				mgr.GetLogger().Error(err, "sweeping the CA bundles")
+			}
 		}
 		return nil
-	})
-	return c, mgr.Add(sweep)
+	}))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -135,6 +136,72 @@ func TestCABundleNamespacedProfiles(t *testing.T) {
 	waitNoCABundle(t, trustNS, profiles.KeyOf(p))
 }
 
+// TestClusterTrustBundle: with ClusterTrustBundles on (and no ConfigMap
+// namespace), a ClusterSCEPProfile's CA, and the next CA while announced,
+// go into a ClusterTrustBundle named for its signer; a SCEPProfile never
+// gets one; deleting the profile deletes it.
+func TestClusterTrustBundle(t *testing.T) {
+	ns := namespace(t)
+	c := apiServer(t).Client
+	srv := scepserver.Start(t, scepserver.Behavior{RASplit: true})
+	startManager(t, func(o *controllers.Options) { o.CABundle.ClusterTrustBundles = true })
+	spec := scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL,
+		CAFingerprint: "sha256:" + scep.FingerprintOf(srv.CA, crypto.SHA256).Hex()}
+	cluster := &scepv1alpha1.ClusterSCEPProfile{ObjectMeta: metav1.ObjectMeta{Name: ns + "-ctb"}, Spec: spec}
+	tenant := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant"}, Spec: spec}
+	for _, p := range []client.Object{cluster, tenant} {
+		if err := c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
+	}
+	name := controllers.ClusterTrustBundleName(cluster.Name)
+	waitTrustBundle := func(want ...*x509.Certificate) {
+		t.Helper()
+		var fps []string
+		for _, w := range want {
+			fps = append(fps, scep.FingerprintOf(w, crypto.SHA256).Hex())
+		}
+		slices.Sort(fps)
+		eventually(t, 30*time.Second, "ClusterTrustBundle "+name, func() (bool, string) {
+			var ctb certificatesv1.ClusterTrustBundle
+			if err := c.Get(t.Context(), client.ObjectKey{Name: name}, &ctb); err != nil {
+				return false, err.Error()
+			}
+			if ctb.Spec.SignerName != controllers.ClusterSignerName(cluster.Name) {
+				return false, "signerName " + ctb.Spec.SignerName
+			}
+			return slices.Equal(pemFingerprints(t, []byte(ctb.Spec.TrustBundle)), fps), ctb.Spec.TrustBundle
+		})
+	}
+	waitTrustBundle(srv.CA)
+	next, err := srv.AnnounceNextCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recheck(t, cluster)
+	waitTrustBundle(srv.CA, next)
+
+	waitProfile(t, tenant, metav1.ConditionTrue, 30*time.Second)
+	var list certificatesv1.ClusterTrustBundleList
+	if err := c.List(t.Context(), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctb := range list.Items {
+		if strings.Contains(ctb.Annotations[controllers.AnnotationCABundleProfile], "/"+ns+"/") {
+			t.Errorf("a SCEPProfile got ClusterTrustBundle %s", ctb.Name)
+		}
+	}
+
+	if err := c.Delete(t.Context(), cluster); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "no ClusterTrustBundle "+name, func() (bool, string) {
+		err := c.Get(t.Context(), client.ObjectKey{Name: name}, &certificatesv1.ClusterTrustBundle{})
+		return apierrors.IsNotFound(err), "still there"
+	})
+}
+
 // TestCABundleName: SCEPProfile ns/name and ClusterSCEPProfile names never
 // share a ConfigMap, and every name is a valid ConfigMap name.
 func TestCABundleName(t *testing.T) {
@@ -147,6 +214,12 @@ func TestCABundleName(t *testing.T) {
 		{Kind: "SCEPProfile", Namespace: "a", Name: "b-c"},
 		{Kind: "ClusterSCEPProfile", Name: long},
 		{Kind: "ClusterSCEPProfile", Name: long[:252] + "b"},
+	}
+	if got, want := controllers.ClusterTrustBundleName("corp"), "clusterscepprofiles.scep.certificates.dev:corp:ca"; got != want {
+		t.Errorf("ClusterTrustBundleName(corp) = %q, want %q", got, want)
+	}
+	if got := controllers.ClusterTrustBundleName(long); got != "" {
+		t.Errorf("ClusterTrustBundleName of a 253-character name = %q, want none", got)
 	}
 	seen := map[string]profiles.Key{}
 	for _, k := range keys {

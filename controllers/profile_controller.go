@@ -120,9 +120,12 @@ type ProfileReconciler struct {
 	Workers int
 	// Clock is the time source; nil means the real clock.
 	Clock clock.Clock
-	// CABundles publishes the profiles' CA certificates for trust-manager;
-	// nil publishes nothing.
+	// CABundles publishes the profiles' CA certificates in ConfigMaps for
+	// trust-manager; nil publishes none.
 	CABundles *CAPublisher
+	// TrustBundles publishes ClusterSCEPProfiles' CA certificates in
+	// ClusterTrustBundles; nil publishes none.
+	TrustBundles *TrustBundlePublisher
 }
 
 func (r *ProfileReconciler) now() time.Time {
@@ -145,10 +148,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			key := profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name}
 			r.Registry.Forget(key)
 			metrics.ForgetProfile(key.String())
-			if r.CABundles != nil {
-				return ctrl.Result{}, r.CABundles.Unpublish(ctx, key)
-			}
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, r.unpublishCA(ctx, key)
 		}
 		return ctrl.Result{}, err
 	}
@@ -161,10 +161,10 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		defer cancel()
 	}
 	reason, checkErr := r.check(checkCtx, p)
-	if reason == ReasonFingerprintMismatch && r.CABundles.Publishes(p) {
+	if reason == ReasonFingerprintMismatch {
 		// The server's CA is no longer what the admin vouched for: it
-		// leaves the trust bundle until the pins match again.
-		if err := r.CABundles.Unpublish(ctx, profiles.KeyOf(p)); err != nil {
+		// leaves the trust bundles until the pins match again.
+		if err := r.unpublishCA(ctx, profiles.KeyOf(p)); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

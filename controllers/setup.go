@@ -132,7 +132,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	if checkTimeout <= 0 {
 		checkTimeout = cmp.Or(opts.RequestTimeout, scepclient.DefaultTimeout)
 	}
-	caBundles, err := setupCABundles(mgr, opts.CABundle)
+	caBundles, trustBundles, err := setupCABundles(mgr, opts.CABundle)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		func() scepv1alpha1.Profile { return &scepv1alpha1.ClusterSCEPProfile{} },
 	} {
 		r := &ProfileReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, NewProfile: newProfile, CheckInterval: opts.CheckInterval,
-			CheckTimeout: checkTimeout, Workers: cmp.Or(opts.ProfileCheckWorkers, DefaultProfileCheckWorkers), CABundles: caBundles}
+			CheckTimeout: checkTimeout, Workers: cmp.Or(opts.ProfileCheckWorkers, DefaultProfileCheckWorkers), CABundles: caBundles, TrustBundles: trustBundles}
 		if err := r.SetupWithManager(mgr); err != nil {
 			return nil, err
 		}

@@ -54,4 +54,37 @@ func TestCADistribution(t *testing.T) {
 		t.Errorf("ConfigMaps in the trust namespace: %v, want %v", grants["trust"], want)
 	}
 	onlyReads("enabled", grants, "trust")
+	if got := clusterTrustBundleGrants(t, objs); len(got) != 0 {
+		t.Errorf("without clusterTrustBundles: %v", got)
+	}
+
+	objs = render(t, map[string]any{"caDistribution": map[string]any{"clusterTrustBundles": true}})
+	if args := managerArgs(t, findOne(t, objs, "Deployment", releaseNS, fullname)); !slices.Contains(args, "--cluster-trust-bundles") {
+		t.Errorf("args %v lack --cluster-trust-bundles", args)
+	}
+	want := []string{
+		"* attest signers clusterscepprofiles.scep.certificates.dev/*",
+		"* create clustertrustbundles ", "* delete clustertrustbundles ", "* get clustertrustbundles ",
+		"* list clustertrustbundles ", "* update clustertrustbundles ",
+	}
+	if got := clusterTrustBundleGrants(t, objs); !slices.Equal(got, want) {
+		t.Errorf("ClusterTrustBundle grants = %q, want %q", got, want)
+	}
+}
+
+// clusterTrustBundleGrants lists, sorted, "scope verb resource name" for
+// what the operator may do in certificates.k8s.io besides CSRs.
+func clusterTrustBundleGrants(t *testing.T, objs []object) []string {
+	t.Helper()
+	var out []string
+	for key, rules := range boundRules(t, objs, releaseNS, fullname) {
+		scope := strings.Fields(key)[0]
+		for a := range expand(rules) {
+			if a.group == "certificates.k8s.io" && a.resource != "certificatesigningrequests" {
+				out = append(out, scope+" "+a.verb+" "+a.resource+" "+a.name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }

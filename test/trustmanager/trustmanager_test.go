@@ -18,7 +18,9 @@ import (
 	"time"
 
 	trustapi "github.com/cert-manager/trust-manager/pkg/apis/trust/v1alpha1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -58,12 +60,12 @@ func TestBundleCarriesSCEPCA(t *testing.T) {
 	}
 	s, err := stack.Up(ctx, stack.Options{
 		ReleaseNamespace: releaseNS,
-		HelmValues:       []string{"caDistribution.enabled=true", "caDistribution.namespacedProfiles=true", "rbac.secretNamespaces={" + appsNS + "}"},
+		HelmValues:       []string{"caDistribution.enabled=true", "caDistribution.namespacedProfiles=true", "caDistribution.clusterTrustBundles=true", "rbac.secretNamespaces={" + appsNS + "}"},
 		ExtraCRDPaths:    []string{tmCRDs},
 		// The in-process operator reads no manager args: what the chart's
 		// caDistribution values pass as flags.
 		OperatorOptions: func(o *controllers.Options) {
-			o.CABundle = controllers.CABundleOptions{Namespace: trustmanager.DefaultTrustNamespace, NamespacedProfiles: true}
+			o.CABundle = controllers.CABundleOptions{Namespace: trustmanager.DefaultTrustNamespace, NamespacedProfiles: true, ClusterTrustBundles: true}
 		},
 		// No Certificate is issued here: one cheap cert-manager controller.
 		CertManagerControllers: []string{"issuers"},
@@ -136,6 +138,21 @@ func TestBundleCarriesSCEPCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitTarget(t, c, appsNS, corp.CA)
+	// The operator, with the chart's RBAC, also wrote the profile's
+	// ClusterTrustBundle: the API server's ClusterTrustBundleAttest admission
+	// let it name the profile's signer.
+	waitClusterTrustBundle(t, c, corpProfile.Name, corp.CA)
+	// And attest is what stops it from naming any other signer.
+	asOperator, err := client.New(s.OperatorConfig, client.Options{Scheme: s.Env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemCA := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: corp.CA.Raw}))
+	foreign := &certificatesv1.ClusterTrustBundle{ObjectMeta: metav1.ObjectMeta{Name: "example.com:other:ca"},
+		Spec: certificatesv1.ClusterTrustBundleSpec{SignerName: "example.com/other", TrustBundle: pemCA}}
+	if err := asOperator.Create(ctx, foreign); !apierrors.IsForbidden(err) {
+		t.Errorf("the operator created a ClusterTrustBundle for signer example.com/other: %v, want Forbidden", err)
+	}
 
 	// A SCEP server over https whose TLS certificate the SCEP CA issued
 	// (as an NDES server's usually is): a profile trusts it through the
@@ -163,6 +180,36 @@ func TestBundleCarriesSCEPCA(t *testing.T) {
 	}
 	waitTarget(t, c, appsNS, corp.CA, next)
 	waitTarget(t, c, releaseNS, corp.CA, next)
+	waitClusterTrustBundle(t, c, corpProfile.Name, corp.CA, next)
+}
+
+// waitClusterTrustBundle waits until the ClusterSCEPProfile profile's
+// ClusterTrustBundle holds exactly want, under its signer name.
+func waitClusterTrustBundle(t *testing.T, c client.Client, profile string, want ...*x509.Certificate) {
+	t.Helper()
+	fps := sortedFingerprints(want)
+	name := controllers.ClusterTrustBundleName(profile)
+	eventually(t, "ClusterTrustBundle "+name, func() (bool, string) {
+		var ctb certificatesv1.ClusterTrustBundle
+		if err := c.Get(t.Context(), client.ObjectKey{Name: name}, &ctb); err != nil {
+			return false, err.Error()
+		}
+		got, err := fingerprints([]byte(ctb.Spec.TrustBundle))
+		if err != nil {
+			return false, err.Error()
+		}
+		return ctb.Spec.SignerName == controllers.ClusterSignerName(profile) && slices.Equal(got, fps), fmt.Sprintf("signer %s, holds %v, want %v", ctb.Spec.SignerName, got, fps)
+	})
+}
+
+// sortedFingerprints returns the sorted SHA-256 fingerprints of certs.
+func sortedFingerprints(certs []*x509.Certificate) []string {
+	var fps []string
+	for _, c := range certs {
+		fps = append(fps, scep.FingerprintOf(c, crypto.SHA256).Hex())
+	}
+	slices.Sort(fps)
+	return fps
 }
 
 // serverCert issues a TLS certificate for 127.0.0.1 from ca.
@@ -192,11 +239,7 @@ func serverCert(t *testing.T, ca *x509.Certificate, caKey crypto.Signer) tls.Cer
 // the certificates want.
 func waitTarget(t *testing.T, c client.Client, ns string, want ...*x509.Certificate) {
 	t.Helper()
-	var fps []string
-	for _, w := range want {
-		fps = append(fps, scep.FingerprintOf(w, crypto.SHA256).Hex())
-	}
-	slices.Sort(fps)
+	fps := sortedFingerprints(want)
 	eventually(t, "trust-manager's target in "+ns, func() (bool, string) {
 		var cm corev1.ConfigMap
 		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: bundleName}, &cm); err != nil {
