@@ -265,6 +265,15 @@ func (r *ProfileReconciler) publishCA(ctx context.Context, p scepv1alpha1.Profil
 	if !toConfigMap && !toTrustBundle {
 		return
 	}
+	if why := unverifiedCA(p.GetSpec()); why != "" {
+		// Whoever answered GetCACert chose the CA: it must not become
+		// what the cluster trusts.
+		if err := r.unpublishCA(ctx, profiles.KeyOf(p)); err != nil {
+			log.FromContext(ctx).Info("CA bundle not deleted", "error", err.Error())
+		}
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCABundleNotPublished, "Publish", "the CA is not published: %s", why)
+		return
+	}
 	var cas []*x509.Certificate
 	for _, cc := range info.CACerts.Certs {
 		if cc.Role == scep.RoleCA {
@@ -282,6 +291,22 @@ func (r *ProfileReconciler) publishCA(ctx context.Context, p scepv1alpha1.Profil
 		changed, err := r.TrustBundles.Publish(ctx, p, bundle)
 		r.reportPublished(ctx, p, "ClusterTrustBundle of signer "+ClusterSignerName(key.Name), changed, err, n, len(next))
 	}
+}
+
+// unverifiedCA says why the CA that spec's server serves is not verified,
+// "" when it is: pinned (caFingerprint, caFingerprints), or fetched over
+// https with the server's certificate verified. An unpinned http:// url
+// trusts whoever answers on the path.
+func unverifiedCA(spec *scepv1alpha1.SCEPProfileSpec) string {
+	switch {
+	case profiles.Pinned(spec):
+		return ""
+	case !strings.HasPrefix(strings.ToLower(spec.URL), "https://"):
+		return "an http:// url without caFingerprint takes the CA from whoever answers GetCACert; pin it with caFingerprint or caFingerprints, or use https"
+	case spec.TLS != nil && spec.TLS.InsecureSkipVerify:
+		return "tls.insecureSkipVerify takes the CA from whoever answers GetCACert; pin it with caFingerprint or caFingerprints"
+	}
+	return ""
 }
 
 func (r *ProfileReconciler) reportPublished(ctx context.Context, p scepv1alpha1.Profile, where string, changed bool, err error, n, next int) {

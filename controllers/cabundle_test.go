@@ -112,7 +112,9 @@ func TestCABundlePublished(t *testing.T) {
 }
 
 // TestCABundleNamespacedProfiles: with --ca-bundle-namespaced-profiles a
-// SCEPProfile publishes too, under the label value a Bundle can leave out.
+// SCEPProfile publishes too, under the label value a Bundle can leave out,
+// once its CA is verified (pinned, or https): an unpinned http profile
+// publishes nothing.
 func TestCABundleNamespacedProfiles(t *testing.T) {
 	ns := namespace(t)
 	trustNS := namespace(t)
@@ -124,6 +126,16 @@ func TestCABundleNamespacedProfiles(t *testing.T) {
 	p := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant"},
 		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: srv.URL}}
 	if err := c.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	// Unpinned over http: whoever answers chose the CA; nothing goes out.
+	waitProfileEvent(t, p, controllers.EventCABundleNotPublished)
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: trustNS, Name: controllers.CABundleName(profiles.KeyOf(p))}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Errorf("an unpinned http profile's CA was published (get: %v)", err)
+	}
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Spec.CAFingerprint = "sha256:" + scep.FingerprintOf(srv.CA, crypto.SHA256).Hex()
+	if err := c.Patch(t.Context(), p, patch); err != nil {
 		t.Fatal(err)
 	}
 	cm := waitCABundle(t, trustNS, profiles.KeyOf(p), srv.CA)
