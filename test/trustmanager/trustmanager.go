@@ -113,7 +113,9 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (stop func(), er
 	go func() { done <- mgr.Start(runCtx) }()
 	stop = func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			log.Error(err, "trust-manager stopped")
+		}
 	}
 	syncCtx, syncCancel := context.WithTimeout(runCtx, cacheSyncTimeout)
 	defer syncCancel()
