@@ -94,7 +94,8 @@ func (c *CAPublisher) Publishes(p scepv1alpha1.Profile) bool {
 
 // CABundleName is the ConfigMap name of a profile's CA bundle. Namespaces
 // hold no dot, so "ns.<namespace>.<name>" and "cluster.<name>" never
-// collide; names too long for a ConfigMap end in a hash of the whole.
+// collide; a name too long for a ConfigMap is cut and ends in a label that
+// is a hash of the whole (still a DNS subdomain, as profile names are).
 func CABundleName(k profiles.Key) string {
 	name := "scep-ca-cluster." + k.Name
 	if k.Namespace != "" {
@@ -104,7 +105,7 @@ func CABundleName(k profiles.Key) string {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
-	return name[:253-41] + "-" + hex.EncodeToString(sum[:20])
+	return strings.TrimRight(name[:253-41], ".-") + "." + hex.EncodeToString(sum[:20])
 }
 
 // profileRef is AnnotationCABundleProfile's value for k.
@@ -190,17 +191,20 @@ func (c *CAPublisher) Unpublish(ctx context.Context, k profiles.Key) error {
 	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &cm); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if cm.Annotations[AnnotationCABundleProfile] != profileRef(k) {
-		return nil
-	}
-	return c.delete(ctx, &cm)
+	return deleteIfPublished(ctx, c.Client, &cm, k)
 }
 
-func (c *CAPublisher) delete(ctx context.Context, cm *corev1.ConfigMap) error {
-	// The precondition keeps a ConfigMap recreated meanwhile.
-	err := c.Client.Delete(ctx, cm, client.Preconditions{UID: &cm.UID, ResourceVersion: &cm.ResourceVersion})
+// deleteIfPublished deletes obj (a CA bundle ConfigMap or
+// ClusterTrustBundle) when the operator published it for the profile k.
+func deleteIfPublished(ctx context.Context, c client.Client, obj client.Object, k profiles.Key) error {
+	if obj.GetAnnotations()[AnnotationCABundleProfile] != profileRef(k) {
+		return nil
+	}
+	// The preconditions keep an object recreated meanwhile.
+	uid, rv := obj.GetUID(), obj.GetResourceVersion()
+	err := c.Delete(ctx, obj, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		return fmt.Errorf("deleting %s: %w", client.ObjectKeyFromObject(obj), err)
 	}
 	return nil
 }
@@ -233,7 +237,7 @@ func (c *CAPublisher) Sweep(ctx context.Context) error {
 			continue
 		}
 		log.FromContext(ctx).Info("deleting a CA bundle whose profile is gone or may not publish", "configMap", cm.Namespace+"/"+cm.Name, "profile", k.String())
-		if err := c.delete(ctx, cm); err != nil {
+		if err := deleteIfPublished(ctx, c.Client, cm, k); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -226,6 +227,7 @@ func TestCABundleName(t *testing.T) {
 		{Kind: "SCEPProfile", Namespace: "a", Name: "b-c"},
 		{Kind: "ClusterSCEPProfile", Name: long},
 		{Kind: "ClusterSCEPProfile", Name: long[:252] + "b"},
+		{Kind: "ClusterSCEPProfile", Name: strings.Repeat("a", 195) + ".-" + strings.Repeat("b", 56)},
 	}
 	if got, want := controllers.ClusterTrustBundleName("corp"), "clusterscepprofiles.scep.certificates.dev:corp:ca"; got != want {
 		t.Errorf("ClusterTrustBundleName(corp) = %q, want %q", got, want)
@@ -236,8 +238,8 @@ func TestCABundleName(t *testing.T) {
 	seen := map[string]profiles.Key{}
 	for _, k := range keys {
 		name := controllers.CABundleName(k)
-		if len(name) > 253 {
-			t.Errorf("%s: name of %d characters", k, len(name))
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			t.Errorf("%s: ConfigMap name %q: %v", k, name, errs)
 		}
 		if prev, ok := seen[name]; ok {
 			t.Errorf("%s and %s share ConfigMap %s", prev, k, name)
@@ -304,4 +306,33 @@ func pemFingerprints(t *testing.T, b []byte) []string {
 	}
 	slices.Sort(fps)
 	return fps
+}
+
+// TestCABundleConfigMapRefBadInput: tls.caBundleConfigMapRef that cannot be
+// used says why, naming the ConfigMap in the profile's own namespace.
+func TestCABundleConfigMapRefBadInput(t *testing.T) {
+	ns := namespace(t)
+	c := apiServer(t).Client
+	startManager(t)
+	for name, data := range map[string]map[string]string{"no-ca": {"trust.pem": "x"}, "not-pem": {"ca.crt": "not a certificate"}} {
+		if err := c.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ configMap, want string }{
+		{"missing", "spec.tls.caBundleConfigMapRef: ConfigMap " + ns + "/missing not found"},
+		{"no-ca", `ConfigMap ` + ns + `/no-ca has no key "ca.crt"`},
+		{"not-pem", "spec.tls.caBundleConfigMapRef: holds no PEM certificate"},
+	} {
+		p := &scepv1alpha1.SCEPProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: tc.configMap},
+			Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true, URL: "https://127.0.0.1:1/scep",
+				TLS: &scepv1alpha1.TLSConfig{CABundleConfigMapRef: &scepv1alpha1.ConfigMapKeySelector{Name: tc.configMap}}}}
+		if err := c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		cond := waitProfile(t, p, metav1.ConditionFalse, 30*time.Second)
+		if cond.Reason != controllers.ReasonInvalidSpec || !strings.Contains(cond.Message, tc.want) {
+			t.Errorf("%s: Ready = %s: %s; want InvalidSpec with %q", tc.configMap, cond.Reason, cond.Message, tc.want)
+		}
+	}
 }

@@ -118,18 +118,7 @@ func (c *TrustBundlePublisher) Unpublish(ctx context.Context, k profiles.Key) er
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: ClusterTrustBundleName(k.Name)}, &ctb); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if ctb.Annotations[AnnotationCABundleProfile] != profileRef(k) {
-		return nil
-	}
-	return c.delete(ctx, &ctb)
-}
-
-func (c *TrustBundlePublisher) delete(ctx context.Context, ctb *certificatesv1.ClusterTrustBundle) error {
-	err := c.Client.Delete(ctx, ctb, client.Preconditions{UID: &ctb.UID, ResourceVersion: &ctb.ResourceVersion})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting ClusterTrustBundle %s: %w", ctb.Name, err)
-	}
-	return nil
+	return deleteIfPublished(ctx, c.Client, &ctb, k)
 }
 
 // Sweep deletes the ClusterTrustBundles whose ClusterSCEPProfile is gone.
@@ -154,7 +143,7 @@ func (c *TrustBundlePublisher) Sweep(ctx context.Context) error {
 			continue
 		}
 		log.FromContext(ctx).Info("deleting a ClusterTrustBundle whose profile is gone", "clusterTrustBundle", ctb.Name, "profile", k.String())
-		if err := c.delete(ctx, ctb); err != nil {
+		if err := deleteIfPublished(ctx, c.Client, ctb, k); err != nil {
 			errs = append(errs, err)
 		}
 	}
