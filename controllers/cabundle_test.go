@@ -129,6 +129,7 @@ func TestCABundleNamespacedProfiles(t *testing.T) {
 	if err := c.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
 	// Unpinned over http: whoever answers chose the CA; nothing goes out.
 	waitProfileEvent(t, p, controllers.EventCABundleNotPublished)
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: trustNS, Name: controllers.CABundleName(profiles.KeyOf(p))}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
@@ -330,6 +331,7 @@ func TestCABundleConfigMapRefBadInput(t *testing.T) {
 		if err := c.Create(t.Context(), p); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
 		cond := waitProfile(t, p, metav1.ConditionFalse, 30*time.Second)
 		if cond.Reason != controllers.ReasonInvalidSpec || !strings.Contains(cond.Message, tc.want) {
 			t.Errorf("%s: Ready = %s: %s; want InvalidSpec with %q", tc.configMap, cond.Reason, cond.Message, tc.want)
