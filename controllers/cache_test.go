@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 )
 
@@ -34,5 +35,17 @@ func TestTrimForeignRequest(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(f, want) {
 		t.Errorf("a foreign request kept more than its identity and issuerRef: %+v", f)
+	}
+}
+
+func TestForOurIssuers(t *testing.T) {
+	for group, want := range map[string]bool{"scep.certificates.dev": true, "cert-manager.io": false, "": false, "scep.certificates.dev.evil": false} {
+		cr := &cmapi.CertificateRequest{Spec: cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: group}}}
+		if got := controllers.ForOurIssuers(cr); got != want {
+			t.Errorf("issuerRef group %q: %v, want %v", group, got, want)
+		}
+	}
+	if !controllers.ForOurIssuers(&scepv1alpha1.SCEPProfile{}) {
+		t.Error("a profile event was filtered out")
 	}
 }
