@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"os"
 	"testing"
 	"time"
 
@@ -36,12 +35,7 @@ import (
 // SCEP_NODE_E2E=required.
 func TestPodMountsClusterTrustBundle(t *testing.T) {
 	root := envtest.RepoRoot(t)
-	if err := node.Unavailable(node.BinDir(root)); err != nil {
-		if os.Getenv(node.RequiredEnv) == "required" {
-			t.Fatalf("%s=required, but this machine cannot run a node: %v", node.RequiredEnv, err)
-		}
-		t.Skipf("no node on this machine: %v (%s=required makes this a failure)", err, node.RequiredEnv)
-	}
+	node.SkipIfUnavailable(t, root)
 	ctx := t.Context()
 	const ns = "ctb-node"
 	s, err := stack.Up(ctx, stack.Options{
