@@ -5,7 +5,6 @@ import (
 	"context"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
 	"github.com/go-logr/logr"
@@ -89,6 +88,9 @@ type Options struct {
 	// CheckTimeout bounds one profile check (GetCACaps and GetCACert
 	// together); zero means RequestTimeout.
 	CheckTimeout time.Duration
+	// DisableCertificateSigningRequests turns off the serving of Kubernetes
+	// CertificateSigningRequests (csr.go); on by default.
+	DisableCertificateSigningRequests bool
 }
 
 // DefaultStateKeySecretName is the state-key Secret's name unless configured.
@@ -112,7 +114,8 @@ const (
 )
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
-// CertificateRequest controller with the signer, and returns the signer.
+// CertificateRequest and CertificateSigningRequest controllers with the
+// signer, and returns the signer.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer, error) {
 	registry := &profiles.Registry{
 		Reader:                   mgr.GetAPIReader(),
@@ -179,11 +182,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			Clock: clock.RealClock{},
 			// The signer's own writes of transaction state need no reconcile.
 			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
-				b.WithEventFilter(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-					before, _ := e.ObjectOld.(*cmapi.CertificateRequest)
-					after, _ := e.ObjectNew.(*cmapi.CertificateRequest)
-					return !signer.OnlyStateChanged(before, after)
-				}})
+				b.WithEventFilter(stateWriteFilter())
 				return nil
 			},
 		},
@@ -194,7 +193,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	if err := crc.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err
 	}
+	if !opts.DisableCertificateSigningRequests {
+		if err := setupCertificateSigningRequests(ctx, mgr, sg, recorder, opts, workers); err != nil {
+			return nil, err
+		}
+	}
 	return sg, nil
+}
+
+// stateWriteFilter drops the updates that only write the signer's state
+// annotation (signer.OnlyStateChanged): the signer requeues itself.
+func stateWriteFilter() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !signer.OnlyStateChanged(e.ObjectOld, e.ObjectNew)
+	}}
 }
 
 // leadingSince tells the signer when this process started to lead. A

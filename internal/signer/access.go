@@ -68,10 +68,14 @@ func (e *enrollment) parseCSR() (*x509.CertificateRequest, error) {
 }
 
 // admit checks, on every call and before any message is built, that the
-// request's namespace may use the profile and that the CSR fits the profile.
+// request's namespace (or a CSR's requester) may use the profile and that
+// the CSR fits the profile.
 // Nothing on the request (annotations, earlier state) can skip it.
 func (e *enrollment) admit(csr *x509.CertificateRequest) error {
 	if err := e.checkNamespace(); err != nil {
+		return err
+	}
+	if err := e.checkReference(); err != nil {
 		return err
 	}
 	if err := policy.Check(e.p.GetSpec(), policy.Request{CSR: csr, IsCA: e.req.isCA(), Vars: e.req.variables(e.ClusterDomain)}); err != nil {
