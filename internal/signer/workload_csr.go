@@ -24,9 +24,9 @@ const ReasonPrivateKeyRefused = "PrivateKeyRefused"
 // csrWorkloadKey reads a CertificateSigningRequest's private key for csrMode
 // Rebuild, by cert-manager's convention: the annotation
 // experimental.cert-manager.io/private-key-secret-name names a Secret (key
-// tls.key) in the profile's resource namespace, which for a
-// ClusterSCEPProfile is the cluster resource namespace, as cert-manager's
-// own signers read it for a ClusterIssuer.
+// tls.key) in the profile's resource namespace: the cluster resource
+// namespace for a ClusterSCEPProfile, the profile's own for a SCEPProfile,
+// as cert-manager's own signers read it for a ClusterIssuer or an Issuer.
 //
 // Anybody allowed to create CSRs writes that annotation, and the operator
 // may read every Secret of that namespace (its own among them), so the
@@ -39,11 +39,14 @@ func (e *enrollment) csrWorkloadKey(csr *x509.CertificateRequest) (crypto.Signer
 	if !ok {
 		return nil, e.fail(metrics.ResultFailed, fmt.Errorf("csrMode Rebuild cannot read a private key for a %s", e.req.kind()))
 	}
+	namespace := e.p.GetNamespace()
+	if namespace == "" {
+		namespace = e.Registry.ClusterResourceNamespace
+	}
 	name := kr.Annotations[experimentalapi.CertificateSigningRequestPrivateKeyAnnotationKey]
 	if name == "" {
-		return nil, e.refuse(ReasonPrivateKeyRefused, fmt.Errorf("csrMode Rebuild needs the private key: annotate the CertificateSigningRequest with %s naming a Secret (tls.key) in namespace %s", experimentalapi.CertificateSigningRequestPrivateKeyAnnotationKey, e.Registry.ClusterResourceNamespace))
+		return nil, e.refuse(ReasonPrivateKeyRefused, fmt.Errorf("csrMode Rebuild needs the private key: annotate the CertificateSigningRequest with %s naming a Secret (tls.key) in namespace %s", experimentalapi.CertificateSigningRequestPrivateKeyAnnotationKey, namespace))
 	}
-	namespace := e.Registry.ClusterResourceNamespace
 	allowed, err := e.requesterMayGetSecret(kr.CertificateSigningRequest, namespace, name)
 	if err != nil {
 		return nil, fmt.Errorf("asking whether the requester may read Secret %s/%s: %w", namespace, name, err)
@@ -55,6 +58,9 @@ func (e *enrollment) csrWorkloadKey(csr *x509.CertificateRequest) (crypto.Signer
 	if err := e.APIReader.Get(e.ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, e.pendingf(e.cfg.retryInterval, "the private key Secret %s/%s does not exist yet", namespace, name)
+		}
+		if apierrors.IsForbidden(err) {
+			return nil, e.pendingf(e.cfg.retryInterval, "the operator may not read Secret %s/%s: grant it Rebuild access to namespace %s (Helm value rebuild.namespaces)", namespace, name, namespace)
 		}
 		return nil, fmt.Errorf("reading the private key Secret: %w", err)
 	}
