@@ -133,22 +133,12 @@ func waitCSR(t *testing.T, csr *certificatesv1.CertificateSigningRequest, timeou
 		if len(got.Status.Certificate) > 0 {
 			return true, ""
 		}
-		if f := csrFailed(got); f != nil {
+		if f := signer.CSRFailed(got); f != nil {
 			return true, f.Message
 		}
 		return false, fmt.Sprintf("conditions %+v", got.Status.Conditions)
 	})
 	return got
-}
-
-// csrFailed returns csr's Failed condition, if true.
-func csrFailed(csr *certificatesv1.CertificateSigningRequest) *certificatesv1.CertificateSigningRequestCondition {
-	for i, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateFailed && c.Status == corev1.ConditionTrue {
-			return &csr.Status.Conditions[i]
-		}
-	}
-	return nil
 }
 
 // csrLeaf returns the issued certificate of csr after checking that it
@@ -261,7 +251,7 @@ func TestCSRClusterProfile(t *testing.T) {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(r), r); err != nil {
 			t.Fatal(err)
 		}
-		if len(r.Status.Certificate) > 0 || r.Annotations[signer.AnnotationState] != "" || csrFailed(r) != nil {
+		if len(r.Status.Certificate) > 0 || r.Annotations[signer.AnnotationState] != "" || signer.CSRFailed(r) != nil {
 			t.Errorf("%s was acted on: %+v", r.Name, r.Status)
 		}
 	}
@@ -299,7 +289,7 @@ func TestCSRNamespacedProfileNeedsReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := waitCSR(t, refused, 30*time.Second)
-	f := csrFailed(got)
+	f := signer.CSRFailed(got)
 	if f == nil || !strings.Contains(f.Message, "may not reference SCEPProfile "+ns+"/mdm") {
 		t.Fatalf("Failed = %+v", f)
 	}
@@ -401,7 +391,7 @@ func TestCSRRebuild(t *testing.T) {
 	if err := decide(t, c, stolen, true); err != nil {
 		t.Fatal(err)
 	}
-	f := csrFailed(waitCSR(t, stolen, 30*time.Second))
+	f := signer.CSRFailed(waitCSR(t, stolen, 30*time.Second))
 	if f == nil || !strings.Contains(f.Message, "may not get Secret "+clusterResourceNamespace+"/"+secret.Name) {
 		t.Fatalf("Failed = %+v", f)
 	}
@@ -416,5 +406,31 @@ func TestCSRRebuild(t *testing.T) {
 	csrLeaf(t, waitCSR(t, own, 30*time.Second), srv.CA)
 	if n := srv.PKIMessages("PKCSReq"); n != 1 {
 		t.Errorf("the server saw %d PKCSReq, want 1", n)
+	}
+}
+
+// TestTrimForeignCSR: the cache keeps what the operator serves and only
+// the routing fields of other signers' CSRs (kubelets', other issuers').
+func TestTrimForeignCSR(t *testing.T) {
+	mk := func(signerName string) *certificatesv1.CertificateSigningRequest {
+		return &certificatesv1.CertificateSigningRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: "x", Annotations: map[string]string{"a": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}},
+			Spec:       certificatesv1.CertificateSigningRequestSpec{SignerName: signerName, Request: []byte("csr")},
+			Status:     certificatesv1.CertificateSigningRequestStatus{Certificate: []byte("crt")},
+		}
+	}
+	for _, name := range []string{"clusterscepprofiles.scep.certificates.dev/corp", "scepprofiles.scep.certificates.dev/team.mdm"} {
+		got, _ := controllers.TrimForeignCSR(mk(name))
+		o := got.(*certificatesv1.CertificateSigningRequest)
+		if string(o.Spec.Request) != "csr" || string(o.Status.Certificate) != "crt" || o.Annotations["a"] != "b" || o.ManagedFields != nil {
+			t.Errorf("%s was trimmed: %+v", name, o)
+		}
+	}
+	for _, name := range []string{"kubernetes.io/kube-apiserver-client-kubelet", "issuers.cert-manager.io/ns.ca", "scep.certificates.dev.evil.example/x"} {
+		got, _ := controllers.TrimForeignCSR(mk(name))
+		f := got.(*certificatesv1.CertificateSigningRequest)
+		if f.Spec.Request != nil || f.Status.Certificate != nil || f.Annotations != nil || f.ManagedFields != nil || f.Spec.SignerName != name {
+			t.Errorf("%s kept its bulk: %+v", name, f)
+		}
 	}
 }

@@ -112,12 +112,21 @@ func (r kubeCSR) finished() (signer.PEMBundle, bool, error) {
 	if len(r.Status.Certificate) > 0 {
 		return signer.PEMBundle{ChainPEM: r.Status.Certificate}, true, nil
 	}
-	for _, c := range r.Status.Conditions {
-		if c.Type == certificatesv1.CertificateFailed && c.Status == corev1.ConditionTrue {
-			return signer.PEMBundle{}, true, errors.New(strings.TrimPrefix(c.Message, failedPrefixCSR))
-		}
+	if c := CSRFailed(r.CertificateSigningRequest); c != nil {
+		return signer.PEMBundle{}, true, errors.New(strings.TrimPrefix(c.Message, failedPrefixCSR))
 	}
 	return signer.PEMBundle{}, false, nil
+}
+
+// CSRFailed returns csr's Failed condition when it is True, else nil: how a
+// CertificateSigningRequest says that its signer gave up on it.
+func CSRFailed(csr *certificatesv1.CertificateSigningRequest) *certificatesv1.CertificateSigningRequestCondition {
+	for i, c := range csr.Status.Conditions {
+		if c.Type == certificatesv1.CertificateFailed && c.Status == corev1.ConditionTrue {
+			return &csr.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 func (r kubeCSR) looksFinished() bool {

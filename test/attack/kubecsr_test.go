@@ -125,7 +125,7 @@ func TestKubernetesCSRs(t *testing.T) {
 			after := tallyOf(srv)
 			switch {
 			case r.refused != "":
-				f := failedOf(got)
+				f := signer.CSRFailed(got)
 				if f == nil || !strings.Contains(f.Message, r.says) {
 					t.Fatalf("want refused (%s, %q); got certificate=%v failed=%+v", r.refused, r.says, len(got.Status.Certificate) > 0, f)
 				}
@@ -137,7 +137,7 @@ func TestKubernetesCSRs(t *testing.T) {
 				}
 			default:
 				if len(got.Status.Certificate) == 0 {
-					t.Fatalf("not issued: %+v", failedOf(got))
+					t.Fatalf("not issued: %+v", signer.CSRFailed(got))
 				}
 				if after.pkcsReq != before.pkcsReq+1 {
 					t.Errorf("the server saw %d PKCSReq for the row, want 1", after.pkcsReq-before.pkcsReq)
@@ -152,7 +152,7 @@ func TestKubernetesCSRs(t *testing.T) {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(unapproved), unapproved); err != nil {
 			t.Fatal(err)
 		}
-		if len(unapproved.Status.Certificate) > 0 || failedOf(unapproved) != nil || unapproved.Annotations[signer.AnnotationState] != "" {
+		if len(unapproved.Status.Certificate) > 0 || signer.CSRFailed(unapproved) != nil || unapproved.Annotations[signer.AnnotationState] != "" {
 			t.Fatalf("an unapproved CSR was acted on: %+v", unapproved.Status)
 		}
 		pub := csrKeyOf(t, unapproved)
@@ -215,19 +215,9 @@ func waitCSRFinished(t *testing.T, csr *certificatesv1.CertificateSigningRequest
 		if err := admin(t).Get(t.Context(), client.ObjectKeyFromObject(csr), got); err != nil {
 			return false, err.Error()
 		}
-		return len(got.Status.Certificate) > 0 || failedOf(got) != nil, fmt.Sprintf("conditions %+v", got.Status.Conditions)
+		return len(got.Status.Certificate) > 0 || signer.CSRFailed(got) != nil, fmt.Sprintf("conditions %+v", got.Status.Conditions)
 	})
 	return got
-}
-
-// failedOf is csr's true Failed condition, or nil.
-func failedOf(csr *certificatesv1.CertificateSigningRequest) *certificatesv1.CertificateSigningRequestCondition {
-	for i, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateFailed && c.Status == corev1.ConditionTrue {
-			return &csr.Status.Conditions[i]
-		}
-	}
-	return nil
 }
 
 // hasPolicyReason reports whether csr has the SCEPPolicy condition with reason.
