@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -70,6 +71,7 @@ func setupCertificateSigningRequests(ctx context.Context, mgr ctrl.Manager, sg *
 			Clock:              clock.RealClock{},
 			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
 				b.WithEventFilter(stateWriteFilter())
+				b.WithEventFilter(predicate.NewPredicateFuncs(ForOurSigners))
 				b.Watches(&scepv1alpha1.SCEPProfile{}, handler.EnqueueRequestsFromMapFunc(csrsNaming(mgr.GetCache())))
 				return nil
 			},
@@ -79,8 +81,11 @@ func setupCertificateSigningRequests(ctx context.Context, mgr ctrl.Manager, sg *
 	return r.SetupWithManager(ctx, mgr)
 }
 
-// scepProfileSigner is the signerName prefix of SCEPProfiles.
-var scepProfileSigner = (&scepv1alpha1.SCEPProfile{}).GetIssuerTypeIdentifier() + "/"
+// The signerName prefixes of the two profile kinds.
+var (
+	scepProfileSigner        = (&scepv1alpha1.SCEPProfile{}).GetIssuerTypeIdentifier() + "/"
+	clusterSCEPProfileSigner = (&scepv1alpha1.ClusterSCEPProfile{}).GetIssuerTypeIdentifier() + "/"
+)
 
 // SignerName is the spec.signerName of a CertificateSigningRequest for p.
 func SignerName(p scepv1alpha1.Profile) string {
@@ -126,19 +131,36 @@ func (c profileClient) Get(ctx context.Context, key client.ObjectKey, obj client
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
-// TrimForeignCSR is a cache transform: it empties the bulky fields of
-// CertificateSigningRequests for other signers (kubelets', other issuers').
+// ourSignerName says whether a CSR's signerName names a profile kind.
+func ourSignerName(name string) bool {
+	return strings.HasPrefix(name, scepProfileSigner) || strings.HasPrefix(name, clusterSCEPProfileSigner)
+}
+
+// ForOurSigners is false for a CertificateSigningRequest for another signer
+// (true for any other object): the kubelets' and other issuers' CSRs are
+// never queued, as ForOurIssuers keeps other issuers' CertificateRequests
+// out. A CSR's spec is immutable, so its signerName says it once.
+func ForOurSigners(o client.Object) bool {
+	csr, ok := o.(*certificatesv1.CertificateSigningRequest)
+	return !ok || ourSignerName(csr.Spec.SignerName)
+}
+
+// TrimForeignCSR is a cache transform: of a CertificateSigningRequest for
+// another signer it keeps only what identifies it and its signerName, all
+// that routing reads (as TrimForeignRequest does for CertificateRequests).
 func TrimForeignCSR(obj any) (any, error) {
 	csr, ok := obj.(*certificatesv1.CertificateSigningRequest)
 	if !ok {
 		return obj, nil
 	}
 	csr.ManagedFields = nil
-	if strings.HasSuffix(strings.SplitN(csr.Spec.SignerName, "/", 2)[0], "."+scepv1alpha1.GroupVersion.Group) {
+	if ourSignerName(csr.Spec.SignerName) {
 		return csr, nil
 	}
-	csr.Spec.Request = nil
-	csr.Status.Certificate = nil
-	csr.Annotations = nil
-	return csr, nil
+	trimmed := &certificatesv1.CertificateSigningRequest{TypeMeta: csr.TypeMeta}
+	trimmed.Name, trimmed.UID = csr.Name, csr.UID
+	trimmed.ResourceVersion, trimmed.Generation = csr.ResourceVersion, csr.Generation
+	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = csr.CreationTimestamp, csr.DeletionTimestamp
+	trimmed.Spec.SignerName = csr.Spec.SignerName
+	return trimmed, nil
 }

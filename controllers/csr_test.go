@@ -425,12 +425,18 @@ func TestTrimForeignCSR(t *testing.T) {
 		if string(o.Spec.Request) != "csr" || string(o.Status.Certificate) != "crt" || o.Annotations["a"] != "b" || o.ManagedFields != nil {
 			t.Errorf("%s was trimmed: %+v", name, o)
 		}
+		if !controllers.ForOurSigners(o) {
+			t.Errorf("%s is not queued", name)
+		}
 	}
-	for _, name := range []string{"kubernetes.io/kube-apiserver-client-kubelet", "issuers.cert-manager.io/ns.ca", "scep.certificates.dev.evil.example/x"} {
+	for _, name := range []string{"kubernetes.io/kube-apiserver-client-kubelet", "issuers.cert-manager.io/ns.ca", "scep.certificates.dev.evil.example/x", "other.scep.certificates.dev/x"} {
 		got, _ := controllers.TrimForeignCSR(mk(name))
 		f := got.(*certificatesv1.CertificateSigningRequest)
-		if f.Spec.Request != nil || f.Status.Certificate != nil || f.Annotations != nil || f.ManagedFields != nil || f.Spec.SignerName != name {
+		if f.Spec.Request != nil || f.Status.Certificate != nil || f.Annotations != nil || f.ManagedFields != nil || f.Spec.SignerName != name || f.Name != "x" {
 			t.Errorf("%s kept its bulk: %+v", name, f)
+		}
+		if controllers.ForOurSigners(f) {
+			t.Errorf("%s is queued", name)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
 	"github.com/go-logr/logr"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -180,9 +182,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
 			Clock: clock.RealClock{},
-			// The signer's own writes of transaction state need no reconcile.
+			// The signer's own writes of transaction state need no reconcile,
+			// nor do requests for other issuers.
 			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
 				b.WithEventFilter(stateWriteFilter())
+				b.WithEventFilter(predicate.NewPredicateFuncs(ForOurIssuers))
 				return nil
 			},
 		},
@@ -207,6 +211,19 @@ func stateWriteFilter() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return !signer.OnlyStateChanged(e.ObjectOld, e.ObjectNew)
 	}}
+}
+
+// ForOurIssuers is false for a CertificateRequest addressed to another
+// issuer (true for any other object). issuer-lib's request controller
+// watches every CertificateRequest of the cluster and ignores the others
+// only once it reconciles them: with many requests for other issuers, each
+// start queued and reconciled every one of them (10,000 requests: 10,000
+// reconciles, their queue entries and log lines), and every update of one
+// came back. Its issuerRef group says at once whether it is ours; it cannot
+// change (cert-manager makes the spec immutable).
+func ForOurIssuers(o client.Object) bool {
+	cr, ok := o.(*cmapi.CertificateRequest)
+	return !ok || cr.Spec.IssuerRef.Group == scepv1alpha1.GroupVersion.Group
 }
 
 // leadingSince tells the signer when this process started to lead. A
