@@ -67,7 +67,7 @@ const (
 )
 
 // Signer enrolls CertificateRequests for SCEPProfiles and ClusterSCEPProfiles,
-// and Kubernetes CertificateSigningRequests for ClusterSCEPProfiles.
+// and Kubernetes CertificateSigningRequests naming either.
 type Signer struct {
 	// Client patches the state annotation of CertificateRequests and reads
 	// Namespaces (cached) for ClusterSCEPProfile namespace selectors.
