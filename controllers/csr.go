@@ -9,7 +9,6 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,22 +59,16 @@ func setupCertificateSigningRequests(ctx context.Context, mgr ctrl.Manager, sg *
 	}); err != nil {
 		return err
 	}
+	rc := requestController(profileClient{mgr.GetClient()}, sg.SignCertificateSigningRequest, recorder, opts)
+	rc.ClusterIssuerTypes = []issuerapi.Issuer{&scepv1alpha1.ClusterSCEPProfile{}, &scepv1alpha1.SCEPProfile{}}
+	rc.PreSetupWithManager = func(_ context.Context, _ schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
+		b.WithEventFilter(stateWriteFilter())
+		b.WithEventFilter(predicate.NewPredicateFuncs(ForOurSigners))
+		b.Watches(&scepv1alpha1.SCEPProfile{}, handler.EnqueueRequestsFromMapFunc(csrsNaming(mgr.GetCache())))
+		return nil
+	}
 	r := &issuercontrollers.CertificateSigningRequestReconciler{
-		RequestController: issuercontrollers.RequestController{
-			ClusterIssuerTypes: []issuerapi.Issuer{&scepv1alpha1.ClusterSCEPProfile{}, &scepv1alpha1.SCEPProfile{}},
-			FieldOwner:         FieldOwner,
-			MaxRetryDuration:   opts.MaxRetryDuration,
-			Client:             profileClient{mgr.GetClient()},
-			Sign:               sg.SignCertificateSigningRequest,
-			EventRecorder:      recorder,
-			Clock:              clock.RealClock{},
-			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
-				b.WithEventFilter(stateWriteFilter())
-				b.WithEventFilter(predicate.NewPredicateFuncs(ForOurSigners))
-				b.Watches(&scepv1alpha1.SCEPProfile{}, handler.EnqueueRequestsFromMapFunc(csrsNaming(mgr.GetCache())))
-				return nil
-			},
-		},
+		RequestController: rc,
 		ControllerOptions: controller.Options{MaxConcurrentReconciles: workers},
 	}
 	return r.SetupWithManager(ctx, mgr)
