@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, pprofAddr, clusterNS, clusterDomain, leaderNS string
 		metricsCertPath                                                       string
-		leaderElect, apiCompression, metricsSecure                            bool
+		leaderElect, apiCompression, metricsSecure, serveCSRs                 bool
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers, checkWorkers                                                 int
@@ -77,6 +77,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&checkWorkers, "profile-check-workers", controllers.DefaultProfileCheckWorkers, "profiles of each kind checked at once (a check of a server that does not answer takes up to --scep-request-timeout)")
 	fs.StringVar(&egressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs that profiles' SCEP servers and NDES admin pages may be in; empty allows every address the deny list does not refuse (checked on the address connected to, after DNS resolution; the most specific matching CIDR decides)")
 	fs.StringVar(&egressDeny, "egress-deny-cidrs", "", "comma-separated CIDRs that profiles' servers may not be in, beside the built-in ones (link-local 169.254.0.0/16 and fe80::/10, the cloud metadata addresses fd00:ec2::254 and 100.100.100.200, and the unspecified 0.0.0.0/8 and ::), which only a more specific --egress-allow-cidrs entry reopens")
+	fs.BoolVar(&serveCSRs, "serve-certificate-signing-requests", true, "serve Kubernetes CertificateSigningRequests whose signerName names a profile (clusterscepprofiles.scep.certificates.dev/<name>, scepprofiles.scep.certificates.dev/<namespace>.<name>); false needs no RBAC on CSRs, signers or SubjectAccessReviews")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	config.RegisterFlags(fs)
@@ -139,6 +140,8 @@ func run(ctx context.Context, args []string) error {
 		ProfileCheckWorkers:      checkWorkers,
 		RequestTimeout:           requestTimeout,
 		Egress:                   egressPolicy,
+
+		DisableCertificateSigningRequests: !serveCSRs,
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}

@@ -200,7 +200,7 @@ func TestNeedsFreshRead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Signer{}
 			s.touch("touched")
-			if got := s.needsFreshRead(&tc.cr); got != tc.fresh {
+			if got := s.needsFreshRead(certificateRequest{&tc.cr}); got != tc.fresh {
 				t.Errorf("needsFreshRead = %v, want %v", got, tc.fresh)
 			}
 		})
