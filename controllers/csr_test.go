@@ -91,6 +91,7 @@ func subjectMay(t *testing.T, user, group, resource, verb, ns, name string) bool
 // kubeCSR creates, as c's user, a CertificateSigningRequest for signerName.
 func kubeCSR(t *testing.T, c client.Client, name, signerName string, csr []byte, annotations map[string]string) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
+	pastLeadSecond(t)
 	obj := &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
 		Spec: certificatesv1.CertificateSigningRequestSpec{

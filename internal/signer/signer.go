@@ -127,6 +127,13 @@ func (s *Signer) StartLeading(t time.Time) {
 	s.leadingSince = t
 }
 
+// LeadingSince is when this process started to enroll; zero before.
+func (s *Signer) LeadingSince() time.Time {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	return s.leadingSince
+}
+
 // createdWhileLeading says whether obj was created after this process
 // started leading. creationTimestamp has whole seconds: a request of the
 // same second counts as older, which costs at most one CertPoll.
