@@ -207,7 +207,7 @@ func requestController(c client.Client, sign issuersigner.Sign, recorder events.
 		MaxRetryDuration: opts.MaxRetryDuration,
 		Client:           c,
 		Sign:             sign,
-		EventRecorder:    recorder,
+		EventRecorder:    oneIssuedEvent{recorder},
 		// issuer-lib's CombinedController fills this in; used alone, a
 		// request controller needs it set.
 		Clock: clock.RealClock{},
