@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	corev1 "k8s.io/api/core/v1"
@@ -260,6 +261,11 @@ func (e *enrollment) failedAttempt(what string, err error) error {
 func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	// Cut on a character boundary: half a UTF-8 sequence would reach the
+	// request's annotation (JSON replaces it) and the Event as U+FFFD.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"strings"
+	"unicode/utf8"
 	"testing"
 	"time"
 
@@ -259,5 +260,20 @@ func TestOnlyStateChanged(t *testing.T) {
 				t.Errorf("OnlyStateChanged = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestShortenKeepsUTF8: a shortened error is still valid UTF-8, whatever
+// byte the limit falls on.
+func TestShortenKeepsUTF8(t *testing.T) {
+	s := strings.Repeat("é", 10) // 2 bytes each
+	for n := 1; n < len(s); n++ {
+		got := shorten(s, n)
+		if !utf8.ValidString(got) || len(got) > n+len("…") {
+			t.Errorf("shorten(%d) = %q", n, got)
+		}
+	}
+	if got := shorten("short", 10); got != "short" {
+		t.Errorf("shorten of a short string = %q", got)
 	}
 }
