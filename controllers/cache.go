@@ -2,6 +2,7 @@ package controllers
 
 import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,7 +18,8 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&cmapi.CertificateRequest{}: {Transform: TrimForeignRequest},
+			&cmapi.CertificateRequest{}:                 {Transform: TrimForeignRequest},
+			&certificatesv1.CertificateSigningRequest{}: {Transform: TrimForeignCSR},
 		},
 	}
 }

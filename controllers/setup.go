@@ -8,8 +8,10 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	issuercontrollers "github.com/cert-manager/issuer-lib/controllers"
+	issuersigner "github.com/cert-manager/issuer-lib/controllers/signer"
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -93,6 +95,9 @@ type Options struct {
 	// CABundle configures CA distribution for trust-manager; its zero
 	// value publishes nothing.
 	CABundle CABundleOptions
+	// DisableCertificateSigningRequests turns off the serving of Kubernetes
+	// CertificateSigningRequests (csr.go); on by default.
+	DisableCertificateSigningRequests bool
 }
 
 // DefaultStateKeySecretName is the state-key Secret's name unless configured.
@@ -116,7 +121,8 @@ const (
 )
 
 // Setup registers the profile controllers (one per kind) and issuer-lib's
-// CertificateRequest controller with the signer, and returns the signer.
+// CertificateRequest and CertificateSigningRequest controllers with the
+// signer, and returns the signer.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer, error) {
 	registry := &profiles.Registry{
 		Reader:                   mgr.GetAPIReader(),
@@ -173,30 +179,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	if err := mgr.Add(leadingSince(sg)); err != nil {
 		return nil, err
 	}
+	rc := requestController(mgr.GetClient(), sg.Sign, recorder, opts)
+	rc.IssuerTypes = []issuerapi.Issuer{&scepv1alpha1.SCEPProfile{}}
+	rc.ClusterIssuerTypes = []issuerapi.Issuer{&scepv1alpha1.ClusterSCEPProfile{}}
+	// Requests for other issuers need no reconcile.
+	rc.PreSetupWithManager = func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
+		b.WithEventFilter(stateWriteFilter())
+		b.WithEventFilter(predicate.NewPredicateFuncs(ForOurIssuers))
+		return nil
+	}
 	crc := &issuercontrollers.CertificateRequestReconciler{
-		RequestController: issuercontrollers.RequestController{
-			IssuerTypes:        []issuerapi.Issuer{&scepv1alpha1.SCEPProfile{}},
-			ClusterIssuerTypes: []issuerapi.Issuer{&scepv1alpha1.ClusterSCEPProfile{}},
-			FieldOwner:         FieldOwner,
-			MaxRetryDuration:   opts.MaxRetryDuration,
-			Client:             mgr.GetClient(),
-			Sign:               sg.Sign,
-			EventRecorder:      recorder,
-			// issuer-lib's CombinedController fills this in; used alone, the
-			// request controller needs it set.
-			Clock: clock.RealClock{},
-			// The signer's own writes of transaction state need no reconcile,
-			// nor do requests for other issuers.
-			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
-				b.WithEventFilter(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-					before, _ := e.ObjectOld.(*cmapi.CertificateRequest)
-					after, _ := e.ObjectNew.(*cmapi.CertificateRequest)
-					return !signer.OnlyStateChanged(before, after)
-				}})
-				b.WithEventFilter(predicate.NewPredicateFuncs(ForOurIssuers))
-				return nil
-			},
-		},
+		RequestController: rc,
 		// ca.crt in the Secret: workloads that trust the SCEP CA by it need it.
 		SetCAOnCertificateRequest: true, //nolint:staticcheck // ca.crt is how workloads here learn the SCEP CA; trust-manager is optional
 		ControllerOptions:         controller.Options{MaxConcurrentReconciles: workers},
@@ -204,7 +197,36 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	if err := crc.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err
 	}
+	if !opts.DisableCertificateSigningRequests {
+		if err := setupCertificateSigningRequests(ctx, mgr, sg, recorder, opts, workers); err != nil {
+			return nil, err
+		}
+	}
 	return sg, nil
+}
+
+// requestController is what issuer-lib's CertificateRequest and
+// CertificateSigningRequest controllers share: the field owner, retries,
+// the client, the signer's entry point and the Event recorder.
+func requestController(c client.Client, sign issuersigner.Sign, recorder events.EventRecorder, opts Options) issuercontrollers.RequestController {
+	return issuercontrollers.RequestController{
+		FieldOwner:       FieldOwner,
+		MaxRetryDuration: opts.MaxRetryDuration,
+		Client:           c,
+		Sign:             sign,
+		EventRecorder:    oneIssuedEvent{recorder},
+		// issuer-lib's CombinedController fills this in; used alone, a
+		// request controller needs it set.
+		Clock: clock.RealClock{},
+	}
+}
+
+// stateWriteFilter drops the updates that only write the signer's state
+// annotation (signer.OnlyStateChanged): the signer requeues itself.
+func stateWriteFilter() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !signer.OnlyStateChanged(e.ObjectOld, e.ObjectNew)
+	}}
 }
 
 // ForOurIssuers is false for a CertificateRequest addressed to another

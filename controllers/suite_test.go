@@ -201,13 +201,42 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	for _, change := range opts {
 		change(&o)
 	}
-	if _, err := controllers.Setup(ctx, mgr, o); err != nil {
+	sg, err := controllers.Setup(ctx, mgr, o)
+	if err != nil {
 		t.Fatal(err)
 	}
+	latestSigner = sg
 	m := &manager{cancel: cancel, done: make(chan error, 1), log: logs}
 	go func() { m.done <- mgr.Start(ctx) }()
 	t.Cleanup(m.stop)
 	return m
+}
+
+// latestSigner is the signer of the manager started last (tests do not run
+// in parallel).
+var latestSigner *signer.Signer
+
+// pastLeadSecond waits until a request created now is newer, to the
+// signer, than the moment the latest manager started to lead.
+// creationTimestamp has whole seconds, so a request created in that same
+// second counts as older and is first asked about with a CertPoll (the
+// safe choice: another leader may have sent it). Tests that count
+// PKIOperations exactly create their requests after that second; the wait
+// is usually none, as a profile takes longer than that to become Ready.
+func pastLeadSecond(t *testing.T) {
+	t.Helper()
+	sg := latestSigner
+	if sg == nil {
+		return
+	}
+	var since time.Time
+	eventually(t, 30*time.Second, "the manager to lead", func() (bool, string) {
+		since = sg.LeadingSince()
+		return !since.IsZero(), "not leading yet"
+	})
+	if wait := time.Until(since.Truncate(time.Second).Add(time.Second)); wait > 0 {
+		time.Sleep(wait) // until a clock boundary, not for something to happen
+	}
 }
 
 // stop stops the manager and waits for it to return.
@@ -291,6 +320,7 @@ func csrPEM(t *testing.T, tmpl scep.CSRTemplate, key crypto.Signer) []byte {
 // when it exists; a made-up one otherwise, as no garbage collector runs).
 func request(t *testing.T, ns, name string, ref cmmeta.IssuerReference, csr []byte, annotations map[string]string) *cmapi.CertificateRequest {
 	t.Helper()
+	pastLeadSecond(t)
 	cr := &cmapi.CertificateRequest{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations, OwnerReferences: ownedBy(t, ns, annotations[cmapi.CertificateNameKey])},
 		Spec: cmapi.CertificateRequestSpec{

@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, pprofAddr, clusterNS, clusterDomain, leaderNS string
 		metricsCertPath                                                       string
-		leaderElect, apiCompression, metricsSecure                            bool
+		leaderElect, apiCompression, metricsSecure, serveCSRs                 bool
 		checkInterval, maxRetry, requestTimeout                               time.Duration
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers, checkWorkers                                                 int
@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&caBundles.NamespacedProfiles, "ca-bundle-namespaced-profiles", false, "publish SCEPProfiles' CA certificates too (label value \"namespaced\"): whoever may create a SCEPProfile then chooses a CA that lands in the trust namespace")
 	fs.BoolVar(&caBundles.ClusterTrustBundles, "cluster-trust-bundles", false, "write each ClusterSCEPProfile's CA certificates in a ClusterTrustBundle (certificates.k8s.io/v1, Kubernetes 1.37) named for its signer clusterscepprofiles.scep.certificates.dev/<name>, for projected clusterTrustBundle volumes; needs attest on those signers")
 	fs.StringVar(&egressDeny, "egress-deny-cidrs", "", "comma-separated CIDRs that profiles' servers may not be in, beside the built-in ones (link-local 169.254.0.0/16 and fe80::/10, the cloud metadata addresses fd00:ec2::254 and 100.100.100.200, and the unspecified 0.0.0.0/8 and ::), which only a more specific --egress-allow-cidrs entry reopens")
+	fs.BoolVar(&serveCSRs, "serve-certificate-signing-requests", true, "serve Kubernetes CertificateSigningRequests whose signerName names a profile (clusterscepprofiles.scep.certificates.dev/<name>, scepprofiles.scep.certificates.dev/<namespace>.<name>); false needs no RBAC on CSRs, signers or SubjectAccessReviews")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	config.RegisterFlags(fs)
@@ -144,6 +145,8 @@ func run(ctx context.Context, args []string) error {
 		RequestTimeout:           requestTimeout,
 		Egress:                   egressPolicy,
 		CABundle:                 caBundles,
+
+		DisableCertificateSigningRequests: !serveCSRs,
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}

@@ -39,7 +39,7 @@ const (
 // refuse fails the request before anything is sent: a Warning Event, the
 // SCEPPolicy condition with reason, and a permanent failure.
 func (e *enrollment) refuse(reason string, err error) error {
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventPolicyViolation, "Sign", "%v; nothing was sent to the SCEP server", err)
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventPolicyViolation, "Sign", "%v; nothing was sent to the SCEP server", err)
 	return signer.SetCertificateRequestConditionError{
 		Err:           e.fail(metrics.ResultPolicy, err),
 		ConditionType: ConditionPolicy,
@@ -50,7 +50,7 @@ func (e *enrollment) refuse(reason string, err error) error {
 
 // parseCSR reads spec.request: a PEM PKCS#10 request signed by its own key.
 func (e *enrollment) parseCSR() (*x509.CertificateRequest, error) {
-	block, _ := pem.Decode(e.cr.Spec.Request)
+	block, _ := pem.Decode(e.req.csrPEM())
 	if block == nil {
 		return nil, e.refuse(ReasonInvalidRequest, errors.New("spec.request holds no PEM certificate request"))
 	}
@@ -68,13 +68,17 @@ func (e *enrollment) parseCSR() (*x509.CertificateRequest, error) {
 }
 
 // admit checks, on every call and before any message is built, that the
-// request's namespace may use the profile and that the CSR fits the profile.
+// request's namespace (or a CSR's requester) may use the profile and that
+// the CSR fits the profile.
 // Nothing on the request (annotations, earlier state) can skip it.
 func (e *enrollment) admit(csr *x509.CertificateRequest) error {
 	if err := e.checkNamespace(); err != nil {
 		return err
 	}
-	if err := policy.Check(e.p.GetSpec(), policy.Request{CSR: csr, IsCA: e.cr.Spec.IsCA, Vars: policy.VariablesFor(e.cr, e.ClusterDomain)}); err != nil {
+	if err := e.checkReference(); err != nil {
+		return err
+	}
+	if err := policy.Check(e.p.GetSpec(), policy.Request{CSR: csr, IsCA: e.req.isCA(), Vars: e.req.variables(e.ClusterDomain)}); err != nil {
 		return e.refuse(ReasonPolicyViolation, err)
 	}
 	return nil
@@ -91,12 +95,18 @@ func (e *enrollment) checkNamespace() error {
 		// The profile is wrong, not the request: its controller says so.
 		return e.pendingf(e.cfg.retryInterval, "the ClusterSCEPProfile's spec.namespaceSelector is invalid: %v", err)
 	}
+	namespace := e.obj().GetNamespace()
+	if namespace == "" {
+		// A CertificateSigningRequest is cluster-scoped: no namespace of the
+		// selector's can be its own.
+		return e.refuse(ReasonNamespaceNotAllowed, fmt.Errorf("ClusterSCEPProfile %s has a spec.namespaceSelector (%s), so it serves only CertificateRequests of the namespaces it selects; a %s has no namespace", cp.Name, sel.String(), e.req.kind()))
+	}
 	var ns corev1.Namespace
-	if err := e.Client.Get(e.ctx, client.ObjectKey{Name: e.cr.Namespace}, &ns); err != nil {
-		return fmt.Errorf("reading namespace %s for the ClusterSCEPProfile's namespaceSelector: %w", e.cr.Namespace, err)
+	if err := e.Client.Get(e.ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return fmt.Errorf("reading namespace %s for the ClusterSCEPProfile's namespaceSelector: %w", namespace, err)
 	}
 	if !sel.Matches(labels.Set(ns.Labels)) {
-		return e.refuse(ReasonNamespaceNotAllowed, fmt.Errorf("namespace %s may not use ClusterSCEPProfile %s: its spec.namespaceSelector (%s) does not select this namespace; ask the cluster admin to label the namespace or use another issuer", e.cr.Namespace, cp.Name, sel.String()))
+		return e.refuse(ReasonNamespaceNotAllowed, fmt.Errorf("namespace %s may not use ClusterSCEPProfile %s: its spec.namespaceSelector (%s) does not select this namespace; ask the cluster admin to label the namespace or use another issuer", namespace, cp.Name, sel.String()))
 	}
 	return nil
 }

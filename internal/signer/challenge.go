@@ -66,7 +66,7 @@ func (e *enrollment) passwordCacheFull(err error) error {
 	if perr := e.persist(); perr != nil {
 		return perr
 	}
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, ReasonPasswordCacheFull, "Sign", "NDES's password cache is full (attempt %d/%d); trying again in %s", e.st.FailedAttempts, e.cfg.maxAttempts, e.cfg.retryInterval)
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, ReasonPasswordCacheFull, "Sign", "NDES's password cache is full (attempt %d/%d); trying again in %s", e.st.FailedAttempts, e.cfg.maxAttempts, e.cfg.retryInterval)
 	return cacheFullCondition(e.pendingf(e.cfg.retryInterval, "NDES's password cache is full: waiting %s (attempt %d/%d); unused passwords expire after 60 minutes, or raise PasswordMax on NDES", e.cfg.retryInterval, e.st.FailedAttempts, e.cfg.maxAttempts))
 }
 

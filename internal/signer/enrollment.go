@@ -7,8 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,7 +29,7 @@ type enrollment struct {
 	}
 	p   scepv1alpha1.Profile
 	key profiles.Key
-	cr  *cmapi.CertificateRequest
+	req request
 	cfg settings
 	// st is the request's sealed state (zero when none or not authentic).
 	st State
@@ -53,12 +53,15 @@ type enrollment struct {
 	notRenewal string
 }
 
+// obj is the request's API object.
+func (e *enrollment) obj() client.Object { return e.req.object() }
+
 func (e *enrollment) pendingf(after time.Duration, format string, args ...any) error {
 	return signer.PendingError{Err: fmt.Errorf(format, args...), RequeueAfter: after}
 }
 
 func (e *enrollment) fail(result string, err error) error {
-	e.forgetSend(e.cr.UID, e.tx)
+	e.forgetSend(e.obj().GetUID(), e.tx)
 	metrics.Enrollments.WithLabelValues(e.key.String(), result).Inc()
 	return signer.PermanentError{Err: err}
 }
@@ -71,9 +74,9 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 	if err := e.admit(csr); err != nil {
 		return signer.PEMBundle{}, err
 	}
-	e.tx = scep.DeriveTransactionID(string(e.cr.UID), csr.RawSubjectPublicKeyInfo)
-	if e.st, err = e.open(e.cr); err != nil {
-		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventStateIgnored, "Sign", "ignored annotation %s: %v; starting from no state", AnnotationState, err)
+	e.tx = scep.DeriveTransactionID(string(e.obj().GetUID()), csr.RawSubjectPublicKeyInfo)
+	if e.st, err = e.open(e.obj()); err != nil {
+		e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventStateIgnored, "Sign", "ignored annotation %s: %v; starting from no state", AnnotationState, err)
 	}
 	// What this process heard from the server outranks a state it failed
 	// to record: a PENDING transaction is polled, never sent again.
@@ -184,9 +187,9 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		if e.notRenewal != "" {
 			e.sent += fmt.Sprintf(", not a RenewalReq: %s", e.notRenewal)
 		}
-		e.recordSend(e.cr.UID, e.tx, false)
+		e.recordSend(e.obj().GetUID(), e.tx, false)
 		rep, err = c.Send(e.ctx, info, msg)
-		e.recordSend(e.cr.UID, e.tx, answered(err))
+		e.recordSend(e.obj().GetUID(), e.tx, answered(err))
 		if err != nil && neverReceived(err) {
 			// Not this server's transaction: the next server, or the next
 			// attempt, may take it.
@@ -251,7 +254,7 @@ func (e *enrollment) failedAttempt(what string, err error) error {
 	if perr := e.persist(); perr != nil {
 		return perr
 	}
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRetrying, "Sign", "%sattempt %d/%d failed, next in %s: %s", e.sentPrefix(), e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), e.st.LastError)
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventRetrying, "Sign", "%sattempt %d/%d failed, next in %s: %s", e.sentPrefix(), e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), e.st.LastError)
 	return e.pendingf(wait, "attempt %d/%d failed, retrying in %s: %v", e.st.FailedAttempts, e.cfg.maxAttempts, wait.Round(time.Second), err)
 }
 
@@ -259,18 +262,24 @@ func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	// Cut on a character boundary: half a UTF-8 sequence would reach the
+	// request's annotation (JSON replaces it) and the Event as U+FFFD.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "…"
 }
 
 // persist seals the state onto the request, refusing to overwrite a
 // concurrent change (optimistic lock on resourceVersion).
 func (e *enrollment) persist() error {
-	orig := e.cr.DeepCopy()
+	obj := e.obj()
+	orig, _ := obj.DeepCopyObject().(client.Object) // a DeepCopy of its own type
 	e.st.TransactionID = string(e.tx)
-	e.write(e.cr, e.st)
-	e.touch(e.cr.UID)
-	if err := e.Client.Patch(e.ctx, e.cr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("recording the SCEP transaction state on the CertificateRequest: %w", err)
+	e.write(obj, e.st)
+	e.touch(e.obj().GetUID())
+	if err := e.Client.Patch(e.ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("recording the SCEP transaction state on the %s: %w", e.req.kind(), err)
 	}
 	return nil
 }

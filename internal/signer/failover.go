@@ -61,8 +61,8 @@ func (e *enrollment) pinBeforeSend() error {
 // movedOn records that this call leaves e.server for the next server.
 func (e *enrollment) movedOn(err error) {
 	metrics.Failovers.WithLabelValues(e.key.String(), e.server).Inc()
-	e.log.Info("SCEP server unavailable; trying the profile's next server", "request", e.cr.Namespace+"/"+e.cr.Name, "server", e.server, "error", err.Error())
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventFailover, "Sign", "the SCEP server %s is unavailable (%s); trying the profile's next server", e.server, shorten(err.Error(), 200))
+	e.log.Info("SCEP server unavailable; trying the profile's next server", "request", e.req.id(), "server", e.server, "error", err.Error())
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventFailover, "Sign", "the SCEP server %s is unavailable (%s); trying the profile's next server", e.server, shorten(err.Error(), 200))
 }
 
 // serverURL is the server this call talks to, url before one was chosen.

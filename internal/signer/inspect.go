@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/scep-operator/scep-operator/internal/scep"
 )
@@ -28,10 +29,11 @@ func TransactionIDOf(cr *cmapi.CertificateRequest) (scep.TransactionID, error) {
 	return scep.DeriveTransactionID(string(cr.UID), csr.RawSubjectPublicKeyInfo), nil
 }
 
-// StateOf decodes cr's state annotation for people and tests to read. It
-// does not verify the seal: the signer never acts on what it returns.
-func StateOf(cr *cmapi.CertificateRequest) (State, bool) {
-	p, _, ok := strings.Cut(cr.Annotations[AnnotationState], ".")
+// StateOf decodes the state annotation of a request (a CertificateRequest
+// or a CertificateSigningRequest) for people and tests to read. It does not
+// verify the seal: the signer never acts on what it returns.
+func StateOf(obj metav1.Object) (State, bool) {
+	p, _, ok := strings.Cut(obj.GetAnnotations()[AnnotationState], ".")
 	if !ok {
 		return State{}, false
 	}

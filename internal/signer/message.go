@@ -31,7 +31,7 @@ func (e *enrollment) prepare(csr *x509.CertificateRequest) (*scep.Signer, []byte
 		// RFC 8894: the request's own key signs, with a self-signed
 		// certificate derived from the transaction, so a CertPoll after a
 		// restart presents the same one without it being stored.
-		sg, err = scep.NewDeterministicSigner(rk, csr.RawSubject, scep.SignerCertificateOptions{TransactionID: e.tx, NotBefore: e.cr.CreationTimestamp.Time})
+		sg, err = scep.NewDeterministicSigner(rk, csr.RawSubject, scep.SignerCertificateOptions{TransactionID: e.tx, NotBefore: e.obj().GetCreationTimestamp().Time})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -17,7 +17,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 	var failure *scep.FailureError
 	switch {
 	case errors.As(err, &failure):
-		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%s%v (transaction %s)", e.sentPrefix(), failure, e.tx)
+		e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%s%v (transaction %s)", e.sentPrefix(), failure, e.tx)
 		return signer.PEMBundle{}, e.fail(metrics.ResultRejected, fmt.Errorf("%s: %w", e.serverURL(), err))
 	case err != nil:
 		var reply *scep.ReplyError
@@ -29,19 +29,19 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 		}
 		return signer.PEMBundle{}, e.failedAttempt("enrolling", err)
 	case rep.Status == scep.StatusPending:
-		e.recordOutcome(e.cr.UID, e.tx, e.server, answeredPending)
+		e.recordOutcome(e.obj().GetUID(), e.tx, e.server, answeredPending)
 		return signer.PEMBundle{}, e.pending()
 	}
 	bundle, err := bundleOf(rep.Certificates)
 	if err != nil {
 		return signer.PEMBundle{}, e.fail(metrics.ResultFailed, err)
 	}
-	e.recordOutcome(e.cr.UID, e.tx, e.server, answeredIssued)
+	e.recordOutcome(e.obj().GetUID(), e.tx, e.server, answeredIssued)
 	metrics.Enrollments.WithLabelValues(e.key.String(), metrics.ResultIssued).Inc()
 	metrics.EnrollmentsByAlgorithm.WithLabelValues(e.key.String(), e.algorithms.Cipher.String(), e.algorithms.Digest.String()).Inc()
-	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.cr.CreationTimestamp.Time).Seconds())
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.IssuedBy(), rep.Certificates[0].SerialNumber.Text(16), e.tx)
-	e.log.Info("certificate issued", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.tx), "serial", rep.Certificates[0].SerialNumber.Text(16))
+	metrics.EnrollmentDuration.WithLabelValues(e.key.String()).Observe(e.now().Sub(e.obj().GetCreationTimestamp().Time).Seconds())
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventIssued, "Sign", "%sissued by %q, serial %s (transaction %s)", e.sentPrefix(), rep.IssuedBy(), rep.Certificates[0].SerialNumber.Text(16), e.tx)
+	e.log.Info("certificate issued", "request", e.req.id(), "transaction", string(e.tx), "serial", rep.Certificates[0].SerialNumber.Text(16))
 	return bundle, nil
 }
 
@@ -61,7 +61,7 @@ func (e *enrollment) pending() error {
 		return err
 	}
 	if first {
-		e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventPending, "Sign", "%sthe SCEP server answered PENDING (transaction %s); polling every %s for up to %s", e.sentPrefix(), e.tx, e.cfg.retryInterval, e.cfg.pendingTimeout)
+		e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventPending, "Sign", "%sthe SCEP server answered PENDING (transaction %s); polling every %s for up to %s", e.sentPrefix(), e.tx, e.cfg.retryInterval, e.cfg.pendingTimeout)
 	}
 	return e.pendingf(e.cfg.retryInterval, "the SCEP server answered PENDING (transaction %s, waiting for approval on the CA since %s)", e.tx, e.st.PendingSince.UTC().Format(time.RFC3339))
 }

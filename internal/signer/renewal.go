@@ -57,41 +57,45 @@ func (e *enrollment) renewalSigner(info *scepclient.ServerInfo) (sg *scep.Signer
 	if !info.Caps.Renewal() {
 		return nil, "the server does not list Renewal in GetCACaps"
 	}
-	certName, certUID, ok := policy.CertificateOwner(e.cr)
+	cr, ok := e.req.(certificateRequest)
+	if !ok {
+		return nil, "a " + e.req.kind() + " has no Certificate, whose current certificate a RenewalReq is signed with"
+	}
+	certName, certUID, ok := policy.CertificateOwner(cr.CertificateRequest)
 	if !ok {
 		return nil, "the request was not made by a Certificate, whose current certificate a RenewalReq is signed with"
 	}
 	var cert cmapi.Certificate
-	if err := e.APIReader.Get(e.ctx, client.ObjectKey{Namespace: e.cr.Namespace, Name: certName}, &cert); err != nil {
-		return nil, fmt.Sprintf("reading Certificate %s/%s: %v", e.cr.Namespace, certName, err)
+	if err := e.APIReader.Get(e.ctx, client.ObjectKey{Namespace: cr.Namespace, Name: certName}, &cert); err != nil {
+		return nil, fmt.Sprintf("reading Certificate %s/%s: %v", cr.Namespace, certName, err)
 	}
 	if cert.UID != certUID {
-		return nil, fmt.Sprintf("the request's ownerReference names Certificate %s/%s with another UID: the request was not made by it", e.cr.Namespace, certName)
+		return nil, fmt.Sprintf("the request's ownerReference names Certificate %s/%s with another UID: the request was not made by it", cr.Namespace, certName)
 	}
 	name := cert.Spec.SecretName
 	var sec corev1.Secret
-	if err := e.APIReader.Get(e.ctx, client.ObjectKey{Namespace: e.cr.Namespace, Name: name}, &sec); err != nil {
+	if err := e.APIReader.Get(e.ctx, client.ObjectKey{Namespace: cr.Namespace, Name: name}, &sec); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
-			return nil, fmt.Sprintf("Certificate %s/%s has no Secret %s yet (a first issuance)", e.cr.Namespace, certName, name)
+			return nil, fmt.Sprintf("Certificate %s/%s has no Secret %s yet (a first issuance)", cr.Namespace, certName, name)
 		case apierrors.IsForbidden(err):
-			return nil, fmt.Sprintf("the operator may not read Secret %s/%s: grant it Rebuild access to namespace %s (Helm value rebuild.namespaces)", e.cr.Namespace, name, e.cr.Namespace)
+			return nil, fmt.Sprintf("the operator may not read Secret %s/%s: grant it Rebuild access to namespace %s (Helm value rebuild.namespaces)", cr.Namespace, name, cr.Namespace)
 		}
-		return nil, fmt.Sprintf("reading Secret %s/%s: %v", e.cr.Namespace, name, err)
+		return nil, fmt.Sprintf("reading Secret %s/%s: %v", cr.Namespace, name, err)
 	}
 	if sec.Annotations[cmapi.CertificateNameKey] != certName {
-		return nil, fmt.Sprintf("Secret %s/%s is not Certificate %s's as cert-manager writes it (annotation %s)", e.cr.Namespace, name, certName, cmapi.CertificateNameKey)
+		return nil, fmt.Sprintf("Secret %s/%s is not Certificate %s's as cert-manager writes it (annotation %s)", cr.Namespace, name, certName, cmapi.CertificateNameKey)
 	}
 	current, key, why := currentCertificate(sec.Data)
 	if why != "" {
-		return nil, fmt.Sprintf("Secret %s/%s: %s", e.cr.Namespace, name, why)
+		return nil, fmt.Sprintf("Secret %s/%s: %s", cr.Namespace, name, why)
 	}
 	now := e.now()
 	if now.Before(current.NotBefore) || now.After(current.NotAfter) {
-		return nil, fmt.Sprintf("the current certificate in Secret %s/%s is not valid now (expired on %s)", e.cr.Namespace, name, current.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
+		return nil, fmt.Sprintf("the current certificate in Secret %s/%s is not valid now (expired on %s)", cr.Namespace, name, current.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	if !issuedByOneOf(current, info.CACerts) {
-		return nil, fmt.Sprintf("the current certificate in Secret %s/%s was not issued by the CA of the profile's server", e.cr.Namespace, name)
+		return nil, fmt.Sprintf("the current certificate in Secret %s/%s was not issued by the CA of the profile's server", cr.Namespace, name)
 	}
 	return &scep.Signer{Certificate: current, Key: key}, ""
 }

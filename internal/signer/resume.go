@@ -22,7 +22,7 @@ func (e *enrollment) mayHaveBeenSent() bool {
 	case sentAnswered, answeredPending:
 		return false
 	}
-	return !e.createdWhileLeading(e.cr)
+	return !e.createdWhileLeading(e.obj())
 }
 
 // resume asks the server, with a CertPoll, about a transaction whose
@@ -42,9 +42,9 @@ func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, c
 	}
 	rep, err := c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
 	if err != nil {
-		e.log.Info("the SCEP server could not tell about the transaction; sending the PKCSReq", "request", e.cr.Namespace+"/"+e.cr.Name, "transaction", string(e.tx), "answer", err.Error())
+		e.log.Info("the SCEP server could not tell about the transaction; sending the PKCSReq", "request", e.req.id(), "transaction", string(e.tx), "answer", err.Error())
 		return nil, false
 	}
-	e.Recorder.Eventf(e.cr, e.p, corev1.EventTypeNormal, EventResumed, "Sign", "the SCEP server knew transaction %s (%s): resumed without enrolling again", e.tx, rep.Status)
+	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventResumed, "Sign", "the SCEP server knew transaction %s (%s): resumed without enrolling again", e.tx, rep.Status)
 	return rep, true
 }

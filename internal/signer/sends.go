@@ -49,7 +49,10 @@ type sendRecord struct {
 const touchedFor = time.Hour
 
 func (s *Signer) sendOutcome(tx scep.TransactionID) sendOutcome {
-	rec, _ := s.sendRecordOf(tx)
+	rec, ok := s.sendRecordOf(tx)
+	if !ok {
+		return notSentHere
+	}
 	return rec.outcome
 }
 

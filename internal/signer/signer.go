@@ -19,14 +19,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	"github.com/cert-manager/issuer-lib/controllers/signer"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -66,7 +66,8 @@ const (
 	defaultPendingTimeout   = 24 * time.Hour
 )
 
-// Signer enrolls CertificateRequests for SCEPProfiles and ClusterSCEPProfiles.
+// Signer enrolls CertificateRequests for SCEPProfiles and ClusterSCEPProfiles,
+// and Kubernetes CertificateSigningRequests naming either.
 type Signer struct {
 	// Client patches the state annotation of CertificateRequests and reads
 	// Namespaces (cached) for ClusterSCEPProfile namespace selectors.
@@ -126,13 +127,21 @@ func (s *Signer) StartLeading(t time.Time) {
 	s.leadingSince = t
 }
 
-// createdWhileLeading says whether cr was created after this process
-// started leading. creationTimestamp has whole seconds: a request of the
-// same second counts as older, which costs at most one CertPoll.
-func (s *Signer) createdWhileLeading(cr *cmapi.CertificateRequest) bool {
+// LeadingSince is when this process started to enroll; zero before.
+func (s *Signer) LeadingSince() time.Time {
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
-	return !s.leadingSince.IsZero() && cr.CreationTimestamp.After(s.leadingSince)
+	return s.leadingSince
+}
+
+// createdWhileLeading says whether obj was created after this process
+// started leading. creationTimestamp has whole seconds: a request of the
+// same second counts as older, which costs at most one CertPoll.
+func (s *Signer) createdWhileLeading(obj metav1.Object) bool {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	created := obj.GetCreationTimestamp()
+	return !s.leadingSince.IsZero() && created.After(s.leadingSince)
 }
 
 // settings are the profile's retry knobs with defaults applied.
@@ -176,52 +185,60 @@ func Backoff(retryInterval, maxRetryInterval time.Duration, n int, rnd func() fl
 	return d
 }
 
-// Sign enrolls one request. issuer-lib calls it only for Approved requests
-// of a Ready profile.
+// Sign enrolls one CertificateRequest. issuer-lib calls it only for
+// Approved requests of a Ready profile.
 func (s *Signer) Sign(ctx context.Context, cro signer.CertificateRequestObject, issuer issuerapi.Issuer) (signer.PEMBundle, error) {
+	return s.sign(ctx, certificateRequest{&cmapi.CertificateRequest{}}, cro, issuer)
+}
+
+// SignCertificateSigningRequest enrolls one Kubernetes
+// CertificateSigningRequest, as Sign does a CertificateRequest. issuer-lib
+// calls it only for Approved requests of a Ready profile.
+func (s *Signer) SignCertificateSigningRequest(ctx context.Context, cro signer.CertificateRequestObject, issuer issuerapi.Issuer) (signer.PEMBundle, error) {
+	return s.sign(ctx, kubeCSR{&certificatesv1.CertificateSigningRequest{}}, cro, issuer)
+}
+
+// sign enrolls cro, read into req.
+func (s *Signer) sign(ctx context.Context, req request, cro signer.CertificateRequestObject, issuer issuerapi.Issuer) (signer.PEMBundle, error) {
 	p, ok := issuer.(scepv1alpha1.Profile)
 	if !ok {
 		return signer.PEMBundle{}, signer.PermanentError{Err: fmt.Errorf("unexpected issuer type %T", issuer)}
 	}
-	cr := &cmapi.CertificateRequest{}
+	obj := req.object()
 	key := client.ObjectKey{Namespace: cro.GetNamespace(), Name: cro.GetName()}
 	// The cached copy is enough for a request this process has not acted
 	// on yet. Once it has (sent a PKCSReq, written state, finished it), the
 	// request is read fresh, so that a cache lagging behind an earlier call
 	// never makes it enroll twice. This saves a quorum read of the API
 	// server per enrollment.
-	if err := s.Client.Get(ctx, key, cr); err != nil || s.needsFreshRead(cr) {
-		if err := s.APIReader.Get(ctx, key, cr); err != nil {
-			return signer.PEMBundle{}, fmt.Errorf("reading the CertificateRequest: %w", err)
+	if err := s.Client.Get(ctx, key, obj); err != nil || s.needsFreshRead(req) {
+		if err := s.APIReader.Get(ctx, key, obj); err != nil {
+			return signer.PEMBundle{}, fmt.Errorf("reading the %s: %w", req.kind(), err)
 		}
 	}
 	// issuer-lib read the request from its cache, which may not show yet
 	// that an earlier call finished it; never enroll a finished request twice.
-	if ready := readyCondition(cr); ready != nil {
-		switch {
-		case ready.Status == cmmeta.ConditionTrue && len(cr.Status.Certificate) > 0:
-			return signer.PEMBundle{ChainPEM: cr.Status.Certificate, CAPEM: cr.Status.CA}, nil
-		case ready.Reason == cmapi.CertificateRequestReasonFailed:
-			// issuer-lib prefixes the message again when it applies it.
-			return signer.PEMBundle{}, signer.PermanentError{Err: errors.New(strings.TrimPrefix(ready.Message, failedPrefix))}
+	if bundle, done, failure := req.finished(); done {
+		if failure != nil {
+			return signer.PEMBundle{}, signer.PermanentError{Err: failure}
 		}
+		return bundle, nil
 	}
-	e := &enrollment{Signer: s, ctx: ctx, p: p, key: profiles.KeyOf(p), cr: cr, cfg: settingsOf(p.GetSpec())}
+	e := &enrollment{Signer: s, ctx: ctx, p: p, key: profiles.KeyOf(p), req: req, cfg: settingsOf(p.GetSpec())}
 	e.log = log.FromContext(ctx).WithValues("profile", e.key.String())
 	bundle, err := e.run()
-	s.trackPending(cr, e.key, e.st.Pending && err != nil && isPending(err))
+	s.trackPending(req, e.key, e.st.Pending && err != nil && isPending(err))
 	return bundle, err
 }
 
 // needsFreshRead says whether a cached request must be read again from the
 // API server before Sign acts on it: this process acted on it before, it
 // carries state, or it looks finished.
-func (s *Signer) needsFreshRead(cr *cmapi.CertificateRequest) bool {
-	if cr.Annotations[AnnotationState] != "" || s.touchedRequest(cr.UID) {
+func (s *Signer) needsFreshRead(req request) bool {
+	if req.object().GetAnnotations()[AnnotationState] != "" || s.touchedRequest(req.object().GetUID()) {
 		return true
 	}
-	ready := readyCondition(cr)
-	return ready != nil && (ready.Status == cmmeta.ConditionTrue || ready.Reason == cmapi.CertificateRequestReasonFailed)
+	return req.looksFinished()
 }
 
 // failedPrefix is what issuer-lib puts before a permanent error's message.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -200,7 +201,7 @@ func TestNeedsFreshRead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Signer{}
 			s.touch("touched")
-			if got := s.needsFreshRead(&tc.cr); got != tc.fresh {
+			if got := s.needsFreshRead(certificateRequest{&tc.cr}); got != tc.fresh {
 				t.Errorf("needsFreshRead = %v, want %v", got, tc.fresh)
 			}
 		})
@@ -259,5 +260,20 @@ func TestOnlyStateChanged(t *testing.T) {
 				t.Errorf("OnlyStateChanged = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestShortenKeepsUTF8: a shortened error is still valid UTF-8, whatever
+// byte the limit falls on.
+func TestShortenKeepsUTF8(t *testing.T) {
+	s := strings.Repeat("é", 10) // 2 bytes each
+	for n := 1; n < len(s); n++ {
+		got := shorten(s, n)
+		if !utf8.ValidString(got) || len(got) > n+len("…") {
+			t.Errorf("shorten(%d) = %q", n, got)
+		}
+	}
+	if got := shorten("short", 10); got != "short" {
+		t.Errorf("shorten of a short string = %q", got)
 	}
 }

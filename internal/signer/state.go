@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"reflect"
 	"strings"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // AnnotationState holds what the signer must remember of a request between
@@ -78,9 +80,9 @@ func (s *Signer) seal(uid types.UID, st State) string {
 // request.
 var errStateForged = errors.New("the state annotation was not written by the operator for this request")
 
-// open reads the state sealed on cr; no annotation is the zero state.
-func (s *Signer) open(cr *cmapi.CertificateRequest) (State, error) {
-	v := cr.Annotations[AnnotationState]
+// open reads the state sealed on obj; no annotation is the zero state.
+func (s *Signer) open(obj metav1.Object) (State, error) {
+	v := obj.GetAnnotations()[AnnotationState]
 	if v == "" {
 		return State{}, nil
 	}
@@ -94,7 +96,7 @@ func (s *Signer) open(cr *cmapi.CertificateRequest) (State, error) {
 	enc := base64.RawURLEncoding
 	payload, err1 := enc.DecodeString(p)
 	mac, err2 := enc.DecodeString(m)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.stateMAC(cr.UID, payload)) {
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.stateMAC(obj.GetUID(), payload)) {
 		return State{}, errStateForged
 	}
 	var st State
@@ -107,34 +109,49 @@ func (s *Signer) open(cr *cmapi.CertificateRequest) (State, error) {
 // maxStateLength bounds what open reads: the signer writes far less.
 const maxStateLength = 4096
 
-// write puts st, sealed, into cr's annotations (a nil map is allocated).
-func (s *Signer) write(cr *cmapi.CertificateRequest, st State) {
-	if cr.Annotations == nil {
-		cr.Annotations = map[string]string{}
+// write puts st, sealed, into obj's annotations.
+func (s *Signer) write(obj metav1.Object, st State) {
+	a := obj.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
 	}
-	cr.Annotations[AnnotationState] = s.seal(cr.UID, st)
+	a[AnnotationState] = s.seal(obj.GetUID(), st)
+	obj.SetAnnotations(a)
 }
 
 // OnlyStateChanged reports whether the only difference between two versions
-// of a CertificateRequest is the state annotation this package writes,
-// resourceVersion and managedFields aside. Sign writes that state itself
-// and asks for its own requeue, so such an update needs no reconcile;
-// without this filter, issuer-lib reconciled it (its predicate fires on any
-// annotation change) and, the request being issued meanwhile, set it Issued
-// a second time: a fresh read, a status patch and an Event more per
-// enrollment. A tenant changing the annotation gains nothing from the
-// filter: the next reconcile reads it and ignores it unless sealed.
-func OnlyStateChanged(before, after *cmapi.CertificateRequest) bool {
-	if before == nil || after == nil || maps.Equal(before.Annotations, after.Annotations) {
+// of a request (a CertificateRequest or a CertificateSigningRequest) is the
+// state annotation this package writes, resourceVersion and managedFields
+// aside. Sign writes that state itself and asks for its own requeue, so
+// such an update needs no reconcile; without this filter, issuer-lib
+// reconciled it (its predicate fires on any annotation change) and, the
+// request being issued meanwhile, set it Issued a second time: a fresh
+// read, a status patch and an Event more per enrollment. A tenant changing
+// the annotation gains nothing from the filter: the next reconcile reads it
+// and ignores it unless sealed.
+func OnlyStateChanged(before, after client.Object) bool {
+	if isNil(before) || isNil(after) || maps.Equal(before.GetAnnotations(), after.GetAnnotations()) {
 		return false
 	}
-	a, b := before.DeepCopy(), after.DeepCopy()
-	for _, cr := range []*cmapi.CertificateRequest{a, b} {
-		cr.ResourceVersion, cr.ManagedFields = "", nil
-		delete(cr.Annotations, AnnotationState)
-		if len(cr.Annotations) == 0 {
-			cr.Annotations = nil
+	a, okA := before.DeepCopyObject().(client.Object)
+	b, okB := after.DeepCopyObject().(client.Object)
+	if !okA || !okB {
+		return false
+	}
+	for _, obj := range []client.Object{a, b} {
+		obj.SetResourceVersion("")
+		obj.SetManagedFields(nil)
+		ann := obj.GetAnnotations()
+		delete(ann, AnnotationState)
+		if len(ann) == 0 {
+			ann = nil
 		}
+		obj.SetAnnotations(ann)
 	}
 	return equality.Semantic.DeepEqual(a, b)
+}
+
+// isNil says whether obj is nil or a typed nil pointer.
+func isNil(obj client.Object) bool {
+	return obj == nil || reflect.ValueOf(obj).IsNil()
 }

@@ -73,14 +73,15 @@ func TestCADistribution(t *testing.T) {
 }
 
 // clusterTrustBundleGrants lists, sorted, "scope verb resource name" for
-// what the operator may do in certificates.k8s.io besides CSRs.
+// what the operator may do with ClusterTrustBundles, and attest on signers
+// (CSRs, and sign on signers, are another feature's).
 func clusterTrustBundleGrants(t *testing.T, objs []object) []string {
 	t.Helper()
 	var out []string
 	for key, rules := range boundRules(t, objs, releaseNS, fullname) {
 		scope := strings.Fields(key)[0]
 		for a := range expand(rules) {
-			if a.group == "certificates.k8s.io" && a.resource != "certificatesigningrequests" {
+			if a.group == "certificates.k8s.io" && (a.resource == "clustertrustbundles" || a.verb == "attest") {
 				out = append(out, scope+" "+a.verb+" "+a.resource+" "+a.name)
 			}
 		}
