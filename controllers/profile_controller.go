@@ -120,6 +120,12 @@ type ProfileReconciler struct {
 	Workers int
 	// Clock is the time source; nil means the real clock.
 	Clock clock.Clock
+	// CABundles publishes the profiles' CA certificates in ConfigMaps for
+	// trust-manager; nil publishes none.
+	CABundles *CAPublisher
+	// TrustBundles publishes ClusterSCEPProfiles' CA certificates in
+	// ClusterTrustBundles; nil publishes none.
+	TrustBundles *TrustBundlePublisher
 }
 
 func (r *ProfileReconciler) now() time.Time {
@@ -142,7 +148,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			key := profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name}
 			r.Registry.Forget(key)
 			metrics.ForgetProfile(key.String())
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, r.unpublishCA(ctx, key)
 		}
 		return ctrl.Result{}, err
 	}
@@ -155,6 +161,13 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		defer cancel()
 	}
 	reason, checkErr := r.check(checkCtx, p)
+	if reason == ReasonFingerprintMismatch {
+		// The server's CA is no longer what the admin vouched for: it
+		// leaves the trust bundles until the pins match again.
+		if err := r.unpublishCA(ctx, profiles.KeyOf(p)); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	status := p.GetStatus()
 	now := metav1.NewTime(r.now())
 	status.LastCheckTime = &now
@@ -220,7 +233,7 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		return reason, err
 	}
 	r.recordServer(p, info)
-	r.followRollover(ctx, p, previous, info)
+	next, nextKnown := r.followRollover(ctx, p, previous, info)
 	now := r.now()
 	for _, cc := range info.CACerts.Certs {
 		left := cc.NotAfter.Sub(now)
@@ -230,6 +243,9 @@ func (r *ProfileReconciler) check(ctx context.Context, p scepv1alpha1.Profile) (
 		case left < expiryWarningWindow:
 			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventCAExpiringSoon, "Check", "the %s certificate %s expires on %s (in %d days)", cc.Role, servertext.Quote(cc.Subject.String(), 256), cc.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
 		}
+	}
+	if nextKnown {
+		r.publishCA(ctx, p, info, next)
 	}
 	return "", nil
 }

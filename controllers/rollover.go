@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"slices"
 
@@ -36,8 +37,10 @@ const (
 // pinned profile, records it in status.caRollover so that the signer trusts
 // it when GetCACert serves it (profiles.TrustedPins). previous is the
 // status before this check. Rollover trouble never makes the profile
-// unready: the current CA still issues.
-func (r *ProfileReconciler) followRollover(ctx context.Context, p scepv1alpha1.Profile, previous *scepv1alpha1.SCEPProfileStatus, info *scepclient.ServerInfo) {
+// unready: the current CA still issues. It returns the next CA certificates
+// that GetNextCACert announced and that verified, and known false when
+// GetNextCACert failed this time (what was published before stays).
+func (r *ProfileReconciler) followRollover(ctx context.Context, p scepv1alpha1.Profile, previous *scepv1alpha1.SCEPProfileStatus, info *scepclient.ServerInfo) (next []*x509.Certificate, known bool) {
 	status := p.GetStatus()
 	key := profiles.KeyOf(p).String()
 	pins, _ := profiles.Pins(p.GetSpec()) // checked before the server was asked
@@ -62,24 +65,24 @@ func (r *ProfileReconciler) followRollover(ctx context.Context, p scepv1alpha1.P
 		}
 	}
 
-	next, err := r.Registry.NextCA(ctx, p, info)
+	announced, err := r.Registry.NextCA(ctx, p, info)
 	switch {
 	case errors.Is(err, scepclient.ErrNoNextCA):
 		status.NextCACertificates = nil
-		return
+		return nil, true
 	case err != nil:
 		// The last verified answer stays shown; this one is not trusted.
 		log.FromContext(ctx).Info("GetNextCACert failed", "error", err.Error())
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventNextCAInvalid, "Check", "GetNextCACert: %v", err)
-		return
+		return nil, false
 	}
-	fresh := scep.NewCAs(next, info.CACerts)
+	fresh := scep.NewCAs(announced, info.CACerts)
 	status.NextCACertificates = nil
 	if len(fresh) == 0 {
 		// The server announces the CA it already serves.
-		return
+		return nil, true
 	}
-	for _, cc := range next.Certs {
+	for _, cc := range announced.Certs {
 		if len(status.NextCACertificates) == 8 {
 			break
 		}
@@ -107,6 +110,7 @@ func (r *ProfileReconciler) followRollover(ctx context.Context, p scepv1alpha1.P
 			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, EventNextCAPublished, "Check", "the server announced its next CA certificate %s (SHA-256 %s, valid from %s); it is used when GetCACert serves it", servertext.Quote(ca.Subject.String(), 256), fp, ca.NotBefore.UTC().Format("2006-01-02T15:04:05Z"))
 		}
 	}
+	return fresh, true
 }
 
 // wasAnnounced reports whether the status showed fp as a next CA.

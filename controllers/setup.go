@@ -92,6 +92,9 @@ type Options struct {
 	// CheckTimeout bounds one profile check (GetCACaps and GetCACert
 	// together); zero means RequestTimeout.
 	CheckTimeout time.Duration
+	// CABundle configures CA distribution for trust-manager; its zero
+	// value publishes nothing.
+	CABundle CABundleOptions
 	// DisableCertificateSigningRequests turns off the serving of Kubernetes
 	// CertificateSigningRequests (csr.go); on by default.
 	DisableCertificateSigningRequests bool
@@ -136,12 +139,16 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 	if checkTimeout <= 0 {
 		checkTimeout = cmp.Or(opts.RequestTimeout, scepclient.DefaultTimeout)
 	}
+	caBundles, trustBundles, err := setupCABundles(mgr, opts.CABundle)
+	if err != nil {
+		return nil, err
+	}
 	for _, newProfile := range []func() scepv1alpha1.Profile{
 		func() scepv1alpha1.Profile { return &scepv1alpha1.SCEPProfile{} },
 		func() scepv1alpha1.Profile { return &scepv1alpha1.ClusterSCEPProfile{} },
 	} {
 		r := &ProfileReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, NewProfile: newProfile, CheckInterval: opts.CheckInterval,
-			CheckTimeout: checkTimeout, Workers: cmp.Or(opts.ProfileCheckWorkers, DefaultProfileCheckWorkers)}
+			CheckTimeout: checkTimeout, Workers: cmp.Or(opts.ProfileCheckWorkers, DefaultProfileCheckWorkers), CABundles: caBundles, TrustBundles: trustBundles}
 		if err := r.SetupWithManager(mgr); err != nil {
 			return nil, err
 		}

@@ -310,7 +310,7 @@ type VariableConstraints struct {
 }
 
 // TLSConfig is the trust for an https SCEP URL.
-// +kubebuilder:validation:XValidation:rule="!(has(self.caBundle) && has(self.caBundleSecretRef))",message="give caBundle or caBundleSecretRef, not both"
+// +kubebuilder:validation:XValidation:rule="[has(self.caBundle), has(self.caBundleSecretRef), has(self.caBundleConfigMapRef)].filter(x, x).size() <= 1",message="give one of caBundle, caBundleSecretRef and caBundleConfigMapRef"
 type TLSConfig struct {
 	// CABundle is PEM-encoded CA certificates that verify the server.
 	// Without it (and without caBundleSecretRef) the system roots are used.
@@ -323,6 +323,14 @@ type TLSConfig struct {
 	// operator's cluster resource namespace.
 	// +optional
 	CABundleSecretRef *SecretKeySelector `json:"caBundleSecretRef,omitempty"`
+
+	// CABundleConfigMapRef names a ConfigMap key holding the PEM bundle
+	// (key default "ca.crt"), such as a target ConfigMap that
+	// trust-manager writes. Like caBundleSecretRef, it is read in the
+	// profile's own namespace, and for a ClusterSCEPProfile in the
+	// operator's cluster resource namespace.
+	// +optional
+	CABundleConfigMapRef *ConfigMapKeySelector `json:"caBundleConfigMapRef,omitempty"`
 
 	// InsecureSkipVerify turns TLS verification of the server off. Anyone
 	// on the path could then answer for the server; the operator logs a

@@ -487,7 +487,16 @@ func invalidProfiles() []profileCase {
 				s.URL = stepCAURL
 				s.TLS = &v1.TLSConfig{CABundle: caPEM, CABundleSecretRef: &v1.SecretKeySelector{Name: "step-ca-root"}}
 			},
-			want: []string{"spec.tls", "give caBundle or caBundleSecretRef, not both"},
+			want: []string{"spec.tls", "give one of caBundle, caBundleSecretRef and caBundleConfigMapRef"},
+		},
+		{
+			name:    "tls with both caBundleSecretRef and caBundleConfigMapRef",
+			cluster: true,
+			spec: func(s *v1.SCEPProfileSpec) {
+				s.URL = stepCAURL
+				s.TLS = &v1.TLSConfig{CABundleSecretRef: &v1.SecretKeySelector{Name: "step-ca-root"}, CABundleConfigMapRef: &v1.ConfigMapKeySelector{Name: "scep-trust"}}
+			},
+			want: []string{"spec.tls", "give one of caBundle, caBundleSecretRef and caBundleConfigMapRef"},
 		},
 
 		// explicit constraints and the tenant boundary

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string) error {
 		leaseDuration, renewDeadline, retryPeriod                             time.Duration
 		workers, checkWorkers                                                 int
 		egressAllow, egressDeny                                               string
+		caBundles                                                             controllers.CABundleOptions
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (default :8443, or :8080 with --metrics-secure=false; 0 disables it)")
 	fs.BoolVar(&metricsSecure, "metrics-secure", true, "serve /metrics over HTTPS to clients whose bearer token may get /metrics (a TokenReview and a SubjectAccessReview per client); false serves plain HTTP to anyone")
@@ -76,6 +77,9 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&workers, "max-concurrent-reconciles", controllers.DefaultRequestWorkers, "CertificateRequests worked on at once, across profiles (each profile also has maxConcurrentRequests, and 1 while its server does not answer)")
 	fs.IntVar(&checkWorkers, "profile-check-workers", controllers.DefaultProfileCheckWorkers, "profiles of each kind checked at once (a check of a server that does not answer takes up to --scep-request-timeout)")
 	fs.StringVar(&egressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs that profiles' SCEP servers and NDES admin pages may be in; empty allows every address the deny list does not refuse (checked on the address connected to, after DNS resolution; the most specific matching CIDR decides)")
+	fs.StringVar(&caBundles.Namespace, "ca-bundle-namespace", "", "trust namespace (trust-manager's, cert-manager by default) where each ClusterSCEPProfile's CA certificates are published in a ConfigMap labelled scep.certificates.dev/ca-bundle, for a trust-manager Bundle; empty publishes nothing")
+	fs.BoolVar(&caBundles.NamespacedProfiles, "ca-bundle-namespaced-profiles", false, "publish SCEPProfiles' CA certificates too (label value \"namespaced\"): whoever may create a SCEPProfile then chooses a CA that lands in the trust namespace")
+	fs.BoolVar(&caBundles.ClusterTrustBundles, "cluster-trust-bundles", false, "write each ClusterSCEPProfile's CA certificates in a ClusterTrustBundle (certificates.k8s.io/v1, Kubernetes 1.37) named for its signer clusterscepprofiles.scep.certificates.dev/<name>, for projected clusterTrustBundle volumes; needs attest on those signers")
 	fs.StringVar(&egressDeny, "egress-deny-cidrs", "", "comma-separated CIDRs that profiles' servers may not be in, beside the built-in ones (link-local 169.254.0.0/16 and fe80::/10, the cloud metadata addresses fd00:ec2::254 and 100.100.100.200, and the unspecified 0.0.0.0/8 and ::), which only a more specific --egress-allow-cidrs entry reopens")
 	fs.BoolVar(&serveCSRs, "serve-certificate-signing-requests", true, "serve Kubernetes CertificateSigningRequests whose signerName names a profile (clusterscepprofiles.scep.certificates.dev/<name>, scepprofiles.scep.certificates.dev/<namespace>.<name>); false needs no RBAC on CSRs, signers or SubjectAccessReviews")
 	zapOpts := zap.Options{}
@@ -140,6 +144,7 @@ func run(ctx context.Context, args []string) error {
 		ProfileCheckWorkers:      checkWorkers,
 		RequestTimeout:           requestTimeout,
 		Egress:                   egressPolicy,
+		CABundle:                 caBundles,
 
 		DisableCertificateSigningRequests: !serveCSRs,
 	}); err != nil {

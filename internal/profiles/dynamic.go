@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -120,8 +119,9 @@ func (r *Registry) CheckCredentialsSecret(ctx context.Context, p scepv1alpha1.Pr
 	return err
 }
 
-// A krb5.conf ConfigMap is read uncached, like Secrets, and only in the
-// profile's Secret namespace (the chart grants get there, beside Secrets).
+// A krb5.conf ConfigMap, and a CA bundle ConfigMap (spec.tls.caBundleConfigMapRef),
+// are read uncached, like Secrets, and only in the profile's Secret namespace
+// (the chart grants get there, beside Secrets).
 //
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get
 
@@ -131,25 +131,8 @@ func (r *Registry) krb5Conf(ctx context.Context, p scepv1alpha1.Profile, k *scep
 	if k == nil || k.Krb5ConfConfigMapRef == nil {
 		return "", nil
 	}
-	const field = "spec.challenge.dynamic.kerberos.krb5ConfConfigMapRef"
-	ref := k.Krb5ConfConfigMapRef
-	key := ref.Key
-	if key == "" {
-		key = "krb5.conf"
-	}
-	ns := r.SecretNamespace(p)
-	var cm corev1.ConfigMap
-	if err := r.Reader.Get(ctx, objectKey(ns, ref.Name), &cm); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", &SpecError{Field: field, Err: fmt.Errorf("ConfigMap %s/%s not found", ns, ref.Name)}
-		}
-		return "", fmt.Errorf("reading ConfigMap %s/%s: %w", ns, ref.Name, err)
-	}
-	v, ok := cm.Data[key]
-	if !ok || strings.TrimSpace(v) == "" {
-		return "", &SpecError{Field: field, Err: fmt.Errorf("ConfigMap %s/%s has no key %q, or it is empty", ns, ref.Name, key)}
-	}
-	return v, nil
+	b, err := r.readConfigMapKey(ctx, r.SecretNamespace(p), *k.Krb5ConfConfigMapRef, "krb5.conf", "spec.challenge.dynamic.kerberos.krb5ConfConfigMapRef")
+	return string(b), err
 }
 
 // dynamicClient builds the NDES admin page client for p from its spec and

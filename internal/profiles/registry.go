@@ -361,6 +361,10 @@ func (r *Registry) caBundle(ctx context.Context, p scepv1alpha1.Profile, tls *sc
 	case tls.CABundleSecretRef != nil:
 		b, err := r.ReadSecretKey(ctx, r.SecretNamespace(p), *tls.CABundleSecretRef, "ca.crt")
 		return b, field + ".caBundleSecretRef", err
+	case tls.CABundleConfigMapRef != nil:
+		f := field + ".caBundleConfigMapRef"
+		b, err := r.readConfigMapKey(ctx, r.SecretNamespace(p), *tls.CABundleConfigMapRef, "ca.crt", f)
+		return b, f, err
 	}
 	return nil, "", nil
 }

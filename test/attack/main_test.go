@@ -43,14 +43,20 @@ const (
 // connection that reaches it.
 const deniedCIDR = "127.0.0.2/32"
 
+// trustNamespace is where CA bundles go: the chart's caDistribution.namespace.
+const trustNamespace = "cert-manager"
+
 // operatorOptions are the manager flags the suite sets beyond the chart's:
-// the egress deny-list (--egress-deny-cidrs=deniedCIDR).
+// the egress deny-list (--egress-deny-cidrs=deniedCIDR), and what the
+// chart's caDistribution values pass as flags (the in-process operator
+// reads none).
 func operatorOptions(o *controllers.Options) {
 	p, err := egress.Parse("", deniedCIDR)
 	if err != nil {
 		panic(err)
 	}
 	o.Egress = p
+	o.CABundle = controllers.CABundleOptions{Namespace: trustNamespace, ClusterTrustBundles: true}
 }
 
 // world is the product running once for the package's tests.
@@ -122,6 +128,9 @@ func up(t *testing.T) *stack.Stack {
 				// The tenant's SCEPProfiles keep their Secrets in tenant.
 				"rbac.secretNamespaces={" + tenant + "}",
 				"rebuild.namespaces={" + tenant + "," + victim + "}",
+				// CA distribution as an admin would turn it on (trustNamespace).
+				"caDistribution.enabled=true",
+				"caDistribution.clusterTrustBundles=true",
 			},
 			OperatorLog:     &operatorLog,
 			OperatorOptions: operatorOptions,

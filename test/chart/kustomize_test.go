@@ -137,6 +137,7 @@ func TestKustomizeGrantsWhatTheChartGrants(t *testing.T) {
 		{"one Rebuild namespace", "config/overlays/rebuild-namespace", map[string]any{"rebuild": map[string]any{"namespaces": []any{"team-a"}}}},
 		{"one SCEPProfile namespace", "config/overlays/profile-namespace", map[string]any{"rbac": map[string]any{"secretNamespaces": []any{"team-a"}}}},
 		{"profile editors", "config/overlays/profile-editors", map[string]any{"aggregatedRoles": map[string]any{"edit": true}}},
+		{"CA distribution", "config/overlays/ca-bundle", map[string]any{"caDistribution": map[string]any{"enabled": true, "clusterTrustBundles": true}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			values := map[string]any{"leaderElection": map[string]any{"enabled": true}}

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -30,16 +29,11 @@ import (
 // TestNode runs the workload side on a real node (containerd and kubelet on
 // this machine): a pod mounts the Secret of a Certificate issued through a
 // SCEPProfile, reports what it reads, serves TLS with it, and picks up a
-// renewal while running. It is the only test that starts a node; machines
-// that cannot run one skip it, unless SCEP_NODE_E2E=required (CI).
+// renewal while running. Machines that cannot run a node skip it, unless
+// SCEP_NODE_E2E=required (CI); test/trustmanager starts one too.
 func TestNode(t *testing.T) {
 	root := envtest.RepoRoot(t)
-	if err := node.Unavailable(node.BinDir(root)); err != nil {
-		if os.Getenv(node.RequiredEnv) == "required" {
-			t.Fatalf("%s=required, but this machine cannot run a node: %v", node.RequiredEnv, err)
-		}
-		t.Skipf("no node on this machine: %v (%s=required makes this a failure)", err, node.RequiredEnv)
-	}
+	node.SkipIfUnavailable(t, root)
 	ctx := t.Context()
 	const ns = "node-e2e"
 
