@@ -29,7 +29,8 @@ import (
 // TestNode runs the workload side on a real node (containerd and kubelet on
 // this machine): a pod mounts the Secret of a Certificate issued through a
 // SCEPProfile, reports what it reads, serves TLS with it, and picks up a
-// renewal while running. Machines that cannot run a node skip it, unless
+// renewal (a RenewalReq signed with the certificate it holds) while
+// running. Machines that cannot run a node skip it, unless
 // SCEP_NODE_E2E=required (CI); test/trustmanager starts one too.
 func TestNode(t *testing.T) {
 	root := envtest.RepoRoot(t)
@@ -94,6 +95,9 @@ func TestNode(t *testing.T) {
 		Spec: scepv1alpha1.SCEPProfileSpec{AllowAnySubject: true, AllowAnySubjectAltNames: true,
 			URL:           srv.URL,
 			CAFingerprint: scep.FingerprintOf(srv.CA, crypto.SHA256).Hex(),
+			// The renewal below is a RenewalReq signed with the certificate
+			// the pod holds (MicroMDM announces Renewal).
+			RenewWithRenewalReq: true,
 		},
 	}
 	if err := c.Create(ctx, profile); err != nil {
@@ -175,6 +179,11 @@ func TestNode(t *testing.T) {
 			return fresh.SerialNumber.Cmp(issued.SerialNumber) != 0, "serial " + fresh.SerialNumber.Text(16)
 		})
 		t.Logf("Secret renewed %s after the renew request (serial %x -> %x)", time.Since(renewed).Round(time.Millisecond), issued.SerialNumber, fresh.SerialNumber)
+		// Counted at the server: the first enrollment a PKCSReq, the
+		// renewal a RenewalReq.
+		if pkcsReqs, renewals := srv.PKIMessages("PKCSReq"), srv.PKIMessages("RenewalReq"); pkcsReqs != 1 || renewals != 1 {
+			t.Errorf("MicroMDM saw %d PKCSReqs and %d RenewalReqs; want 1 and 1", pkcsReqs, renewals)
+		}
 
 		r := waitReport(t, n, ns, pod.Name, fresh.SerialNumber.Text(16))
 		t.Logf("the pod read the new certificate %s after the renew request", time.Since(renewed).Round(time.Millisecond))

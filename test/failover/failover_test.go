@@ -434,22 +434,39 @@ func TestLeaderHandover(t *testing.T) {
 
 	all := append(before, after...)
 	requests := requestsOf(t, all...)
+	// Exactly once is per CertificateRequest. On a loaded machine
+	// cert-manager has once made a second revision of a Certificate whose
+	// first was issued (seen as ha-after-02-2); that is its choice, and
+	// each revision must then be enrolled once, none failed.
 	if len(requests) != len(all) {
-		t.Errorf("%d CertificateRequests for %d Certificates", len(requests), len(all))
+		t.Logf("cert-manager made %d CertificateRequests for %d Certificates", len(requests), len(all))
 	}
-	txs := map[string]bool{}
+	perTx := map[string]int{}
 	pkcsReqs := 0
 	for _, r := range srv.PKIRequests() {
 		if r.MessageType == "PKCSReq" {
 			pkcsReqs++
-			txs[r.TransactionID] = true
+			perTx[r.TransactionID]++
 		}
 	}
-	if pkcsReqs != len(all) || len(txs) != len(all) {
-		t.Errorf("the server saw %d PKCSReqs in %d transactions for %d requests; want one each", pkcsReqs, len(txs), len(all))
+	for i := range requests {
+		cr := &requests[i]
+		if !issuedRequest(cr) {
+			t.Errorf("CertificateRequest %s is not issued: %+v", cr.Name, cr.Status.Conditions)
+		}
+		tx, err := signer.TransactionIDOf(cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := perTx[string(tx)]; n != 1 {
+			t.Errorf("CertificateRequest %s: %d PKCSReqs in its transaction %s; want 1", cr.Name, n, tx)
+		}
 	}
-	if got := len(srv.Issued()); got != len(all) {
-		t.Errorf("the server issued %d certificates for %d requests", got, len(all))
+	if pkcsReqs != len(requests) || len(perTx) != len(requests) {
+		t.Errorf("the server saw %d PKCSReqs in %d transactions for %d requests; want one each", pkcsReqs, len(perTx), len(requests))
+	}
+	if got := len(srv.Issued()); got != len(requests) {
+		t.Errorf("the server issued %d certificates for %d requests", got, len(requests))
 	}
 	issued := issuedSerials(srv)
 	for n, s := range serials {
@@ -462,4 +479,14 @@ func TestLeaderHandover(t *testing.T) {
 	if i, j := strings.Index(logs, "Successfully acquired lease"), strings.Index(logs, "certificate issued"); j >= 0 && j < i {
 		t.Errorf("%s issued before it led", next.Name)
 	}
+}
+
+// issuedRequest says whether cr is Ready with a certificate.
+func issuedRequest(cr *cmapi.CertificateRequest) bool {
+	for _, c := range cr.Status.Conditions {
+		if c.Type == cmapi.CertificateRequestConditionReady {
+			return c.Status == cmmeta.ConditionTrue && len(cr.Status.Certificate) > 0
+		}
+	}
+	return false
 }
