@@ -1,0 +1,60 @@
+package ndes
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"time"
+)
+
+// Kill stops the emulator as a crashed or recycled IIS worker process
+// stops: the listener closes and every connection, even one whose request
+// NDES is working on, is cut without an answer. Connections are then
+// refused until Restart. What NDES keeps in the CA's database survives:
+// the SCEP server's transactions (pending, issued, rejected), the issued
+// certificates, the CA and RA keys, the one-time passwords.
+func (s *Server) Kill() {
+	srv := s.listener()
+	srv.CloseClientConnections()
+	srv.Close()
+}
+
+// Restart serves again on the address (and, with TLS, the certificate) the
+// emulator had, after Kill, with everything Kill says survives: a request
+// left PENDING before the kill is answered by CertPoll afterwards, and an
+// approved one gets its certificate. It retries for a few seconds if the
+// port is not free yet.
+func (s *Server) Restart() error {
+	old := s.listener()
+	addr := old.Listener.Addr().String()
+	var l net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if l, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("ndes: listening on %s again: %w", addr, err)
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnContext: connContext}}
+	if old.TLS != nil {
+		srv.TLS = old.TLS.Clone()
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	s.mu.Lock()
+	s.HTTP = srv
+	s.mu.Unlock()
+	return nil
+}
+
+// listener is the httptest server now serving.
+func (s *Server) listener() *httptest.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.HTTP
+}
