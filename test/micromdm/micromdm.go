@@ -167,7 +167,47 @@ func New(dir string, opts Options, logger Logger) (*Server, error) {
 }
 
 // Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() { s.listener().Close() }
+
+// Kill stops the server as a killed process stops: the listener closes and
+// every connection, even one whose request is being served, is cut without
+// an answer. The file depot (CA, serial, issued certificates) stays, as it
+// does on disk; Restart serves from it again.
+func (s *Server) Kill() {
+	srv := s.listener()
+	srv.CloseClientConnections()
+	srv.Close()
+}
+
+// Restart serves again on the address the server had, after Kill, from
+// the same depot. It retries for a few seconds if the port is not free yet.
+func (s *Server) Restart() error {
+	addr := s.listener().Listener.Addr().String()
+	var l net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if l, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("micromdm: listening on %s again: %w", addr, err)
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}}
+	srv.Start()
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	return nil
+}
+
+// listener is the httptest server now serving.
+func (s *Server) listener() *httptest.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
 
 type discard struct{}
 

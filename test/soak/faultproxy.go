@@ -2,7 +2,9 @@ package soak
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -42,7 +44,9 @@ func (f Fault) String() string {
 // FaultProxy stands in front of a SCEP server on its own loopback port and
 // injects one Fault at a time. It counts the PKIOperation requests whose
 // answer was lost after the server had them (CutAfterSend), the only ones
-// that may legitimately make a server without CertPoll issue twice.
+// that may legitimately make a server without CertPoll issue twice, and
+// keeps every PKIOperation that reached the server (Exchanges), for the
+// accounting of servers that keep no transactions.
 type FaultProxy struct {
 	// URL is the proxied SCEP URL (same path as the server's).
 	URL string
@@ -57,6 +61,24 @@ type FaultProxy struct {
 	listener    net.Listener
 	srv         *http.Server
 	lostAnswers int
+	exchanges   []Exchange
+}
+
+// Exchange is one PKIOperation the proxy passed to the server.
+type Exchange struct {
+	// At is when the server's answer (or the failure to get one) came back.
+	At time.Time
+	// Request is the pkiMessage (DER) the client sent.
+	Request []byte
+	// Status is the server's HTTP status, 0 if it gave no answer (it was
+	// killed, or closed the connection).
+	Status int
+	// Response is the server's answer body.
+	Response []byte
+	// Delivered says whether the answer reached the client: false under
+	// CutAfterSend, when the server gave none, or when the client had
+	// gone (it timed out).
+	Delivered bool
 }
 
 // NewFaultProxy starts a healthy proxy for the SCEP URL target; the proxy
@@ -130,6 +152,13 @@ func (p *FaultProxy) LostAnswers() int {
 	return p.lostAnswers
 }
 
+// Exchanges returns every PKIOperation passed to the server so far.
+func (p *FaultProxy) Exchanges() []Exchange {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Exchange(nil), p.exchanges...)
+}
+
 // Close stops the proxy.
 func (p *FaultProxy) Close() {
 	p.mu.Lock()
@@ -150,16 +179,6 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ServerError:
 		http.Error(w, "injected fault: service unavailable", http.StatusServiceUnavailable)
 		return
-	case CutAfterSend:
-		rec := &recorder{header: http.Header{}}
-		p.proxy.ServeHTTP(rec, r)
-		if pki && rec.code == http.StatusOK {
-			p.mu.Lock()
-			p.lostAnswers++
-			p.mu.Unlock()
-		}
-		hijackClose(w)
-		return
 	case Slow:
 		t := time.NewTimer(latency)
 		select {
@@ -169,7 +188,53 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 	}
-	p.proxy.ServeHTTP(w, r)
+	if !pki {
+		p.proxy.ServeHTTP(w, r)
+		return
+	}
+	// A message the proxy cannot read is passed on all the same (and
+	// recorded empty): the server is the judge of what it was sent.
+	msg, _ := pkiMessageOf(r)
+	rec := &recorder{header: http.Header{}}
+	p.proxy.ServeHTTP(rec, r)
+	x := Exchange{Request: msg, Response: rec.body.Bytes()}
+	if rec.code != http.StatusBadGateway || rec.header.Get("Content-Type") != "" {
+		// ReverseProxy answers a bare 502 when the server gave nothing.
+		x.Status = rec.code
+	}
+	if fault == CutAfterSend {
+		if x.Status == http.StatusOK {
+			p.mu.Lock()
+			p.lostAnswers++
+			p.mu.Unlock()
+		}
+		hijackClose(w)
+	} else {
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		_, err := w.Write(rec.body.Bytes())
+		x.Delivered = err == nil && x.Status != 0 && r.Context().Err() == nil
+	}
+	x.At = time.Now()
+	p.mu.Lock()
+	p.exchanges = append(p.exchanges, x)
+	p.mu.Unlock()
+}
+
+// pkiMessageOf reads the pkiMessage of a PKIOperation (the POST body, which
+// it puts back for the server, or GET's base64 message parameter).
+func pkiMessageOf(r *http.Request) ([]byte, error) {
+	if r.Method != http.MethodPost {
+		return base64.StdEncoding.DecodeString(r.URL.Query().Get("message"))
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b, nil
 }
 
 // hijackClose closes the client's connection without an answer.
