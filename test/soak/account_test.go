@@ -191,10 +191,27 @@ func (h *harness) reportMemory() {
 		span := ss[len(ss)-1].at - ss[0].at
 		rssSlope := slope(ss, func(s sample) float64 { return float64(s.rssKiB) })
 		gSlope := slope(ss, func(s sample) float64 { return float64(s.goroutines) })
-		h.t.Logf("soak: manager %s over %s: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)",
-			n, span.Round(time.Second), ss[0].rssKiB, ss[len(ss)-1].rssKiB, rssSlope, ss[0].goroutines, ss[len(ss)-1].goroutines, gSlope)
+		settled := ""
+		// The first minutes are warm-up (caches fill, workers start): the
+		// slope after them is the one that says whether something leaks.
+		var late []sample
+		for _, x := range ss {
+			if x.at-ss[0].at >= warmUp {
+				late = append(late, x)
+			}
+		}
+		if len(late) >= 6 {
+			settled = fmt.Sprintf("; after the first %s: RSS %.0f KiB/min, goroutines %.2f/min over %s", warmUp,
+				slope(late, func(s sample) float64 { return float64(s.rssKiB) }), slope(late, func(s sample) float64 { return float64(s.goroutines) }),
+				(late[len(late)-1].at - late[0].at).Round(time.Second))
+		}
+		h.t.Logf("soak: manager %s over %s: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)%s",
+			n, span.Round(time.Second), ss[0].rssKiB, ss[len(ss)-1].rssKiB, rssSlope, ss[0].goroutines, ss[len(ss)-1].goroutines, gSlope, settled)
 	}
 }
+
+// warmUp is the start of a manager's life its settled slopes leave out.
+const warmUp = 2 * time.Minute
 
 // slope is the least-squares slope of v over time, per minute.
 func slope(ss []sample, v func(sample) float64) float64 {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -100,6 +101,8 @@ func NewFaultProxy(target string, transport http.RoundTripper) (*FaultProxy, err
 			r.SetURL(backend) // and the Host header: the backend's name, for TLS
 		},
 		Transport: transport,
+		// A server down is a fault the soak injects, not news.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	p.URL = "http://" + p.addr + u.Path
 	if u.RawQuery != "" {
