@@ -31,6 +31,8 @@ import (
 	"github.com/micromdm/scep/v2/depot/file"
 	scepserver "github.com/micromdm/scep/v2/server"
 	"github.com/smallstep/pkcs7"
+
+	testscep "github.com/scep-operator/scep-operator/test/scepserver"
 )
 
 // Options mirror the scepserver command-line flags that matter to a client.
@@ -180,19 +182,11 @@ func (s *Server) Kill() {
 }
 
 // Restart serves again on the address the server had, after Kill, from
-// the same depot. It retries for a few seconds if the port is not free yet.
+// the same depot.
 func (s *Server) Restart() error {
-	addr := s.listener().Listener.Addr().String()
-	var l net.Listener
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if l, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	l, err := testscep.ListenAgain(s.listener().Listener.Addr().String())
 	if err != nil {
-		return fmt.Errorf("micromdm: listening on %s again: %w", addr, err)
+		return fmt.Errorf("micromdm: %w", err)
 	}
 	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}}
 	srv.Start()

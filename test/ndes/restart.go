@@ -2,10 +2,10 @@ package ndes
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"time"
+
+	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
 // Kill stops the emulator as a crashed or recycled IIS worker process
@@ -23,21 +23,12 @@ func (s *Server) Kill() {
 // Restart serves again on the address (and, with TLS, the certificate) the
 // emulator had, after Kill, with everything Kill says survives: a request
 // left PENDING before the kill is answered by CertPoll afterwards, and an
-// approved one gets its certificate. It retries for a few seconds if the
-// port is not free yet.
+// approved one gets its certificate.
 func (s *Server) Restart() error {
 	old := s.listener()
-	addr := old.Listener.Addr().String()
-	var l net.Listener
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if l, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	l, err := scepserver.ListenAgain(old.Listener.Addr().String())
 	if err != nil {
-		return fmt.Errorf("ndes: listening on %s again: %w", addr, err)
+		return fmt.Errorf("ndes: %w", err)
 	}
 	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnContext: connContext}}
 	if old.TLS != nil {

@@ -3,7 +3,6 @@ package soak
 import (
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
 // Fault is what a FaultProxy does to the requests it passes.
@@ -129,17 +130,9 @@ func (p *FaultProxy) Set(f Fault) error {
 		_ = p.srv.Close()
 	}
 	if p.fault == Down {
-		var l net.Listener
-		var err error
-		// The port was ours a moment ago; another process rarely takes it.
-		for i := 0; i < 50; i++ {
-			if l, err = net.Listen("tcp", p.addr); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		l, err := scepserver.ListenAgain(p.addr)
 		if err != nil {
-			return fmt.Errorf("reopening %s: %w", p.addr, err)
+			return err
 		}
 		p.serve(l)
 	}
