@@ -175,21 +175,15 @@ func (s *Server) Close() { s.listener().Close() }
 // every connection, even one whose request is being served, is cut without
 // an answer. The file depot (CA, serial, issued certificates) stays, as it
 // does on disk; Restart serves from it again.
-func (s *Server) Kill() {
-	srv := s.listener()
-	srv.CloseClientConnections()
-	srv.Close()
-}
+func (s *Server) Kill() { testscep.Kill(s.listener()) }
 
 // Restart serves again on the address the server had, after Kill, from
 // the same depot.
 func (s *Server) Restart() error {
-	l, err := testscep.ListenAgain(s.listener().Listener.Addr().String())
+	srv, err := testscep.ServeAgain(s.listener(), &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second})
 	if err != nil {
 		return fmt.Errorf("micromdm: %w", err)
 	}
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}}
-	srv.Start()
 	s.mu.Lock()
 	s.srv = srv
 	s.mu.Unlock()

@@ -14,28 +14,16 @@ import (
 // refused until Restart. What NDES keeps in the CA's database survives:
 // the SCEP server's transactions (pending, issued, rejected), the issued
 // certificates, the CA and RA keys, the one-time passwords.
-func (s *Server) Kill() {
-	srv := s.listener()
-	srv.CloseClientConnections()
-	srv.Close()
-}
+func (s *Server) Kill() { scepserver.Kill(s.listener()) }
 
 // Restart serves again on the address (and, with TLS, the certificate) the
 // emulator had, after Kill, with everything Kill says survives: a request
 // left PENDING before the kill is answered by CertPoll afterwards, and an
 // approved one gets its certificate.
 func (s *Server) Restart() error {
-	old := s.listener()
-	l, err := scepserver.ListenAgain(old.Listener.Addr().String())
+	srv, err := scepserver.ServeAgain(s.listener(), &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnContext: connContext})
 	if err != nil {
 		return fmt.Errorf("ndes: %w", err)
-	}
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnContext: connContext}}
-	if old.TLS != nil {
-		srv.TLS = old.TLS.Clone()
-		srv.StartTLS()
-	} else {
-		srv.Start()
 	}
 	s.mu.Lock()
 	s.HTTP = srv

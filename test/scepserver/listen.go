@@ -3,6 +3,8 @@ package scepserver
 import (
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"time"
 )
 
@@ -22,4 +24,29 @@ func ListenAgain(addr string) (net.Listener, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ServeAgain starts a new httptest server with config where old served
+// (ListenAgain on its address; with TLS if old had it, with the same
+// certificates), after old was closed: a killed server restarted.
+func ServeAgain(old *httptest.Server, config *http.Server) (*httptest.Server, error) {
+	l, err := ListenAgain(old.Listener.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	srv := &httptest.Server{Listener: l, Config: config}
+	if old.TLS == nil {
+		srv.Start()
+		return srv, nil
+	}
+	srv.TLS = old.TLS.Clone()
+	srv.StartTLS()
+	return srv, nil
+}
+
+// Kill closes srv as a killed process would: every connection is cut,
+// even one whose request is being served, then the listener.
+func Kill(srv *httptest.Server) {
+	srv.CloseClientConnections()
+	srv.Close()
 }
