@@ -30,6 +30,8 @@ import (
 type sample struct {
 	process    string // name#start
 	at         time.Duration
+	age        time.Duration // since the process started
+	leader     bool          // it had acquired the Lease
 	rssKiB     int
 	goroutines int
 }
@@ -54,7 +56,10 @@ func (h *harness) sample(ctx context.Context) {
 				continue
 			}
 			h.mu.Lock()
-			h.samples = append(h.samples, sample{process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), rssKiB: rss, goroutines: g})
+			h.samples = append(h.samples, sample{
+				process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), age: time.Since(slot.startedAt),
+				leader: strings.Contains(slot.proc.Logs(), "Successfully acquired lease"), rssKiB: rss, goroutines: g,
+			})
 			h.mu.Unlock()
 		}
 	}
@@ -169,8 +174,12 @@ func (h *harness) account(ctx context.Context) {
 	h.reportMemory()
 }
 
-// reportMemory gives, for the longest-lived manager process, its RSS and
-// goroutines at start and end and their slopes.
+// reportMemory reports the managers' RSS and goroutines. The leader exits
+// whenever kube-apiserver is away longer than its renew deadline, so few
+// processes live long: each one that lived longLived gets its slopes (over
+// its life and after warmUp); and every process that led gets one point,
+// its first reading as leader at ageMark of age or more, whose slope over the run says
+// whether what a new leader needs grows as the soak goes on.
 func (h *harness) reportMemory() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -183,34 +192,54 @@ func (h *harness) reportMemory() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	rss := func(s sample) float64 { return float64(s.rssKiB) }
+	gor := func(s sample) float64 { return float64(s.goroutines) }
+	var atAge []sample
+	short := 0
 	for _, n := range names {
 		ss := byProcess[n]
-		if len(ss) < 6 {
-			continue
+		for _, x := range ss {
+			if x.leader && x.age >= ageMark {
+				atAge = append(atAge, x)
+				break
+			}
 		}
 		span := ss[len(ss)-1].at - ss[0].at
-		rssSlope := slope(ss, func(s sample) float64 { return float64(s.rssKiB) })
-		gSlope := slope(ss, func(s sample) float64 { return float64(s.goroutines) })
+		if span < longLived {
+			short++
+			continue
+		}
 		settled := ""
-		// The first minutes are warm-up (caches fill, workers start): the
-		// slope after them is the one that says whether something leaks.
 		var late []sample
 		for _, x := range ss {
-			if x.at-ss[0].at >= warmUp {
+			if x.age >= warmUp {
 				late = append(late, x)
 			}
 		}
 		if len(late) >= 6 {
-			settled = fmt.Sprintf("; after the first %s: RSS %.0f KiB/min, goroutines %.2f/min over %s", warmUp,
-				slope(late, func(s sample) float64 { return float64(s.rssKiB) }), slope(late, func(s sample) float64 { return float64(s.goroutines) }),
-				(late[len(late)-1].at - late[0].at).Round(time.Second))
+			settled = fmt.Sprintf("; after its first %s: RSS %.0f KiB/min, goroutines %.2f/min", warmUp, slope(late, rss), slope(late, gor))
 		}
-		h.t.Logf("soak: manager %s over %s: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)%s",
-			n, span.Round(time.Second), ss[0].rssKiB, ss[len(ss)-1].rssKiB, rssSlope, ss[0].goroutines, ss[len(ss)-1].goroutines, gSlope, settled)
+		h.t.Logf("soak: manager %s over %s (leader at the end: %v): RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)%s",
+			n, span.Round(time.Second), ss[len(ss)-1].leader, ss[0].rssKiB, ss[len(ss)-1].rssKiB, slope(ss, rss), ss[0].goroutines, ss[len(ss)-1].goroutines, slope(ss, gor), settled)
+	}
+	h.t.Logf("soak: %d of %d manager processes lived less than %s", short, len(names), longLived)
+	if len(atAge) >= 3 {
+		sort.Slice(atAge, func(i, j int) bool { return atAge[i].at < atAge[j].at })
+		first, last := atAge[0], atAge[len(atAge)-1]
+		h.t.Logf("soak: %d leaders at %s of age, from %s to %s into the run: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.2f/min)",
+			len(atAge), ageMark, first.at.Round(time.Second), last.at.Round(time.Second), first.rssKiB, last.rssKiB, slope(atAge, rss), first.goroutines, last.goroutines, slope(atAge, gor))
 	}
 }
 
-// warmUp is the start of a manager's life its settled slopes leave out.
+// longLived is how long a manager must have lived for its own slopes.
+const longLived = 4 * time.Minute
+
+// ageMark is the age at which every leader is read once: most leaders live
+// a few minutes (the soak stops kube-apiserver every minute or two).
+const ageMark = time.Minute
+
+// warmUp is the start of a manager's life (caches fill, workers start)
+// that its settled slopes leave out.
 const warmUp = 2 * time.Minute
 
 // slope is the least-squares slope of v over time, per minute.
