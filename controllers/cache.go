@@ -12,8 +12,7 @@ import (
 // CacheOptions keep the manager's memory proportional to the requests it
 // serves, not to all CertificateRequests of the cluster: managedFields are
 // dropped from every cached object, and requests for other issuers keep only
-// what routing needs (metadata, issuerRef, conditions), not their CSR and
-// certificates.
+// their identity and issuerRef (TrimForeignRequest).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -32,8 +31,13 @@ func ClientOptions() client.Options {
 	}}
 }
 
-// TrimForeignRequest is a cache transform: it empties the bulky fields of
-// CertificateRequests addressed to other issuers.
+// TrimForeignRequest is a cache transform: of a CertificateRequest addressed
+// to another issuer it keeps only what identifies it and its issuerRef,
+// which is all the request controller reads before it ignores the request
+// (issuer-lib's predicates route by issuerRef). Its CSR, certificates,
+// annotations, labels, owners, conditions and the rest of its spec are
+// dropped: with many such requests in a cluster they were most of the
+// operator's memory.
 func TrimForeignRequest(obj any) (any, error) {
 	cr, ok := obj.(*cmapi.CertificateRequest)
 	if !ok {
@@ -43,9 +47,10 @@ func TrimForeignRequest(obj any) (any, error) {
 	if cr.Spec.IssuerRef.Group == scepv1alpha1.GroupVersion.Group {
 		return cr, nil
 	}
-	cr.Spec.Request = nil
-	cr.Status.Certificate = nil
-	cr.Status.CA = nil
-	cr.Annotations = nil
-	return cr, nil
+	trimmed := &cmapi.CertificateRequest{TypeMeta: cr.TypeMeta}
+	trimmed.Namespace, trimmed.Name, trimmed.UID = cr.Namespace, cr.Name, cr.UID
+	trimmed.ResourceVersion, trimmed.Generation = cr.ResourceVersion, cr.Generation
+	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = cr.CreationTimestamp, cr.DeletionTimestamp
+	trimmed.Spec.IssuerRef = cr.Spec.IssuerRef
+	return trimmed, nil
 }

@@ -5,17 +5,21 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 )
 
 func TestTrimForeignRequest(t *testing.T) {
 	mk := func(group string) *cmapi.CertificateRequest {
 		return &cmapi.CertificateRequest{
-			ObjectMeta: metav1.ObjectMeta{Name: "x", Annotations: map[string]string{"a": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}},
-			Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: group}, Request: []byte("csr")},
-			Status:     cmapi.CertificateRequestStatus{Certificate: []byte("crt"), CA: []byte("ca")},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x", UID: "uid", ResourceVersion: "7", Annotations: map[string]string{"a": "b"}, Labels: map[string]string{"l": "v"},
+				OwnerReferences: []metav1.OwnerReference{{Name: "owner"}}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}},
+			Spec: cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: group, Kind: "K", Name: "issuer"}, Request: []byte("csr"), Username: "alice", Usages: []cmapi.KeyUsage{cmapi.UsageDigitalSignature}},
+			Status: cmapi.CertificateRequestStatus{Certificate: []byte("crt"), CA: []byte("ca"),
+				Conditions: []cmapi.CertificateRequestCondition{{Type: cmapi.CertificateRequestConditionReady, Status: cmmeta.ConditionTrue}}},
 		}
 	}
 	ours, _ := controllers.TrimForeignRequest(mk("scep.certificates.dev"))
@@ -25,7 +29,23 @@ func TestTrimForeignRequest(t *testing.T) {
 	}
 	foreign, _ := controllers.TrimForeignRequest(mk("cert-manager.io"))
 	f := foreign.(*cmapi.CertificateRequest)
-	if f.Spec.Request != nil || f.Status.Certificate != nil || f.Status.CA != nil || f.Annotations != nil || f.ManagedFields != nil || f.Spec.IssuerRef.Group != "cert-manager.io" {
-		t.Errorf("a foreign request kept its bulk: %+v", f)
+	want := &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x", UID: "uid", ResourceVersion: "7"},
+		Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "K", Name: "issuer"}},
+	}
+	if !equality.Semantic.DeepEqual(f, want) {
+		t.Errorf("a foreign request kept more than its identity and issuerRef: %+v", f)
+	}
+}
+
+func TestForOurIssuers(t *testing.T) {
+	for group, want := range map[string]bool{"scep.certificates.dev": true, "cert-manager.io": false, "": false, "scep.certificates.dev.evil": false} {
+		cr := &cmapi.CertificateRequest{Spec: cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: group}}}
+		if got := controllers.ForOurIssuers(cr); got != want {
+			t.Errorf("issuerRef group %q: %v, want %v", group, got, want)
+		}
+	}
+	if !controllers.ForOurIssuers(&scepv1alpha1.SCEPProfile{}) {
+		t.Error("a profile event was filtered out")
 	}
 }

@@ -205,7 +205,7 @@ func TestFaultMatrix(t *testing.T) {
 		}
 	}
 	for _, fc := range cases {
-		waitProfile(t, fc.p, metav1.ConditionTrue, 30*time.Second)
+		waitProfile(t, fc.p, metav1.ConditionTrue, 2*time.Minute) // a dozen profiles checked at once on a loaded machine
 		if fc.afterReady != nil {
 			fc.afterReady(t, fc)
 		}

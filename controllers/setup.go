@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -177,13 +178,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 			// issuer-lib's CombinedController fills this in; used alone, the
 			// request controller needs it set.
 			Clock: clock.RealClock{},
-			// The signer's own writes of transaction state need no reconcile.
+			// The signer's own writes of transaction state need no reconcile,
+			// nor do requests for other issuers.
 			PreSetupWithManager: func(_ context.Context, _ schema.GroupVersionKind, _ ctrl.Manager, b *builder.Builder) error {
 				b.WithEventFilter(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 					before, _ := e.ObjectOld.(*cmapi.CertificateRequest)
 					after, _ := e.ObjectNew.(*cmapi.CertificateRequest)
 					return !signer.OnlyStateChanged(before, after)
 				}})
+				b.WithEventFilter(predicate.NewPredicateFuncs(ForOurIssuers))
 				return nil
 			},
 		},
@@ -195,6 +198,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*signer.Signer,
 		return nil, err
 	}
 	return sg, nil
+}
+
+// ForOurIssuers is false for a CertificateRequest addressed to another
+// issuer (true for any other object). issuer-lib's request controller
+// watches every CertificateRequest of the cluster and ignores the others
+// only once it reconciles them: with many requests for other issuers, each
+// start queued and reconciled every one of them (10,000 requests: 10,000
+// reconciles, their queue entries and log lines), and every update of one
+// came back. Its issuerRef group says at once whether it is ours; it cannot
+// change (cert-manager makes the spec immutable).
+func ForOurIssuers(o client.Object) bool {
+	cr, ok := o.(*cmapi.CertificateRequest)
+	return !ok || cr.Spec.IssuerRef.Group == scepv1alpha1.GroupVersion.Group
 }
 
 // leadingSince tells the signer when this process started to lead. A

@@ -123,10 +123,24 @@ func apiServer(t *testing.T) *envtest.Env {
 var nsCounter int
 
 // namespace makes a fresh namespace for a test.
+//
+// The test's SCEPProfiles are deleted when it ends. envtest runs no
+// namespace controller, so they would otherwise outlive the test, and every
+// later test's manager would go on checking them: against a test server
+// that is gone, or, once the kernel hands its port to a later test's
+// server, against that one, which then counts requests that test never
+// caused.
 func namespace(t *testing.T) string {
 	t.Helper()
 	nsCounter++
-	return apiServer(t).Namespace(t, fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000))
+	e := apiServer(t)
+	ns := e.Namespace(t, fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000))
+	t.Cleanup(func() {
+		if err := e.Client.DeleteAllOf(context.Background(), &scepv1alpha1.SCEPProfile{}, client.InNamespace(ns)); err != nil {
+			t.Logf("deleting the SCEPProfiles of %s: %v", ns, err)
+		}
+	})
+	return ns
 }
 
 // manager runs the operator's controllers against the shared API server

@@ -142,6 +142,9 @@ func run(ctx context.Context, args []string) error {
 	}); err != nil {
 		return fmt.Errorf("setting up the controllers: %w", err)
 	}
+	if err := mgr.Add(startupMemory{cache: mgr.GetCache()}); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}

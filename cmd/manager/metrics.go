@@ -6,8 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/scep-operator/scep-operator/internal/metricsauth"
 )
 
 // The names of a kubernetes.io/tls Secret's keys, as files of a mounted
@@ -36,7 +37,7 @@ func metricsOptions(addr string, secure bool, certPath string) (metricsserver.Op
 		return opts, nil
 	}
 	opts.SecureServing = true
-	opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	opts.FilterProvider = metricsauth.WithAuthenticationAndAuthorization
 	// HTTP/2 off, as in kubebuilder's scaffold: it is not needed for a
 	// scrape, and it has been the way into HTTP/2 stream-reset and
 	// CONTINUATION flood vulnerabilities.

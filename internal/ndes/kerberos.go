@@ -111,7 +111,7 @@ func newKerberosLogin(cfg Config, host string, policy *egress.Policy) (*kerberos
 		}
 		conf.Realms = setRealmKDCs(conf.Realms, l.realm, kdcs)
 	}
-	if err := checkKDCs(context.Background(), conf, policy, false); err != nil {
+	if err := checkKDCs(conf, policy); err != nil {
 		return nil, err
 	}
 	if _, kdcs, err := conf.GetKDCs(l.realm, true); err != nil || len(kdcs) == 0 {
@@ -183,47 +183,80 @@ func setRealmKDCs(realms []config.Realm, realm string, kdcs []string) []config.R
 }
 
 // checkKDCs refuses a configuration naming a KDC the egress policy refuses.
-// gokrb5 dials KDCs itself, past the policy's dialer, so with resolve names
-// are resolved here and every address checked; a name that resolves
-// elsewhere by the time gokrb5 dials it escapes this check (docs/ndes.md
-// says so).
-func checkKDCs(ctx context.Context, conf *config.Config, policy *egress.Policy, resolve bool) error {
+// KDCs given as names are checked by name here (deny-listed names); their
+// addresses are checked by resolvedKDCs before each login.
+func checkKDCs(conf *config.Config, policy *egress.Policy) error {
 	for _, r := range conf.Realms {
 		for _, kdc := range r.KDC {
-			host, _, err := net.SplitHostPort(kdc)
-			if err != nil {
-				host = kdc
-			}
-			if err := policy.CheckHost(host); err != nil {
+			if err := policy.CheckHost(kdcHost(kdc)); err != nil {
 				return fmt.Errorf("KDC %s of realm %s: %w", kdc, r.Realm, err)
-			}
-			if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil || !resolve {
-				continue
-			}
-			addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-			if err != nil {
-				continue // unreachable now; the exchange says so
-			}
-			for _, a := range addrs {
-				if err := policy.Check(a.Unmap()); err != nil {
-					return fmt.Errorf("KDC %s of realm %s: %w", kdc, r.Realm, err)
-				}
 			}
 		}
 	}
 	return nil
 }
 
+// kdcHost is the host part of a KDC entry (host or host:port).
+func kdcHost(kdc string) string {
+	host, _, err := net.SplitHostPort(kdc)
+	if err != nil {
+		host = kdc
+	}
+	return strings.Trim(host, "[]")
+}
+
+// resolvedKDCs returns a copy of conf whose KDC names are replaced by the
+// addresses they resolve to now, each checked against policy. gokrb5 dials
+// KDCs itself, past the policy's dialer; handing it addresses rather than
+// names means it dials exactly what was checked, so a name that resolves to
+// a refused address after the check (DNS rebinding) cannot reach it. A name
+// that does not resolve is left as it is: the login then says no KDC
+// answered.
+func resolvedKDCs(ctx context.Context, conf *config.Config, policy *egress.Policy) (*config.Config, error) {
+	if err := checkKDCs(conf, policy); err != nil {
+		return nil, err
+	}
+	out := *conf
+	out.Realms = make([]config.Realm, len(conf.Realms))
+	for i, r := range conf.Realms {
+		r.KDC = nil
+		for _, kdc := range conf.Realms[i].KDC {
+			host := kdcHost(kdc)
+			if _, err := netip.ParseAddr(host); err == nil {
+				r.KDC = append(r.KDC, kdc)
+				continue
+			}
+			port := "88"
+			if _, p, err := net.SplitHostPort(kdc); err == nil {
+				port = p
+			}
+			addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if err != nil {
+				r.KDC = append(r.KDC, kdc) // unreachable now; the exchange says so
+				continue
+			}
+			for _, a := range addrs {
+				if err := policy.Check(a.Unmap()); err != nil {
+					return nil, fmt.Errorf("KDC %s of realm %s: %w", kdc, r.Realm, err)
+				}
+				r.KDC = append(r.KDC, net.JoinHostPort(a.Unmap().String(), port))
+			}
+		}
+		out.Realms[i] = r
+	}
+	return &out, nil
+}
+
 // newClient returns a gokrb5 client for the login. It is made per fetch,
 // like the NTLM handshake: a ticket is two KDC round trips, and a changed
 // password or keytab takes effect on the next fetch.
-func (l *kerberosLogin) newClient() *client.Client {
+func (l *kerberosLogin) newClient(conf *config.Config) *client.Client {
 	// FAST is off: gokrb5 does not implement it, and AD does not ask for
 	// it unless armoring is required (then Kerberos from here cannot work).
 	if l.keytab != nil {
-		return client.NewWithKeytab(l.user, l.realm, l.keytab, l.conf, client.DisablePAFXFAST(true))
+		return client.NewWithKeytab(l.user, l.realm, l.keytab, conf, client.DisablePAFXFAST(true))
 	}
-	return client.NewWithPassword(l.user, l.realm, l.password, l.conf, client.DisablePAFXFAST(true))
+	return client.NewWithPassword(l.user, l.realm, l.password, conf, client.DisablePAFXFAST(true))
 }
 
 // principal is the client principal as the KDC sees it.

@@ -83,10 +83,11 @@ func (n negotiateTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // token logs in, asks for a ticket to the admin page's SPN and wraps it as
 // a SPNEGO NegTokenInit, channel-bound to cs's server certificate.
 func (n negotiateTransport) token(req *http.Request, cs *tls.ConnectionState) (string, error) {
-	if err := checkKDCs(req.Context(), n.login.conf, n.policy, true); err != nil {
+	conf, err := resolvedKDCs(req.Context(), n.login.conf, n.policy)
+	if err != nil {
 		return "", err
 	}
-	cl := n.login.newClient()
+	cl := n.login.newClient(conf)
 	// Destroy stops the session-renewal goroutine gokrb5 starts at login.
 	defer cl.Destroy()
 	if err := cl.Login(); err != nil {

@@ -120,26 +120,22 @@ func (r *CertRep) IssuedBy() string {
 // embedded returns the certificates the reply itself carries.
 func (r *CertRep) embedded() []*x509.Certificate { return r.p7.Certificates }
 
-// VerifySignature checks that one of trusted (the GetCACert certificates) or a
-// certificate the reply carries that one of them issued, signed the reply.
+// VerifySignature checks that one of trusted (the GetCACert certificates:
+// the CA and its RA certificates, after pinning) signed the reply.
+//
+// A certificate the reply carries counts only when it is one of trusted.
+// Accepting any certificate a trusted CA issued would let whoever holds one
+// (any workload this CA enrolled, a tenant among them) sign CertReps, and
+// with a network position answer PENDING or FAILURE for anybody's
+// transaction, or replay a SUCCESS. RFC 8894 section 3.3.2: the reply is
+// signed by the CA or an RA, and the client learns both from GetCACert.
 func (r *CertRep) VerifySignature(trusted []*x509.Certificate) (err error) {
 	defer func() {
 		if rec := recover(); rec != nil {
 			err = fmt.Errorf("malformed pkiMessage signature: %v", rec)
 		}
 	}()
-	candidates := append([]*x509.Certificate(nil), trusted...)
-	for _, e := range r.embedded() {
-		for _, t := range trusted {
-			if bytes.Equal(e.Raw, t.Raw) {
-				break
-			}
-			if e.CheckSignatureFrom(t) == nil {
-				candidates = append(candidates, e)
-				break
-			}
-		}
-	}
+	candidates := trusted
 	saved := r.p7.Certificates
 	defer func() { r.p7.Certificates = saved }()
 	var lastErr error

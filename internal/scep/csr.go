@@ -56,9 +56,7 @@ func TemplateFromCSR(csr *x509.CertificateRequest) CSRTemplate {
 
 // NewCSR builds a DER PKCS#10 request signed by key.
 func NewCSR(t CSRTemplate, key crypto.Signer) ([]byte, error) {
-	req := x509util.CertificateRequest{ChallengePassword: t.ChallengePassword}
-	req.Subject = t.Subject
-	req.RawSubject = t.RawSubject
+	req := x509.CertificateRequest{Subject: t.Subject, RawSubject: t.RawSubject}
 	var haveSAN, haveKU bool
 	for _, e := range t.Extensions {
 		haveSAN = haveSAN || e.Id.Equal(oidExtSubjectAltName)
@@ -80,7 +78,19 @@ func NewCSR(t CSRTemplate, key crypto.Signer) ([]byte, error) {
 		}
 		req.ExtraExtensions = append(req.ExtraExtensions, ext)
 	}
-	der, err := x509util.CreateCertificateRequest(rand.Reader, &req, key)
+	var der []byte
+	var err error
+	if t.ChallengePassword == "" {
+		der, err = x509.CreateCertificateRequest(rand.Reader, &req, key)
+	} else {
+		subject := req.RawSubject
+		if len(subject) == 0 {
+			if subject, err = asn1.Marshal(req.Subject.ToRDNSequence()); err != nil {
+				return nil, fmt.Errorf("encoding the subject: %w", err)
+			}
+		}
+		der, err = createCSRWithChallenge(subject, req.ExtraExtensions, t.ChallengePassword, key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the certificate request: %w", err)
 	}

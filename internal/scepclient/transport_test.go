@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -99,8 +100,16 @@ func TestNoServerTextInErrors(t *testing.T) {
 			if err != nil {
 				return
 			}
+			// Like sshd: the banner at once, then the connection stays
+			// open (until the client gives up on it). Closing it at once
+			// raced with the client still writing its request, which then
+			// failed with a reset instead of reading the banner.
 			fmt.Fprintf(conn, "SSH-2.0-OpenSSH_9.6 %s\r\n", marker)
-			conn.Close()
+			go func() {
+				defer conn.Close()
+				_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+				_, _ = io.Copy(io.Discard, conn)
+			}()
 		}
 	}()
 	pkiCaps := scep.NewCapabilities(scep.CapPOSTPKIOperation)

@@ -1,0 +1,48 @@
+package scep
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"testing"
+)
+
+// TestReplySignedByAnIssuedCertificateRefused: a CertRep counts only when
+// the CA or an RA from GetCACert signed it. A certificate the same CA issued
+// to a workload (which a tenant holds, with its key) must not be able to
+// answer for the server, even when the reply carries that certificate.
+func TestReplySignedByAnIssuedCertificateRefused(t *testing.T) {
+	caKey := testKey(t, 0)
+	ca := testCert(t, caKey, "CA", true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, nil, nil)
+	workloadKey := testKey(t, 2)
+	workload := testCert(t, workloadKey, "tenant workload", false, x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, ca, caKey)
+
+	key := testKey(t, 1)
+	csr, err := NewCSR(CSRTemplate{DNSNames: []string{"victim.example"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := NewSelfSignedSigner(key, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := NewPKCSReq(csr, MessageOptions{Signer: self, Recipient: ca, Algorithms: Algorithms{Cipher: CipherAES256CBC, Digest: crypto.SHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, status := range []PKIStatus{StatusPending, StatusFailure} {
+		forged := hostileReply(t, msg, &Signer{Certificate: workload, Key: workloadKey}, string(msg.TransactionID), string(status), "2", "")
+		_, err := msg.ReadReply(forged, []*x509.Certificate{ca})
+		var re *ReplyError
+		if !errors.As(err, &re) || re.Reason != "BadSignature" {
+			t.Errorf("%s signed by a workload certificate the CA issued: ReadReply = %v, want a BadSignature ReplyError", status, err)
+		}
+	}
+
+	// The same reply signed by the CA is the server's.
+	genuine := hostileReply(t, msg, &Signer{Certificate: ca, Key: caKey}, string(msg.TransactionID), string(StatusPending), "", "")
+	if rep, err := msg.ReadReply(genuine, []*x509.Certificate{ca}); err != nil || rep.Status != StatusPending {
+		t.Fatalf("PENDING signed by the CA: %v", err)
+	}
+}
