@@ -109,6 +109,10 @@ soak: envtest step-ca helm ## The chaos soak: load plus random kills, API server
 	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
 		$(GO) test -tags soak ./test/soak/ -run TestSoak -count=1 -v -timeout 3h -args -soak.duration=$(SOAK_DURATION) -soak.seed=$(SOAK_SEED)
 
+.PHONY: test-upgrade
+test-upgrade: envtest helm ## Replace the operator while a request is PENDING, by the build before the last transaction format change and back (test/upgrade; part of make test).
+	KUBEBUILDER_ASSETS=$(BIN) HELM_BIN=$(BIN)/helm $(GO) test ./test/upgrade/ -count=1 -v -timeout 10m
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the workers).
 	@failed=; for pkg in $$($(GO) list ./...); do \

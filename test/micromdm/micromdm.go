@@ -31,6 +31,8 @@ import (
 	"github.com/micromdm/scep/v2/depot/file"
 	scepserver "github.com/micromdm/scep/v2/server"
 	"github.com/smallstep/pkcs7"
+
+	testscep "github.com/scep-operator/scep-operator/test/scepserver"
 )
 
 // Options mirror the scepserver command-line flags that matter to a client.
@@ -167,7 +169,33 @@ func New(dir string, opts Options, logger Logger) (*Server, error) {
 }
 
 // Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() { s.listener().Close() }
+
+// Kill stops the server as a killed process stops: the listener closes and
+// every connection, even one whose request is being served, is cut without
+// an answer. The file depot (CA, serial, issued certificates) stays, as it
+// does on disk; Restart serves from it again.
+func (s *Server) Kill() { testscep.Kill(s.listener()) }
+
+// Restart serves again on the address the server had, after Kill, from
+// the same depot.
+func (s *Server) Restart() error {
+	srv, err := testscep.ServeAgain(s.listener(), &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second})
+	if err != nil {
+		return fmt.Errorf("micromdm: %w", err)
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	return nil
+}
+
+// listener is the httptest server now serving.
+func (s *Server) listener() *httptest.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
 
 type discard struct{}
 

@@ -436,8 +436,9 @@ func Start(t testing.TB, opts Options) *Server {
 	} else {
 		srv.Start()
 	}
-	t.Cleanup(srv.Close)
 	s.HTTP = srv
+	// Restart may replace HTTP: close whichever listener serves at the end.
+	t.Cleanup(func() { s.listener().Close() })
 	s.URL = srv.URL + "/certsrv/mscep/mscep.dll"
 	s.AdminURL = srv.URL + "/certsrv/mscep_admin/"
 	scep.URL = s.URL

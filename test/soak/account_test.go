@@ -30,6 +30,8 @@ import (
 type sample struct {
 	process    string // name#start
 	at         time.Duration
+	age        time.Duration // since the process started
+	leader     bool          // it had acquired the Lease
 	rssKiB     int
 	goroutines int
 }
@@ -54,7 +56,10 @@ func (h *harness) sample(ctx context.Context) {
 				continue
 			}
 			h.mu.Lock()
-			h.samples = append(h.samples, sample{process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), rssKiB: rss, goroutines: g})
+			h.samples = append(h.samples, sample{
+				process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), age: time.Since(slot.startedAt),
+				leader: strings.Contains(slot.proc.Logs(), "Successfully acquired lease"), rssKiB: rss, goroutines: g,
+			})
 			h.mu.Unlock()
 		}
 	}
@@ -149,43 +154,32 @@ func (h *harness) account(ctx context.Context) {
 	}
 	sort.Strings(kinds)
 	t.Logf("soak: faults injected: %s", strings.Join(kinds, ", "))
-	explained := h.faults["kill-leader"] + h.faults["kill-standby"] + h.faults["apiserver-down"] + h.faults["etcd-restart"]
 	h.mu.Unlock()
 
 	for _, srv := range h.servers {
-		if srv.issued == nil {
-			t.Logf("soak: %s: %d requests left; the server keeps no record to count duplicates by", srv.name, perIssuer[srv.name])
+		sends := sendsOf(srv.proxy.Exchanges())
+		t.Logf("soak: %s: %d requests left (cert-manager deletes superseded ones); the proxy passed %s", srv.name, perIssuer[srv.name], sends.summary())
+		if srv.records != nil {
+			h.accountCertPoll(srv)
 			continue
 		}
-		issued := srv.issued()
-		bySPKI := map[string]int{}
-		for _, k := range issued {
-			bySPKI[k]++
+		if srv.issued != nil {
+			issued := srv.issued()
+			t.Logf("soak: %s: its depot holds %d certificates for %d keys", srv.name, len(issued), len(countKeys(issued)))
 		}
-		dups := 0
-		for _, n := range bySPKI {
-			dups += n - 1
-		}
-		lost := srv.proxy.LostAnswers()
-		t.Logf("soak: %s: %d requests left (cert-manager deletes superseded ones), %d certificates issued for %d keys, %d duplicates; %d answers lost after the server had the request", srv.name, perIssuer[srv.name], len(issued), len(bySPKI), dups, lost)
-		if srv.certPoll && dups > 0 {
-			// Duplicates by key: one request sent twice (one
-			// transactionID), or two requests with one key (cert-manager
-			// made a second request for the same key: two transactionIDs).
-			dups = h.explainDuplicates(bySPKI)
-		}
-		switch {
-		case srv.certPoll && dups > 0:
-			t.Errorf("%s answers CertPoll, yet issued %d certificates twice for one transaction", srv.name, dups)
-		case !srv.certPoll && dups > lost+explained:
-			t.Errorf("%s issued %d duplicates, more than the %d lost answers and %d process or API faults explain", srv.name, dups, lost, explained)
-		}
+		dups := sends.duplicates()
+		t.Logf("soak: %s: %d transactions issued more than once (%d certificates beyond one per CertificateRequest); %d answers lost after the server had the request", srv.name, len(dups), countBeyond(dups), srv.proxy.LostAnswers())
+		h.explainLost(srv.name, dups)
 	}
 	h.reportMemory()
 }
 
-// reportMemory gives, for the longest-lived manager process, its RSS and
-// goroutines at start and end and their slopes.
+// reportMemory reports the managers' RSS and goroutines. The leader exits
+// whenever kube-apiserver is away longer than its renew deadline, so few
+// processes live long: each one that lived longLived gets its slopes (over
+// its life and after warmUp); and every process that led gets one point,
+// its first reading as leader at ageMark of age or more, whose slope over the run says
+// whether what a new leader needs grows as the soak goes on.
 func (h *harness) reportMemory() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -198,18 +192,55 @@ func (h *harness) reportMemory() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	rss := func(s sample) float64 { return float64(s.rssKiB) }
+	gor := func(s sample) float64 { return float64(s.goroutines) }
+	var atAge []sample
+	short := 0
 	for _, n := range names {
 		ss := byProcess[n]
-		if len(ss) < 6 {
-			continue
+		for _, x := range ss {
+			if x.leader && x.age >= ageMark {
+				atAge = append(atAge, x)
+				break
+			}
 		}
 		span := ss[len(ss)-1].at - ss[0].at
-		rssSlope := slope(ss, func(s sample) float64 { return float64(s.rssKiB) })
-		gSlope := slope(ss, func(s sample) float64 { return float64(s.goroutines) })
-		h.t.Logf("soak: manager %s over %s: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)",
-			n, span.Round(time.Second), ss[0].rssKiB, ss[len(ss)-1].rssKiB, rssSlope, ss[0].goroutines, ss[len(ss)-1].goroutines, gSlope)
+		if span < longLived {
+			short++
+			continue
+		}
+		settled := ""
+		var late []sample
+		for _, x := range ss {
+			if x.age >= warmUp {
+				late = append(late, x)
+			}
+		}
+		if len(late) >= 6 {
+			settled = fmt.Sprintf("; after its first %s: RSS %.0f KiB/min, goroutines %.2f/min", warmUp, slope(late, rss), slope(late, gor))
+		}
+		h.t.Logf("soak: manager %s over %s (leader at the end: %v): RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)%s",
+			n, span.Round(time.Second), ss[len(ss)-1].leader, ss[0].rssKiB, ss[len(ss)-1].rssKiB, slope(ss, rss), ss[0].goroutines, ss[len(ss)-1].goroutines, slope(ss, gor), settled)
+	}
+	h.t.Logf("soak: %d of %d manager processes lived less than %s", short, len(names), longLived)
+	if len(atAge) >= 3 {
+		sort.Slice(atAge, func(i, j int) bool { return atAge[i].at < atAge[j].at })
+		first, last := atAge[0], atAge[len(atAge)-1]
+		h.t.Logf("soak: %d leaders at %s of age, from %s to %s into the run: RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.2f/min)",
+			len(atAge), ageMark, first.at.Round(time.Second), last.at.Round(time.Second), first.rssKiB, last.rssKiB, slope(atAge, rss), first.goroutines, last.goroutines, slope(atAge, gor))
 	}
 }
+
+// longLived is how long a manager must have lived for its own slopes.
+const longLived = 4 * time.Minute
+
+// ageMark is the age at which every leader is read once: most leaders live
+// a few minutes (the soak stops kube-apiserver every minute or two).
+const ageMark = time.Minute
+
+// warmUp is the start of a manager's life (caches fill, workers start)
+// that its settled slopes leave out.
+const warmUp = 2 * time.Minute
 
 // slope is the least-squares slope of v over time, per minute.
 func slope(ss []sample, v func(sample) float64) float64 {
@@ -278,13 +309,44 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// explainDuplicates prints, for each key the pending server issued more
+// accountCertPoll checks a server that answers CertPoll against its own
+// records: exactly one certificate per transaction (one transaction is one
+// CertificateRequest: the operator derives its transactionID from the
+// request's UID and key), and nothing left pending.
+func (h *harness) accountCertPoll(srv *server) {
+	t := h.t
+	bySPKI := countKeys(srv.issued())
+	issued := 0
+	for _, n := range bySPKI {
+		issued += n
+	}
+	pending := 0
+	if srv.name == "ndes" {
+		pending = len(h.ndes.PendingTransactions())
+	}
+	t.Logf("soak: %s: its records: %d PKCSReq, %d CertPoll, %d certificates issued for %d keys, %d transactions still pending",
+		srv.name, srv.records.PKIMessages("PKCSReq"), srv.records.PKIMessages("CertPoll"), issued, len(bySPKI), pending)
+	if beyond := h.explainDuplicates(srv.records, bySPKI); beyond > 0 {
+		t.Errorf("%s answers CertPoll, yet issued %d certificates beyond one per transaction", srv.name, beyond)
+	}
+}
+
+// countKeys counts the certificates issued per key.
+func countKeys(keys []string) map[string]int {
+	out := map[string]int{}
+	for _, k := range keys {
+		out[k]++
+	}
+	return out
+}
+
+// explainDuplicates prints, for each key a CertPoll server issued more
 // than once, the messages of its transactions, and returns how many
 // certificates were issued beyond one per transaction.
-func (h *harness) explainDuplicates(bySPKI map[string]int) int {
+func (h *harness) explainDuplicates(records *scepserver.Server, bySPKI map[string]int) int {
 	txOfKey := map[string]map[string]bool{}
 	msgs := map[string][]string{}
-	for _, r := range h.pending.PKIRequests() {
+	for _, r := range records.PKIRequests() {
 		msgs[r.TransactionID] = append(msgs[r.TransactionID], r.MessageType)
 		if r.CSR != nil {
 			k := spkiOf(r.CSR.RawSubjectPublicKeyInfo)

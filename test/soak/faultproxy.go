@@ -2,7 +2,9 @@ package soak
 
 import (
 	"bytes"
-	"fmt"
+	"encoding/base64"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
 // Fault is what a FaultProxy does to the requests it passes.
@@ -42,7 +46,9 @@ func (f Fault) String() string {
 // FaultProxy stands in front of a SCEP server on its own loopback port and
 // injects one Fault at a time. It counts the PKIOperation requests whose
 // answer was lost after the server had them (CutAfterSend), the only ones
-// that may legitimately make a server without CertPoll issue twice.
+// that may legitimately make a server without CertPoll issue twice, and
+// keeps every PKIOperation that reached the server (Exchanges), for the
+// accounting of servers that keep no transactions.
 type FaultProxy struct {
 	// URL is the proxied SCEP URL (same path as the server's).
 	URL string
@@ -57,6 +63,24 @@ type FaultProxy struct {
 	listener    net.Listener
 	srv         *http.Server
 	lostAnswers int
+	exchanges   []Exchange
+}
+
+// Exchange is one PKIOperation the proxy passed to the server.
+type Exchange struct {
+	// At is when the server's answer (or the failure to get one) came back.
+	At time.Time
+	// Request is the pkiMessage (DER) the client sent.
+	Request []byte
+	// Status is the server's HTTP status, 0 if it gave no answer (it was
+	// killed, or closed the connection).
+	Status int
+	// Response is the server's answer body.
+	Response []byte
+	// Delivered says whether the answer reached the client: false under
+	// CutAfterSend, when the server gave none, or when the client had
+	// gone (it timed out).
+	Delivered bool
 }
 
 // NewFaultProxy starts a healthy proxy for the SCEP URL target; the proxy
@@ -78,6 +102,8 @@ func NewFaultProxy(target string, transport http.RoundTripper) (*FaultProxy, err
 			r.SetURL(backend) // and the Host header: the backend's name, for TLS
 		},
 		Transport: transport,
+		// A server down is a fault the soak injects, not news.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	p.URL = "http://" + p.addr + u.Path
 	if u.RawQuery != "" {
@@ -104,17 +130,9 @@ func (p *FaultProxy) Set(f Fault) error {
 		_ = p.srv.Close()
 	}
 	if p.fault == Down {
-		var l net.Listener
-		var err error
-		// The port was ours a moment ago; another process rarely takes it.
-		for i := 0; i < 50; i++ {
-			if l, err = net.Listen("tcp", p.addr); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		l, err := scepserver.ListenAgain(p.addr)
 		if err != nil {
-			return fmt.Errorf("reopening %s: %w", p.addr, err)
+			return err
 		}
 		p.serve(l)
 	}
@@ -128,6 +146,13 @@ func (p *FaultProxy) LostAnswers() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.lostAnswers
+}
+
+// Exchanges returns every PKIOperation passed to the server so far.
+func (p *FaultProxy) Exchanges() []Exchange {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Exchange(nil), p.exchanges...)
 }
 
 // Close stops the proxy.
@@ -150,16 +175,6 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ServerError:
 		http.Error(w, "injected fault: service unavailable", http.StatusServiceUnavailable)
 		return
-	case CutAfterSend:
-		rec := &recorder{header: http.Header{}}
-		p.proxy.ServeHTTP(rec, r)
-		if pki && rec.code == http.StatusOK {
-			p.mu.Lock()
-			p.lostAnswers++
-			p.mu.Unlock()
-		}
-		hijackClose(w)
-		return
 	case Slow:
 		t := time.NewTimer(latency)
 		select {
@@ -169,7 +184,53 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 	}
-	p.proxy.ServeHTTP(w, r)
+	if !pki {
+		p.proxy.ServeHTTP(w, r)
+		return
+	}
+	// A message the proxy cannot read is passed on all the same (and
+	// recorded empty): the server is the judge of what it was sent.
+	msg, _ := pkiMessageOf(r)
+	rec := &recorder{header: http.Header{}}
+	p.proxy.ServeHTTP(rec, r)
+	x := Exchange{Request: msg, Response: rec.body.Bytes()}
+	if rec.code != http.StatusBadGateway || rec.header.Get("Content-Type") != "" {
+		// ReverseProxy answers a bare 502 when the server gave nothing.
+		x.Status = rec.code
+	}
+	if fault == CutAfterSend {
+		if x.Status == http.StatusOK {
+			p.mu.Lock()
+			p.lostAnswers++
+			p.mu.Unlock()
+		}
+		hijackClose(w)
+	} else {
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		_, err := w.Write(rec.body.Bytes())
+		x.Delivered = err == nil && x.Status != 0 && r.Context().Err() == nil
+	}
+	x.At = time.Now()
+	p.mu.Lock()
+	p.exchanges = append(p.exchanges, x)
+	p.mu.Unlock()
+}
+
+// pkiMessageOf reads the pkiMessage of a PKIOperation (the POST body, which
+// it puts back for the server, or GET's base64 message parameter).
+func pkiMessageOf(r *http.Request) ([]byte, error) {
+	if r.Method != http.MethodPost {
+		return base64.StdEncoding.DecodeString(r.URL.Query().Get("message"))
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b, nil
 }
 
 // hijackClose closes the client's connection without an answer.

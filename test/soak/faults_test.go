@@ -4,6 +4,7 @@ package soak
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -18,7 +19,7 @@ func (h *harness) inject(ctx context.Context) {
 			return
 		case <-time.After(h.between(10*time.Second, 30*time.Second)):
 		}
-		kinds := []string{"kill-leader", "kill-standby", "apiserver", "etcd", "server-down", "server-chaos"}
+		kinds := []string{"kill-leader", "kill-standby", "apiserver", "etcd", "server-down", "server-chaos", "server-restart"}
 		if *only != "" {
 			kinds = strings.Split(*only, ",")
 		}
@@ -38,14 +39,59 @@ func (h *harness) inject(ctx context.Context) {
 			srv := h.servers[h.intn(len(h.servers))]
 			f := []Fault{Slow, Reset, ServerError, CutAfterSend}[h.intn(4)]
 			h.serverFault(ctx, srv, f, h.between(10*time.Second, 30*time.Second))
+		case "server-restart":
+			h.restartServer(ctx, h.servers[h.intn(len(h.servers))], h.between(2*time.Second, 15*time.Second))
 		}
 	}
+}
+
+// loggedFault is a fault with its time span and, for a server fault, the
+// server: what a duplicate is matched against.
+type loggedFault struct {
+	kind     string
+	server   string // "" for a fault of the cluster or the operator
+	from, to time.Time
+}
+
+func (f loggedFault) String() string {
+	where := ""
+	if f.server != "" {
+		where = " " + f.server
+	}
+	return fmt.Sprintf("%s%s %s-%s", f.kind, where, f.from.Format("15:04:05.0"), f.to.Format("15:04:05.0"))
 }
 
 func (h *harness) count(fault string) {
 	h.mu.Lock()
 	h.faults[fault]++
 	h.mu.Unlock()
+}
+
+// record logs a fault's span for the accounting.
+func (h *harness) record(kind, server string, from, to time.Time) {
+	h.mu.Lock()
+	h.faultLog = append(h.faultLog, loggedFault{kind: kind, server: server, from: from, to: to})
+	h.mu.Unlock()
+}
+
+// restartServer kills a SCEP server (its connections are cut, requests
+// in flight get no answer), keeps it down for d and starts it again with
+// its data.
+func (h *harness) restartServer(ctx context.Context, srv *server, d time.Duration) {
+	from := time.Now()
+	h.logf("fault: %s killed, restarted in %s", srv.name, d.Round(time.Second))
+	h.count("server-restart")
+	srv.kill()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	if err := srv.restart(); err != nil {
+		h.t.Errorf("restarting %s: %v", srv.name, err)
+		return
+	}
+	h.record("server-restart", srv.name, from, time.Now())
+	h.logf("  %s back", srv.name)
 }
 
 // killManager SIGKILLs the leader (or the standby); the supervisor starts
@@ -70,6 +116,7 @@ func (h *harness) killManager(leader bool) {
 	role := map[bool]string{true: "leader", false: "standby"}[leader]
 	h.logf("fault: SIGKILL %s (manager %s, pid %d)", role, target, proc.PID())
 	h.count("kill-" + role)
+	h.record("kill-"+role, "", time.Now(), slot.restartAt)
 	_ = proc.Kill()
 }
 
@@ -79,6 +126,8 @@ func (h *harness) stopAPIServer(ctx context.Context, d time.Duration) {
 	api := h.st.Env.Environment.ControlPlane.GetAPIServer()
 	h.logf("fault: kube-apiserver stopped for %s", d.Round(time.Second))
 	h.count("apiserver-down")
+	from := time.Now()
+	defer func() { h.record("apiserver-down", "", from, time.Now()) }()
 	if err := api.Stop(); err != nil {
 		h.logf("  stopping kube-apiserver: %v", err)
 	}
@@ -98,6 +147,8 @@ func (h *harness) restartEtcd() {
 	etcd := h.st.Env.Environment.ControlPlane.Etcd
 	h.logf("fault: etcd restarted")
 	h.count("etcd-restart")
+	from := time.Now()
+	defer func() { h.record("etcd-restart", "", from, time.Now()) }()
 	if err := etcd.Stop(); err != nil {
 		h.logf("  stopping etcd: %v", err)
 	}
@@ -110,6 +161,8 @@ func (h *harness) restartEtcd() {
 func (h *harness) serverFault(ctx context.Context, srv *server, f Fault, d time.Duration) {
 	h.logf("fault: %s %s for %s", srv.name, f, d.Round(time.Second))
 	h.count(f.String())
+	from := time.Now()
+	defer func() { h.record(f.String(), srv.name, from, time.Now()) }()
 	if err := srv.proxy.Set(f); err != nil {
 		h.t.Errorf("%s: %v", srv.name, err)
 		return

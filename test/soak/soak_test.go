@@ -24,6 +24,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/test/micromdm"
+	"github.com/scep-operator/scep-operator/test/ndes"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 	"github.com/scep-operator/scep-operator/test/stepca"
@@ -32,7 +33,7 @@ import (
 var (
 	duration = flag.Duration("soak.duration", 3*time.Minute, "how long Certificates are created, renewed and deleted while faults hit")
 	seed     = flag.Uint64("soak.seed", 0, "random seed (0: from the time; the log prints it)")
-	only     = flag.String("soak.faults", "", "comma-separated fault kinds to inject (kill-leader, kill-standby, apiserver, etcd, server-down, server-chaos); empty: all")
+	only     = flag.String("soak.faults", "", "comma-separated fault kinds to inject (kill-leader, kill-standby, apiserver, etcd, server-down, server-chaos, server-restart); empty: all")
 )
 
 var namespaces = []string{"soak-a", "soak-b", "soak-c"}
@@ -57,8 +58,9 @@ func TestSoak(t *testing.T) {
 
 	runCtx, stopRun := context.WithTimeout(ctx, *duration)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); h.supervise(runCtx) }()
+	go func() { defer wg.Done(); h.approve(runCtx) }()
 	go func() { defer wg.Done(); h.generate(runCtx) }()
 	go func() { defer wg.Done(); h.inject(runCtx) }()
 	go func() { defer wg.Done(); h.sample(runCtx) }()
@@ -70,6 +72,7 @@ func TestSoak(t *testing.T) {
 	h.heal(ctx)
 	superviseCtx, stopSupervise := context.WithCancel(ctx)
 	go h.supervise(superviseCtx)
+	go h.approve(superviseCtx)
 	defer stopSupervise()
 	h.waitAllReady(ctx, 5*time.Minute)
 	h.account(ctx)
@@ -87,9 +90,9 @@ type harness struct {
 	st         *stack.Stack
 	managerBin string
 	servers    []*server
-	// pending is the server with CertPoll, whose message log explains a
-	// duplicate.
-	pending *scepserver.Server
+	// ndes is the server with CertPoll; some of its requests wait for a
+	// CA manager's approval (approve).
+	ndes *ndes.Server
 
 	mu       sync.Mutex
 	managers map[string]*managerSlot
@@ -98,16 +101,24 @@ type harness struct {
 	renewed  int
 	deleted  int
 	faults   map[string]int
+	faultLog []loggedFault
 	samples  []sample
 }
 
 // server is one SCEP server behind its fault proxy.
 type server struct {
-	name     string
-	proxy    *FaultProxy
-	certPoll bool // the server answers PENDING and issues on CertPoll
-	// issued lists what the server's own records say it issued.
+	name  string
+	proxy *FaultProxy
+	// records is the server's own log of the pkiMessages it was sent and
+	// what it answered, if it keeps one (it answers CertPoll).
+	records *scepserver.Server
+	// issued lists the keys of what the server's own records say it
+	// issued; nil if it keeps none.
 	issued func() []string
+	// kill stops the server as a SIGKILL would; restart starts it again
+	// with its data.
+	kill    func()
+	restart func() error
 }
 
 // managerSlot is one of the two operator replicas; the supervisor restarts
@@ -177,7 +188,11 @@ func (h *harness) up(ctx context.Context) {
 		}
 	}
 
-	pending := scepserver.Start(t, scepserver.Behavior{Pending: 1})
+	// NDES answers CertPoll and keeps its transactions across restarts;
+	// approve sends some of its requests through a CA manager's approval.
+	// No one-time passwords: the profile needs no admin page credentials.
+	nd := ndes.Start(t, ndes.Options{NoEnforcePassword: true, ManualApproval: true})
+	h.ndes = nd
 	// Quiet: MicroMDM logs every request.
 	mdm, err := micromdm.New(t.TempDir(), micromdm.Options{}, nil)
 	if err != nil {
@@ -185,26 +200,25 @@ func (h *harness) up(ctx context.Context) {
 	}
 	t.Cleanup(mdm.Close)
 	sca := stepca.Start(t, stepca.Options{IncludeRoot: true})
-	h.pending = pending
 	stepTransport := http.DefaultTransport.(*http.Transport).Clone()
 	stepTransport.TLSClientConfig = sca.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
 	for _, s := range []struct {
-		name      string
+		server
 		url       string
 		transport http.RoundTripper
-		certPoll  bool
-		issued    func() []string
 	}{
-		{"pending", pending.URL, nil, true, func() []string { return issuedKeys(pending) }},
-		{"micromdm", mdm.URL, nil, false, func() []string { return micromdmIssuedKeys(mdm) }},
-		{"stepca", sca.URL, stepTransport, false, nil},
+		{server{name: "ndes", records: nd.SCEP, issued: func() []string { return issuedKeys(nd.SCEP) }, kill: nd.Kill, restart: nd.Restart}, nd.URL, nil},
+		{server{name: "micromdm", issued: func() []string { return micromdmIssuedKeys(mdm) }, kill: mdm.Kill, restart: mdm.Restart}, mdm.URL, nil},
+		{server{name: "stepca", kill: sca.Kill, restart: sca.Restart}, sca.URL, stepTransport},
 	} {
 		p, err := NewFaultProxy(s.url, s.transport)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(p.Close)
-		h.servers = append(h.servers, &server{name: s.name, proxy: p, certPoll: s.certPoll, issued: s.issued})
+		srv := s.server
+		srv.proxy = p
+		h.servers = append(h.servers, &srv)
 		profile := &scepv1alpha1.ClusterSCEPProfile{
 			ObjectMeta: metav1.ObjectMeta{Name: s.name},
 			Spec: scepv1alpha1.SCEPProfileSpec{
@@ -280,6 +294,7 @@ func (h *harness) supervise(ctx context.Context) {
 				h.managers[name].restartAt, h.managers[name].backoff = time.Now().Add(backoff), backoff
 				h.mu.Unlock()
 				h.logf("manager %s exited (%v); restarting it in %s", name, err, backoff)
+				h.record("manager-exit", "", time.Now().Add(-time.Second), time.Now().Add(backoff))
 			} else if time.Now().After(slot.restartAt) {
 				h.logf("manager %s started again", name)
 				h.startManager(name)

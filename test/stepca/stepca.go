@@ -154,6 +154,13 @@ type Server struct {
 	ConfigPath string
 	// LogPath is the file step-ca's stdout and stderr go to.
 	LogPath string
+
+	// t, bin and timeout start the process again (Restart); stop kills
+	// the one running.
+	t       testing.TB
+	bin     string
+	timeout time.Duration
+	stop    func()
 }
 
 // HTTPClient returns an HTTP client that trusts only Root, with a timeout.
@@ -214,6 +221,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 	// The port is picked by binding :0 and releasing it, so another process
 	// can take it before step-ca binds it: retry a few times on that race.
+	s.t, s.bin, s.timeout = t, bin, opts.StartTimeout
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort()
@@ -298,6 +306,7 @@ func (s *Server) run(t testing.TB, bin string, timeout time.Duration) error {
 		return noRetryError{fmt.Errorf("step-ca is up but its SCEP provisioner is not: %v; log %s:\n%s", err, s.LogPath, tail(s.Log(), 4000))}
 	}
 
+	s.stop = stop
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
@@ -306,6 +315,14 @@ func (s *Server) run(t testing.TB, bin string, timeout time.Duration) error {
 	})
 	return nil
 }
+
+// Kill sends SIGKILL to step-ca and waits until it is gone: connections
+// are cut, even those whose request it was answering.
+func (s *Server) Kill() { s.stop() }
+
+// Restart starts step-ca again, after Kill, with the same ca.json (same
+// port, keys and database) and waits until its SCEP endpoint answers.
+func (s *Server) Restart() error { return s.run(s.t, s.bin, s.timeout) }
 
 // noRetryError marks start-up errors that a new port would not fix.
 type noRetryError struct{ error }
