@@ -88,7 +88,21 @@ func buildAt(ctx context.Context, dir, commit string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if out, err := exec.CommandContext(ctx, "git", "-C", root, "cat-file", "-e", commit+"^{commit}").CombinedOutput(); err != nil {
+	has := func() ([]byte, error) {
+		return exec.CommandContext(ctx, "git", "-C", root, "cat-file", "-e", commit+"^{commit}").CombinedOutput()
+	}
+	out, err := has()
+	if err != nil {
+		// A shallow clone (CI's may be one) fetches the history from
+		// where it was cloned, if that is reachable.
+		if shallow, _ := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--is-shallow-repository").Output(); strings.TrimSpace(string(shallow)) == "true" {
+			fetchCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			_ = exec.CommandContext(fetchCtx, "git", "-C", root, "fetch", "--quiet", "--unshallow").Run()
+			cancel()
+			out, err = has()
+		}
+	}
+	if err != nil {
 		return "", fmt.Errorf("commit %s (the operator before the last transaction format change) is not in %s (%v %s): the upgrade test needs the repository's history; in a shallow clone run `git fetch --unshallow`", commit, root, err, strings.TrimSpace(string(out)))
 	}
 	src := filepath.Join(dir, "src-"+commit[:12])
