@@ -2,7 +2,6 @@ package scep
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -228,19 +227,7 @@ func TestServerTextCleaned(t *testing.T) {
 	caKey := testKey(t, 0)
 	ca := testCert(t, caKey, "CA", true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, nil, nil)
 	server := &Signer{Certificate: ca, Key: caKey}
-	key := testKey(t, 1)
-	csr, err := NewCSR(CSRTemplate{DNSNames: []string{"text.example"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := NewSelfSignedSigner(key, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := NewPKCSReq(csr, MessageOptions{Signer: self, Recipient: ca, Algorithms: Algorithms{Cipher: CipherAES256CBC, Digest: crypto.SHA256}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := pkcsReqTo(t, ca, "text.example")
 	hostile := "denied\r\n\x1b[2J<script>SECRET</script>\u202e" + strings.Repeat("A", 10000)
 	clean := func(what, s string, max int) {
 		t.Helper()
@@ -298,7 +285,7 @@ func TestServerTextCleaned(t *testing.T) {
 
 	// The issuer named in an Issued Event is the server's too.
 	issuer := testCert(t, caKey, "CA\r\n"+strings.Repeat("B", 300), true, x509.KeyUsageCertSign, nil, nil)
-	leaf := testCert(t, key, "leaf", false, x509.KeyUsageDigitalSignature, issuer, caKey)
+	leaf := testCert(t, testKey(t, 1), "leaf", false, x509.KeyUsageDigitalSignature, issuer, caKey)
 	if got := (&CertRep{Certificates: []*x509.Certificate{leaf}}).IssuedBy(); !strings.HasPrefix(got, "CN=CA") {
 		t.Errorf("IssuedBy = %q", got)
 	} else {

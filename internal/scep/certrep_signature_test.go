@@ -1,7 +1,6 @@
 package scep
 
 import (
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"testing"
@@ -17,19 +16,7 @@ func TestReplySignedByAnIssuedCertificateRefused(t *testing.T) {
 	workloadKey := testKey(t, 2)
 	workload := testCert(t, workloadKey, "tenant workload", false, x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, ca, caKey)
 
-	key := testKey(t, 1)
-	csr, err := NewCSR(CSRTemplate{DNSNames: []string{"victim.example"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := NewSelfSignedSigner(key, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := NewPKCSReq(csr, MessageOptions{Signer: self, Recipient: ca, Algorithms: Algorithms{Cipher: CipherAES256CBC, Digest: crypto.SHA256}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := pkcsReqTo(t, ca, "victim.example")
 
 	for _, status := range []PKIStatus{StatusPending, StatusFailure} {
 		forged := hostileReply(t, msg, &Signer{Certificate: workload, Key: workloadKey}, string(msg.TransactionID), string(status), "2", "")

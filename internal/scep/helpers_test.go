@@ -1,6 +1,7 @@
 package scep
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -84,4 +85,25 @@ func certFromCSR(t testing.TB, csr *x509.CertificateRequest) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// pkcsReqTo is a PKCSReq for dnsName, encrypted to ca, signed by a
+// self-signed certificate of a fresh request key: what a server's reply is
+// read against.
+func pkcsReqTo(t testing.TB, ca *x509.Certificate, dnsName string) *Message {
+	t.Helper()
+	key := testKey(t, 1)
+	csr, err := NewCSR(CSRTemplate{DNSNames: []string{dnsName}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := NewSelfSignedSigner(key, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := NewPKCSReq(csr, MessageOptions{Signer: self, Recipient: ca, Algorithms: Algorithms{Cipher: CipherAES256CBC, Digest: crypto.SHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }
