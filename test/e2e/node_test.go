@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
@@ -54,29 +53,11 @@ func TestNode(t *testing.T) {
 
 	nodeStart := time.Now()
 	t.Log("starting a node: containerd and kubelet")
-	n, err := node.Start(ctx, node.Options{
+	n := node.StartForTest(t, node.Options{
 		Root:       root,
 		Kubeconfig: st.Kubeconfig,
 		Images:     []node.Image{node.CertwatchImage},
 		Progress:   func(f string, a ...any) { t.Logf(f, a...) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Stop(); err != nil {
-			t.Errorf("stopping the node: %v", err)
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(n.LogTail("kubelet.log", 40))
-			t.Log(n.LogTail("containerd.log", 20))
-		}
-		// Let kubelet stop the containers and unmount the volumes itself.
-		if err := n.DeletePods(context.Background(), 90*time.Second); err != nil {
-			t.Errorf("deleting the node's pods: %v", err)
-		}
 	})
 	t.Logf("node %q ready in %s", node.Name, time.Since(nodeStart).Round(time.Millisecond))
 

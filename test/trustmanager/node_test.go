@@ -1,7 +1,6 @@
 package trustmanager_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -50,22 +49,7 @@ func TestPodMountsClusterTrustBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Down)
-	n, err := node.Start(ctx, node.Options{Root: root, Kubeconfig: s.Kubeconfig, Images: []node.Image{node.CertwatchImage}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(n.LogTail("kubelet.log", 40))
-		}
-		// t.Context() is done by the time cleanups run.
-		if err := n.DeletePods(context.Background(), 90*time.Second); err != nil {
-			t.Errorf("deleting the node's pods: %v", err)
-		}
-		if err := n.Stop(); err != nil {
-			t.Errorf("stopping the node: %v", err)
-		}
-	})
+	n := node.StartForTest(t, node.Options{Root: root, Kubeconfig: s.Kubeconfig, Images: []node.Image{node.CertwatchImage}})
 	c := s.Client()
 	if err := s.Env.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
