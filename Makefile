@@ -100,14 +100,22 @@ flake-hunt: test-deps ## Run the tests FLAKE_N (20) times, FLAKE_HOG=1 beside a 
 	hack/flake-hunt.sh -n $(FLAKE_N) -p '$(FLAKE_PKGS)' $(if $(FLAKE_HOG),-hog)
 
 # `make soak`: the chaos soak (test/soak, build tag soak), SOAK_DURATION
-# long, SOAK_SEED to repeat a run's faults.
+# long, SOAK_SEED to repeat a run's faults, SOAK_ARGS for more of its flags.
 SOAK_DURATION ?= 30m
 SOAK_SEED ?= 0
+SOAK_ARGS ?=
 
 .PHONY: soak
 soak: envtest step-ca helm ## The chaos soak: load plus random kills, API server and etcd restarts and server faults for SOAK_DURATION (30m); accounts for every certificate (test/soak).
 	KUBEBUILDER_ASSETS=$(BIN) STEPCA_BIN=$(BIN)/step-ca HELM_BIN=$(BIN)/helm \
-		$(GO) test -tags soak ./test/soak/ -run TestSoak -count=1 -v -timeout 3h -args -soak.duration=$(SOAK_DURATION) -soak.seed=$(SOAK_SEED)
+		$(GO) test -tags soak ./test/soak/ -run TestSoak -count=1 -v -timeout 3h -args -soak.duration=$(SOAK_DURATION) -soak.seed=$(SOAK_SEED) $(SOAK_ARGS)
+
+# The leak check: only faults that leave the leader running, and a bounded
+# number of Certificates, so the leader lives the whole run and its memory
+# can only grow by leaking.
+.PHONY: soak-leak
+soak-leak: ## The soak as a leak check: one leader lives SOAK_DURATION under server faults and kills of the standby, with at most 150 Certificates; reports its RSS and goroutine slopes.
+	$(MAKE) soak SOAK_ARGS='-soak.faults=kill-standby,server-down,server-chaos,server-restart -soak.population=150 $(SOAK_ARGS)'
 
 .PHONY: test-upgrade
 test-upgrade: envtest helm ## Replace the operator while a request is PENDING, by the build before the last transaction format change and back (test/upgrade; part of make test).

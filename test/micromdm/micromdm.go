@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,6 +192,32 @@ func (s *Server) Restart() error {
 }
 
 // listener is the httptest server now serving.
+// Issued returns every certificate the depot holds but the CA's, read
+// from its files: what the server itself says it issued, for tests and
+// benches that account for every certificate.
+func (s *Server) Issued() []*x509.Certificate {
+	var out []*x509.Certificate
+	_ = filepath.WalkDir(s.Depot, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".pem") || filepath.Base(p) == "ca.pem" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			if c, err := x509.ParseCertificate(block.Bytes); err == nil && !c.IsCA {
+				out = append(out, c)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
 func (s *Server) listener() *httptest.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()

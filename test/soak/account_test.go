@@ -8,12 +8,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,7 +19,6 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 
-	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -265,39 +262,12 @@ func spkiOf(rawSPKI []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// issuedKeys lists the key (spkiOf) of every certificate s issued.
-func issuedKeys(s *scepserver.Server) []string {
-	var out []string
-	for _, c := range s.Issued() {
+// keysOf lists the key (spkiOf) of each certificate.
+func keysOf(certs []*x509.Certificate) []string {
+	out := make([]string, 0, len(certs))
+	for _, c := range certs {
 		out = append(out, spkiOf(c.RawSubjectPublicKeyInfo))
 	}
-	return out
-}
-
-// micromdmIssuedKeys lists the key (spkiOf) of every certificate
-// MicroMDM's file depot stored.
-func micromdmIssuedKeys(s *micromdm.Server) []string {
-	var out []string
-	_ = filepath.WalkDir(s.Depot, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".pem") || filepath.Base(p) == "ca.pem" {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil
-		}
-		for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil || c.IsCA {
-				continue
-			}
-			out = append(out, spkiOf(c.RawSubjectPublicKeyInfo))
-		}
-		return nil
-	})
 	return out
 }
 

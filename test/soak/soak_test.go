@@ -20,6 +20,8 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
@@ -34,6 +36,13 @@ var (
 	duration = flag.Duration("soak.duration", 3*time.Minute, "how long Certificates are created, renewed and deleted while faults hit")
 	seed     = flag.Uint64("soak.seed", 0, "random seed (0: from the time; the log prints it)")
 	only     = flag.String("soak.faults", "", "comma-separated fault kinds to inject (kill-leader, kill-standby, apiserver, etcd, server-down, server-chaos, server-restart); empty: all")
+	// population bounds what the operator caches, so that a long-lived
+	// process's memory can only grow by leaking: with it, the generator
+	// deletes instead of creating once that many Certificates exist, keeps
+	// one CertificateRequest per Certificate (revisionHistoryLimit 1) and
+	// deletes a deleted Certificate's requests as the garbage collector of
+	// a cluster would (envtest runs none).
+	population = flag.Int("soak.population", 0, "at most this many Certificates at once (0: no bound; the cluster grows for the whole run)")
 )
 
 var namespaces = []string{"soak-a", "soak-b", "soak-c"}
@@ -207,8 +216,8 @@ func (h *harness) up(ctx context.Context) {
 		url       string
 		transport http.RoundTripper
 	}{
-		{server{name: "ndes", records: nd.SCEP, issued: func() []string { return issuedKeys(nd.SCEP) }, kill: nd.Kill, restart: nd.Restart}, nd.URL, nil},
-		{server{name: "micromdm", issued: func() []string { return micromdmIssuedKeys(mdm) }, kill: mdm.Kill, restart: mdm.Restart}, mdm.URL, nil},
+		{server{name: "ndes", records: nd.SCEP, issued: func() []string { return keysOf(nd.SCEP.Issued()) }, kill: nd.Kill, restart: nd.Restart}, nd.URL, nil},
+		{server{name: "micromdm", issued: func() []string { return keysOf(mdm.Issued()) }, kill: mdm.Kill, restart: mdm.Restart}, mdm.URL, nil},
 		{server{name: "stepca", kill: sca.Kill, restart: sca.Restart}, sca.URL, stepTransport},
 	} {
 		p, err := NewFaultProxy(s.url, s.transport)
@@ -335,7 +344,14 @@ func (h *harness) generate(ctx context.Context) {
 		case <-tick.C:
 		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		switch r := h.intn(10); {
+		r := h.intn(10)
+		h.mu.Lock()
+		full := *population > 0 && h.created-h.deleted >= *population
+		h.mu.Unlock()
+		if full && r < 7 {
+			r = 9 // delete instead
+		}
+		switch {
 		case r < 7 || n < 10:
 			srv := h.servers[h.intn(len(h.servers))]
 			crt := &cmapi.Certificate{
@@ -346,6 +362,9 @@ func (h *harness) generate(ctx context.Context) {
 					PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
 					IssuerRef:  cmmeta.IssuerReference{Group: scepv1alpha1.GroupVersion.Group, Kind: "ClusterSCEPProfile", Name: srv.name},
 				},
+			}
+			if *population > 0 {
+				crt.Spec.RevisionHistoryLimit = ptr.To[int32](1)
 			}
 			if err := c.Create(actx, crt); err == nil {
 				h.mu.Lock()
@@ -371,10 +390,29 @@ func (h *harness) generate(ctx context.Context) {
 					h.mu.Lock()
 					h.deleted++
 					h.mu.Unlock()
+					if *population > 0 {
+						h.collectRequests(actx, crt)
+					}
 				}
 			}
 		}
 		cancel()
+	}
+}
+
+// collectRequests deletes the CertificateRequests crt owns, as a
+// cluster's garbage collector would.
+func (h *harness) collectRequests(ctx context.Context, crt *cmapi.Certificate) {
+	c := h.st.Client()
+	var list cmapi.CertificateRequestList
+	if err := c.List(ctx, &list, client.InNamespace(crt.Namespace)); err != nil {
+		return
+	}
+	for i := range list.Items {
+		cr := &list.Items[i]
+		if ref := metav1.GetControllerOfNoCopy(cr); ref != nil && ref.UID == crt.UID {
+			_ = c.Delete(ctx, cr)
+		}
 	}
 }
 

@@ -93,6 +93,32 @@ func (s scepStats) httpTotal() int {
 	return n
 }
 
+// depotStats is what a SCEP server's depot says it issued.
+type depotStats struct {
+	// Certificates counts the issued certificates.
+	Certificates int `json:"certificates"`
+	// Keys counts their distinct public keys.
+	Keys int `json:"keys"`
+	// KeysIssuedTwice counts keys with more than one certificate: every
+	// Certificate of the bench has a key of its own, so each is an
+	// enrollment done twice.
+	KeysIssuedTwice int `json:"keysIssuedTwice"`
+}
+
+func depotOf(certs []*x509.Certificate) depotStats {
+	byKey := map[string]int{}
+	for _, c := range certs {
+		byKey[string(c.RawSubjectPublicKeyInfo)]++
+	}
+	st := depotStats{Certificates: len(certs), Keys: len(byKey)}
+	for _, n := range byKey {
+		if n > 1 {
+			st.KeysIssuedTwice++
+		}
+	}
+	return st
+}
+
 // runSCEPServer runs MicroMDM's SCEP server (test/micromdm, a 2048-bit CA)
 // and serves its request counters on a second listener.
 func runSCEPServer(ctx context.Context, args []string) error {
@@ -111,7 +137,8 @@ func runSCEPServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	stats := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
 		st := scepStats{Requests: map[string]int{}, Messages: map[string]int{}}
 		for _, op := range []string{"GetCACaps", "GetCACert", "PKIOperation", ""} {
 			st.Requests[op] = srv.Requests(op)
@@ -120,7 +147,11 @@ func runSCEPServer(ctx context.Context, args []string) error {
 			st.Messages[t] = srv.PKIMessages(t)
 		}
 		_ = json.NewEncoder(w).Encode(st)
-	})}
+	})
+	mux.HandleFunc("/depot", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(depotOf(srv.Issued()))
+	})
+	stats := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: mux}
 	go func() { _ = stats.Serve(l) }()
 	fmt.Println("READY", srv.URL, "http://"+l.Addr().String()+"/stats")
 	<-ctx.Done()
