@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"context"
+
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -12,16 +15,46 @@ import (
 
 // CacheOptions keep the manager's memory proportional to the requests it
 // serves, not to all CertificateRequests of the cluster: managedFields are
-// dropped from every cached object, and requests for other issuers keep only
-// their identity and issuerRef (TrimForeignRequest).
-func CacheOptions() cache.Options {
+// dropped from every cached object, and the API server sends only the
+// requests addressed to this operator's issuers. They need an API server
+// that can select requests so (ServerSelectsRequests); for one that
+// cannot, UnselectedCacheOptions.
+func CacheOptions() cache.Options { return cacheOptions(true) }
+
+// UnselectedCacheOptions are CacheOptions for an API server that cannot
+// select CertificateRequests by issuer group: every request is cached, and
+// those of other issuers keep only their identity and issuerRef
+// (TrimForeignRequest).
+func UnselectedCacheOptions() cache.Options { return cacheOptions(false) }
+
+func cacheOptions(serverSelects bool) cache.Options {
+	requests := cache.ByObject{Transform: TrimForeignRequest}
+	if serverSelects {
+		requests.Field = requestSelector
+	}
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&cmapi.CertificateRequest{}:                 {Transform: TrimForeignRequest},
+			&cmapi.CertificateRequest{}:                 requests,
 			&certificatesv1.CertificateSigningRequest{}: {Transform: TrimForeignCSR},
 		},
 	}
+}
+
+// requestSelector selects the CertificateRequests addressed to this
+// operator's issuers (SCEPProfile and ClusterSCEPProfile share the group).
+var requestSelector = fields.OneTermEqualSelector("spec.issuerRef.group", scepv1alpha1.GroupVersion.Group)
+
+// ServerSelectsRequests returns nil when the API server can select
+// CertificateRequests by spec.issuerRef.group, so that the operator's
+// watch never carries another issuer's request: cert-manager 1.20 and
+// later declare spec.issuerRef.{group,kind,name} as selectableFields of
+// their CRD (served by Kubernetes 1.31 and later). An older CRD answers
+// 400 ("field label not supported"); the operator then caches every
+// request and trims the foreign ones.
+func ServerSelectsRequests(ctx context.Context, c client.Reader) error {
+	var list cmapi.CertificateRequestList
+	return c.List(ctx, &list, client.MatchingFieldsSelector{Selector: requestSelector}, client.Limit(1))
 }
 
 // ClientOptions make Secrets and Certificates read straight from the API

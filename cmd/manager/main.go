@@ -15,7 +15,9 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -113,6 +115,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.DisableCompression = !apiCompression
+	cacheOpts := controllers.CacheOptions()
+	if err := requestsSelectable(ctx, cfg, scheme); err != nil {
+		cacheOpts = controllers.UnselectedCacheOptions()
+		logger.Info("the API server cannot select CertificateRequests by spec.issuerRef.group (cert-manager before 1.20, or Kubernetes before 1.31): every request is cached, those of other issuers trimmed", "reason", err.Error())
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
@@ -129,7 +136,7 @@ func run(ctx context.Context, args []string) error {
 		// for it to expire.
 		LeaderElectionReleaseOnCancel: true,
 		Client:                        controllers.ClientOptions(),
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -163,4 +170,16 @@ func run(ctx context.Context, args []string) error {
 		"clusterResourceNamespace", clusterNS, "profileCheckInterval", checkInterval,
 		"egressAllowCIDRs", egressAllow, "egressDenyCIDRs", egressDeny)
 	return mgr.Start(ctx)
+}
+
+// requestsSelectable asks the API server, once at start, whether it can
+// select CertificateRequests by issuer group (controllers.ServerSelectsRequests).
+func requestsSelectable(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) error {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return controllers.ServerSelectsRequests(ctx, c)
 }
