@@ -227,8 +227,8 @@ func (b *bench) setup(ctx context.Context, name, ns string) (*issuerSetup, error
 		return s, fmt.Errorf("the SCEP server said %q, want its URL and stats URL", srv.ready)
 	}
 	url, statsURL := srv.ready[0], srv.ready[1]
-	s.stats = func() (scepStats, error) { return fetchStats(statsURL) }
-	s.depot = func() (depotStats, error) { return fetchDepot(strings.TrimSuffix(statsURL, "/stats") + "/depot") }
+	s.stats = func() (scepStats, error) { return fetchJSON[scepStats](statsURL) }
+	s.depot = func() (depotStats, error) { return fetchJSON[depotStats](strings.TrimSuffix(statsURL, "/stats") + "/depot") }
 	op, err := b.startOperator(ctx, "operator-"+name)
 	if err != nil {
 		return s, err
@@ -258,24 +258,15 @@ func (b *bench) setup(ctx context.Context, name, ns string) (*issuerSetup, error
 // benchChallenge is the Static challenge of the Rebuild run.
 const benchChallenge = "bench-challenge"
 
-func fetchStats(url string) (scepStats, error) {
-	var st scepStats
+// fetchJSON reads a JSON document from the bench's own loopback server.
+func fetchJSON[T any](url string) (T, error) {
+	var v T
 	resp, err := http.Get(url) //nolint:gosec,noctx // the bench's own loopback server
 	if err != nil {
-		return st, err
+		return v, err
 	}
 	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-func fetchDepot(url string) (depotStats, error) {
-	var st depotStats
-	resp, err := http.Get(url) //nolint:gosec,noctx // the bench's own loopback server
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return v, json.NewDecoder(resp.Body).Decode(&v)
 }
 
 func createAll(ctx context.Context, c client.Client, objs ...client.Object) error {
