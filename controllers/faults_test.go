@@ -26,11 +26,14 @@ import (
 // faultFront sits in front of a scepserver: it counts PKIOperations (and
 // when they arrived) and, with drop set, hijacks and closes their
 // connections without an answer, as a server that went down (or a load
-// balancer with no backend) would.
+// balancer with no backend) would. The first cutAfterSend PKIOperations
+// reach the server, which acts on them, and their answers are lost the
+// same way.
 type faultFront struct {
-	next http.Handler
-	drop bool
-	pki  atomic.Int64
+	next         http.Handler
+	drop         bool
+	cutAfterSend int64
+	pki          atomic.Int64
 
 	mu    sync.Mutex
 	times []time.Time
@@ -38,11 +41,15 @@ type faultFront struct {
 
 func (f *faultFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("operation") == scepserver.OpPKIOperation {
-		f.pki.Add(1)
+		n := f.pki.Add(1)
 		f.mu.Lock()
 		f.times = append(f.times, time.Now())
 		f.mu.Unlock()
-		if f.drop {
+		cut := n <= f.cutAfterSend
+		if cut {
+			f.next.ServeHTTP(httptest.NewRecorder(), r)
+		}
+		if f.drop || cut {
 			hj, ok := w.(http.Hijacker)
 			if !ok {
 				http.Error(w, "cannot hijack", http.StatusInternalServerError)
@@ -76,6 +83,9 @@ type faultCase struct {
 	name     string
 	behavior scepserver.Behavior
 	drop     bool // close PKIOperation connections at the front server
+	// cutAfterSend: the first so many PKIOperations reach the server,
+	// their answers do not reach the operator.
+	cutAfterSend int64
 	issued   bool // the request ends issued; otherwise Failed
 	// contains are substrings the Ready message must hold (case-insensitive).
 	contains []string
@@ -131,14 +141,20 @@ func TestFaultMatrix(t *testing.T) {
 	pki := []string{scepserver.OpPKIOperation}
 	transient := func(cause ...string) []string { return append([]string{"failed 3 times"}, cause...) }
 	cases := []*faultCase{
-		// Each retry polls first (the lost PKCSReq may have been acted on):
-		// 3 PKCSReqs and 2 CertPolls, all closed unanswered.
-		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: 5},
+		// Each retry polls (the lost PKCSReq may have been acted on), and a
+		// poll that gets no answer either is retried, never followed by a
+		// second PKCSReq: 1 PKCSReq and 2 CertPolls, all closed unanswered.
+		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: 3},
 		{name: "connection-refused", contains: transient("connection refused"), pkiOps: 0, afterReady: func(t *testing.T, fc *faultCase) {
 			fc.frontSrv.Close() // GetCACaps and GetCACert are cached: only PKIOperations meet the closed port
 			fc.unreached = true
 		}},
-		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 5, pkcsReqs: count(maxAttempts)},
+		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 3, pkcsReqs: count(1)},
+		// The server issues, the answer is lost; the CertPoll's answer is
+		// lost too; the next CertPoll brings the certificate. One PKCSReq:
+		// the chaos soak once saw a second one sent after the lost poll,
+		// and issued again.
+		{name: "answers-lost-then-recover", cutAfterSend: 2, issued: true, pkiOps: 3, pkcsReqs: count(1)},
 		{name: "http-500", behavior: scepserver.Behavior{Status: http.StatusInternalServerError, FaultOperations: pki}, contains: transient("HTTP 500"), pkiOps: maxAttempts},
 		{name: "http-503-retry-after", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, RetryAfter: "1", FaultOperations: pki}, contains: transient("503"), pkiOps: maxAttempts},
 		// The page is described, never quoted (what a server says reaches
@@ -191,7 +207,7 @@ func TestFaultMatrix(t *testing.T) {
 	// Profiles first, so they become Ready while the others are created.
 	for _, fc := range cases {
 		fc.srv = scepserver.Start(t, fc.behavior)
-		fc.front = &faultFront{next: fc.srv, drop: fc.drop}
+		fc.front = &faultFront{next: fc.srv, drop: fc.drop, cutAfterSend: fc.cutAfterSend}
 		fc.frontSrv = httptest.NewServer(fc.front)
 		t.Cleanup(fc.frontSrv.Close)
 		fc.p = &scepv1alpha1.SCEPProfile{

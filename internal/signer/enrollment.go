@@ -148,8 +148,23 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 		}
 		e.algorithms = info.Algorithms
 		if !e.st.Pending && e.mayHaveBeenSent() {
-			if rep, ok := e.resume(c, info, csr); ok {
+			pollSg, err := e.pollSigner(csr)
+			if err != nil {
+				return signer.PEMBundle{}, err
+			}
+			rep, err := e.resume(c, info, pollSg, csr)
+			switch {
+			case err == nil:
 				return e.outcome(rep, nil)
+			case serverDoesNotKnow(err):
+				// Sent below, with the same transactionID.
+			case !last && e.st.Server == "" && mayFailOver(err):
+				// No server was sealed, so no PKCSReq left for any (one is
+				// sealed before it leaves when the profile lists several).
+				e.movedOn(err)
+				continue
+			default:
+				return signer.PEMBundle{}, e.failedAttempt(fmt.Sprintf("asking about transaction %s, whose PKCSReq the server may have (not sent again until it answers)", e.tx), err)
 			}
 		}
 		if sg == nil {

@@ -2,6 +2,8 @@ package signer
 
 import (
 	"crypto/x509"
+	"errors"
+	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -28,23 +30,52 @@ func (e *enrollment) mayHaveBeenSent() bool {
 // resume asks the server, with a CertPoll, about a transaction whose
 // PKCSReq may have reached it without the answer reaching us. A server that
 // remembers the transaction (NDES, EJBCA) answers with the certificate or
-// PENDING, and enrolling again would issue twice. ok is false when the
-// server does not know the transaction or cannot poll (MicroMDM and step-ca
-// answer HTTP 500 "not implemented"): the caller sends the PKCSReq, with
-// the same transactionID. The poll carries no CSR, so it spends no
-// challenge.
-func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, csr *x509.CertificateRequest) (*scep.CertRep, bool) {
-	e.polling = true
-	sg, _, err := e.prepare(csr)
-	e.polling = false
-	if err != nil {
-		return nil, false // prepare fails the same way again below, and says why
-	}
+// PENDING, and enrolling again would issue twice. sg signs the poll (see
+// pollSigner). An error that serverDoesNotKnow tells the
+// caller to send the PKCSReq, with the same transactionID; any other error
+// leaves open whether the server has the transaction, and the caller must
+// not send it.
+func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, sg *scep.Signer, csr *x509.CertificateRequest) (*scep.CertRep, error) {
 	rep, err := c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
 	if err != nil {
-		e.log.Info("the SCEP server could not tell about the transaction; sending the PKCSReq", "request", e.req.id(), "transaction", string(e.tx), "answer", err.Error())
-		return nil, false
+		if serverDoesNotKnow(err) {
+			e.log.Info("the SCEP server does not know the transaction; sending the PKCSReq", "request", e.req.id(), "transaction", string(e.tx), "answer", err.Error())
+		}
+		return nil, err
 	}
 	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventResumed, "Sign", "the SCEP server knew transaction %s (%s): resumed without enrolling again", e.tx, rep.Status)
-	return rep, true
+	return rep, nil
+}
+
+// serverDoesNotKnow says whether a CertPoll's error is the server's own
+// word that it holds no such transaction: a SCEP FAILURE (badCertID), an
+// HTTP 4xx refusal of the message, or HTTP 500/501 from a server that
+// cannot poll at all (MicroMDM and step-ca answer every CertPoll 500).
+// Anything else (no answer, a timeout, a gateway's 502/503/504, an answer
+// that is not SCEP) may hide a server that has the PKCSReq, and sending it
+// again could issue twice: the chaos soak caught exactly that, a PKCSReq's
+// answer cut, then the CertPoll's, then a second PKCSReq issued again.
+// The one case left: a polling server that answers a CertPoll HTTP 500
+// while it holds the transaction.
+func serverDoesNotKnow(err error) bool {
+	var (
+		failure *scep.FailureError
+		httpErr *scepclient.HTTPError
+	)
+	switch {
+	case errors.As(err, &failure):
+		return true
+	case errors.As(err, &httpErr):
+		return httpErr.StatusCode == http.StatusInternalServerError || httpErr.StatusCode == http.StatusNotImplemented || !httpErr.Temporary()
+	}
+	return false
+}
+
+// pollSigner is who signs a CertPoll of the transaction: the PKCSReq's
+// signer. The poll carries no CSR, so no challenge is spent on it.
+func (e *enrollment) pollSigner(csr *x509.CertificateRequest) (*scep.Signer, error) {
+	e.polling = true
+	defer func() { e.polling = false }()
+	sg, _, err := e.prepare(csr)
+	return sg, err
 }
