@@ -228,7 +228,9 @@ func (b *bench) setup(ctx context.Context, name, ns string) (*issuerSetup, error
 	}
 	url, statsURL := srv.ready[0], srv.ready[1]
 	s.stats = func() (scepStats, error) { return fetchJSON[scepStats](statsURL) }
-	s.depot = func() (depotStats, error) { return fetchJSON[depotStats](strings.TrimSuffix(statsURL, "/stats") + "/depot") }
+	s.depot = func() (depotStats, error) {
+		return fetchJSON[depotStats](strings.TrimSuffix(statsURL, "/stats") + "/depot")
+	}
 	op, err := b.startOperator(ctx, "operator-"+name)
 	if err != nil {
 		return s, err
