@@ -127,6 +127,7 @@ func count(v int) *int { return &v }
 // pendingTimeout; a server that fails once and recovers, or whose CA rolled
 // over, must issue on the second attempt. The manager must never panic.
 func TestFaultMatrix(t *testing.T) {
+	parallel(t)
 	const maxAttempts = 3
 	pki := []string{scepserver.OpPKIOperation}
 	transient := func(cause ...string) []string { return append([]string{"failed 3 times"}, cause...) }
@@ -136,6 +137,7 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: 5},
 		{name: "connection-refused", contains: transient("connection refused"), pkiOps: 0, afterReady: func(t *testing.T, fc *faultCase) {
 			fc.frontSrv.Close() // GetCACaps and GetCACert are cached: only PKIOperations meet the closed port
+			scepserver.Refuse(t, fc.frontSrv.Listener.Addr().String())
 			fc.unreached = true
 		}},
 		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 5, pkcsReqs: count(maxAttempts)},
@@ -324,6 +326,7 @@ func waitFinished(t *testing.T, c client.Client, cr *cmapi.CertificateRequest, t
 // shows the rolled-over CA now, not at the next periodic check (an hour
 // here).
 func TestCARolloverRechecksProfile(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t, func(o *controllers.Options) { o.CheckInterval = time.Hour })

@@ -75,6 +75,7 @@ func startHangingFront(t *testing.T, srv *scepserver.Server) (*hangingFront, str
 // took, alone and beside the hanging profile, is logged
 // (docs/performance.md), never asserted.
 func TestHangingServerIsolated(t *testing.T) {
+	parallel(t)
 	const (
 		healthyProfiles    = 6
 		requestsPerProfile = 4

@@ -66,10 +66,11 @@ func TestRenewalReq(t *testing.T) {
 // a RenewalReq (another CA's) is a fresh enrollment whose Event says why;
 // without renewWithRenewalReq, renewals are PKCSReqs.
 func TestRenewalReqFallsBack(t *testing.T) {
+	parallel(t)
+	ns := namespace(t)
 	startManager(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	other := scepserver.Start(t, scepserver.Behavior{})
-	ns := namespace(t)
 	p := renewalProfile(t, ns, srv.URL, nil)
 	certificateFor(t, ns, "app", p)
 	foreign, key := mint(t, other, "app", 3)
@@ -239,6 +240,7 @@ func countingProxy(t *testing.T, srv *stepca.Server) (string, func(string) int) 
 // RenewalReq fetches no one-time password (NDES authenticates a RenewalReq
 // by the certificate that signs it), while the first enrollment spent one.
 func TestRenewalReqNDES(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{})
 	startManager(t)

@@ -12,17 +12,20 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"go.uber.org/zap/zapcore"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -120,7 +123,92 @@ func apiServer(t *testing.T) *envtest.Env {
 	return env
 }
 
-var nsCounter int
+// Tests run one after another unless they call parallel. A parallel test
+// runs beside the others once the sequential ones are done (Go's
+// t.Parallel), so what a test's manager sees must be that test's alone:
+//   - its manager's cache holds only the namespaces the test made before
+//     starting it (and the cluster resource namespace), so it never works
+//     on another test's SCEPProfiles or CertificateRequests;
+//   - it makes no cluster-scoped object (ClusterSCEPProfile,
+//     CertificateSigningRequest, ClusterTrustBundle), which every manager
+//     would watch; the sequential tests that make them delete them when they
+//     end (startManager), before any parallel test resumes;
+//   - it uses no fixed port and no port it let go of and expects to find
+//     again (test/mitkdc's KDC restarts on its port: TestNDESKerberos stays
+//     sequential).
+//
+// The state below is kept per test (by t.Name()), for the helpers to find.
+var (
+	testsMu sync.Mutex
+	tests   = map[string]*testState{}
+)
+
+// testState is what the helpers know of one test or subtest.
+type testState struct {
+	parallel   bool
+	namespaces []string
+	// signer is that of the manager the test started last.
+	signer *signer.Signer
+}
+
+// stateOfTest returns t's state, made on first use. Callers hold testsMu.
+func stateOfTest(t *testing.T) *testState {
+	st := tests[t.Name()]
+	if st == nil {
+		st = &testState{}
+		tests[t.Name()] = st
+	}
+	return st
+}
+
+// lineage is t's name and those of the tests it is a subtest of, nearest
+// first.
+func lineage(t *testing.T) []string {
+	names := []string{t.Name()}
+	for n := t.Name(); strings.Contains(n, "/"); {
+		n = n[:strings.LastIndex(n, "/")]
+		names = append(names, n)
+	}
+	return names
+}
+
+// parallel runs the test beside the other parallel tests (t.Parallel) and
+// makes its managers watch only its own namespaces. Call it first, and
+// make the test's namespaces before its manager.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	stateOfTest(t).parallel = true
+}
+
+// isParallel reports whether t or a test it belongs to called parallel.
+func isParallel(t *testing.T) bool {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil && st.parallel {
+			return true
+		}
+	}
+	return false
+}
+
+// namespacesOf are the namespaces t and the tests it belongs to made so far.
+func namespacesOf(t *testing.T) []string {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	var out []string
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil {
+			out = append(out, st.namespaces...)
+		}
+	}
+	return out
+}
+
+var nsCounter atomic.Int64
 
 // namespace makes a fresh namespace for a test.
 //
@@ -132,9 +220,12 @@ var nsCounter int
 // caused.
 func namespace(t *testing.T) string {
 	t.Helper()
-	nsCounter++
 	e := apiServer(t)
-	ns := e.Namespace(t, fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000))
+	ns := e.Namespace(t, fmt.Sprintf("t%d-%d", nsCounter.Add(1), time.Now().UnixNano()%100000))
+	testsMu.Lock()
+	st := stateOfTest(t)
+	st.namespaces = append(st.namespaces, ns)
+	testsMu.Unlock()
 	t.Cleanup(func() {
 		if err := e.Client.DeleteAllOf(context.Background(), &scepv1alpha1.SCEPProfile{}, client.InNamespace(ns)); err != nil {
 			t.Logf("deleting the SCEPProfiles of %s: %v", ns, err)
@@ -173,10 +264,30 @@ func (m *manager) logs() string {
 }
 
 // startManager starts the controllers on a new manager; opts change the
-// controllers' options (the defaults suit most tests).
+// controllers' options (the defaults suit most tests). The manager of a
+// parallel test watches only the test's namespaces; that of a sequential
+// test watches the whole cluster, and the cluster-scoped objects its test
+// made are deleted when it ends.
 func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	t.Helper()
 	e := apiServer(t)
+	cacheOpts := controllers.CacheOptions()
+	if isParallel(t) {
+		nss := namespacesOf(t)
+		if len(nss) == 0 {
+			t.Fatal("a parallel test makes its namespaces before its manager, which watches only them")
+		}
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{clusterResourceNamespace: {}}
+		for _, ns := range nss {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	} else {
+		// Registered before the manager's stop, so it runs after it: a
+		// ClusterSCEPProfile left behind would be checked by every later
+		// manager, against a test server that is gone or, once the kernel
+		// hands its port to another test's server, against that one.
+		t.Cleanup(func() { deleteClusterScoped(t, e) })
+	}
 	logs := &logBuffer{}
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
 		Scheme:                 e.Scheme,
@@ -185,7 +296,7 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 		Logger:                 zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(-5)), zap.WriteTo(io.MultiWriter(testWriter{t}, logs, &allLogs))),
 		Client:                 controllers.ClientOptions(),
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cacheOpts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,16 +316,37 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	latestSigner = sg
+	testsMu.Lock()
+	stateOfTest(t).signer = sg
+	testsMu.Unlock()
 	m := &manager{cancel: cancel, done: make(chan error, 1), log: logs}
 	go func() { m.done <- mgr.Start(ctx) }()
 	t.Cleanup(m.stop)
 	return m
 }
 
-// latestSigner is the signer of the manager started last (tests do not run
-// in parallel).
-var latestSigner *signer.Signer
+// deleteClusterScoped deletes every ClusterSCEPProfile and
+// CertificateSigningRequest, once a sequential test is done with them.
+func deleteClusterScoped(t *testing.T, e *envtest.Env) {
+	for _, obj := range []client.Object{&scepv1alpha1.ClusterSCEPProfile{}, &certificatesv1.CertificateSigningRequest{}} {
+		if err := e.Client.DeleteAllOf(context.Background(), obj); err != nil {
+			t.Errorf("deleting every %T: %v", obj, err)
+		}
+	}
+}
+
+// latestSigner is the signer of the manager t (or the test it belongs to)
+// started last.
+func latestSigner(t *testing.T) *signer.Signer {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil && st.signer != nil {
+			return st.signer
+		}
+	}
+	return nil
+}
 
 // pastLeadSecond waits until a request created now is newer, to the
 // signer, than the moment the latest manager started to lead.
@@ -225,7 +357,7 @@ var latestSigner *signer.Signer
 // is usually none, as a profile takes longer than that to become Ready.
 func pastLeadSecond(t *testing.T) {
 	t.Helper()
-	sg := latestSigner
+	sg := latestSigner(t)
 	if sg == nil {
 		return
 	}
