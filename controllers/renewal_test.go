@@ -36,10 +36,12 @@ import (
 // its Secret, as the servers count it: the emulator, MicroMDM and step-ca,
 // which all list Renewal.
 func TestRenewalReq(t *testing.T) {
-	startManager(t)
+	parallel(t)
 	t.Run("emulator", func(t *testing.T) {
-		srv := scepserver.Start(t, scepserver.Behavior{})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := scepserver.Start(t, scepserver.Behavior{})
 		p := renewalProfile(t, ns, srv.URL, nil)
 		first, _ := renewFlow(t, ns, p, srv.PKIMessages, srv.CA)
 		last, ok := srv.LastPKIRequest()
@@ -48,13 +50,17 @@ func TestRenewalReq(t *testing.T) {
 		}
 	})
 	t.Run("MicroMDM", func(t *testing.T) {
-		srv := micromdm.Start(t, micromdm.Options{})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := micromdm.Start(t, micromdm.Options{})
 		renewFlow(t, ns, renewalProfile(t, ns, srv.URL, nil), srv.PKIMessages, srv.CA)
 	})
 	t.Run("step-ca", func(t *testing.T) {
-		srv := stepca.Start(t, stepca.Options{IncludeRoot: true})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := stepca.Start(t, stepca.Options{IncludeRoot: true})
 		proxy, count := countingProxy(t, srv)
 		p := renewalProfile(t, ns, proxy, nil)
 		// step-ca counts nothing: a proxy in front of it does.

@@ -7,9 +7,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +52,22 @@ var (
 // clusterResourceNamespace holds the Secrets of ClusterSCEPProfiles in tests.
 const clusterResourceNamespace = "scep-system"
 
+// parallelTests is how many parallel tests run at once unless -parallel
+// says otherwise. They mostly wait (on retry intervals, the one-minute
+// pendingTimeout of TestFaultMatrix's PENDING case, profile checks), not
+// compute, so more of them than the machine has cores.
+const parallelTests = 8
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallelTests)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
 	code := m.Run()
 	if env != nil {
 		if code == 0 {
@@ -290,7 +307,10 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	}
 	logs := &logBuffer{}
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
-		Scheme:                 e.Scheme,
+		// A scheme of its own: issuer-lib's setup adds cert-manager's types
+		// to the manager's scheme, a map write that would race with the
+		// other parallel managers' reads of a shared one.
+		Scheme:                 envtest.NewScheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},

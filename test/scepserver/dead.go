@@ -26,36 +26,13 @@ func DeadURL(t testing.TB) string {
 // no listener bind the port while it is held.
 func RefusingAddr(t testing.TB) string {
 	t.Helper()
-	return hold(t, 0)
-}
-
-// Refuse holds addr (a loopback host:port a test server of the test just
-// closed) as RefusingAddr does, so that a server the test stopped stays
-// down: the kernel would otherwise hand its port to the next server that
-// asks for one.
-func Refuse(t testing.TB, addr string) {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hold(t, port)
-}
-
-// hold binds 127.0.0.1:port (0: any free port) until the test ends.
-func hold(t testing.TB, port int) string {
-	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatalf("holding loopback port %d: %v", port, err)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("binding a loopback port: %v", err)
 	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {

@@ -21,17 +21,3 @@ func TestRefusingAddr(t *testing.T) {
 		t.Fatalf("a listener took the held port %s", addr)
 	}
 }
-
-// A closed server's port is held the same way.
-func TestRefuse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	Refuse(t, addr)
-	if _, err := net.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("dial: %v", err)
-	}
-}
