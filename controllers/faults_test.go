@@ -187,7 +187,17 @@ func TestFaultMatrix(t *testing.T) {
 	// matrix outlasts the default minute, and the check of the case whose
 	// server is closed then made its profile Unreachable, so its request
 	// waited for the issuer instead of counting attempts.
-	m := startManager(t, func(o *controllers.Options) { o.RequestTimeout = 2 * time.Second; o.CheckInterval = time.Hour })
+	//
+	// A profile check is bounded by CheckTimeout, RequestTimeout (2 s here)
+	// unless set, and it creates the profile's signer (an RSA key): with 23
+	// profiles made at once beside other tests, that took longer than 2 s,
+	// and the profile waited a minute for its next check before the matrix
+	// could start. Only the PKIOperations are faulted; the checks get time.
+	m := startManager(t, func(o *controllers.Options) {
+		o.RequestTimeout = 2 * time.Second
+		o.CheckTimeout = 30 * time.Second
+		o.CheckInterval = time.Hour
+	})
 	c := apiServer(t).Client
 	start := time.Now()
 
