@@ -33,6 +33,7 @@ import (
 // reaches the SCEP server. (The API server refuses the malformed profiles
 // before the operator sees them: api/v1alpha1/validation_test.go.)
 func TestBadInput(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	const password = "bad-input-s3cret"
 	srv := micromdm.Start(t, micromdm.Options{Challenge: password})

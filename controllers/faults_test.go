@@ -137,10 +137,17 @@ func count(v int) *int { return &v }
 // pendingTimeout; a server that fails once and recovers, or whose CA rolled
 // over, must issue on the second attempt. The manager must never panic.
 func TestFaultMatrix(t *testing.T) {
+	parallel(t)
 	const maxAttempts = 3
 	pki := []string{scepserver.OpPKIOperation}
 	transient := func(cause ...string) []string { return append([]string{"failed 3 times"}, cause...) }
 	cases := []*faultCase{
+		// One PKCSReq, then a CertPoll every retryInterval (1s) until
+		// pendingTimeout (1m, the least the API allows). It is the longest
+		// case: first in the list, its request is made as soon as its
+		// profile is Ready, and the others run during its minute.
+		{name: "pending-forever", behavior: scepserver.Behavior{PendingForever: true}, pendingTimeout: time.Minute, timeout: 3 * time.Minute,
+			contains: []string{"PENDING", "longer than pendingTimeout"}, pkiOps: 20, pkiOpsMax: 64, pkcsReqs: count(1)},
 		// Each retry polls (the lost PKCSReq may have been acted on), and a
 		// poll that gets no answer either is retried, never followed by a
 		// second PKCSReq: 1 PKCSReq and 2 CertPolls, all closed unanswered.
@@ -176,10 +183,6 @@ func TestFaultMatrix(t *testing.T) {
 			contains: []string{"refused", `the server says "line one line two [31m xxx`}, omits: []string{"\r", "\n", "\x1b", strings.Repeat("x", 130)}, pkiOps: 1},
 		{name: "failure-badTime", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadTime)}, contains: []string{"refused", "badTime"}, pkiOps: 1},
 		{name: "failure-badCertId", behavior: scepserver.Behavior{FailInfo: failInfo(scepserver.BadCertID)}, contains: []string{"refused", "badCertId"}, pkiOps: 1},
-		// One PKCSReq, then a CertPoll every retryInterval (1s) until
-		// pendingTimeout (1m, the least the API allows).
-		{name: "pending-forever", behavior: scepserver.Behavior{PendingForever: true}, pendingTimeout: time.Minute, timeout: 3 * time.Minute,
-			contains: []string{"PENDING", "longer than pendingTimeout"}, pkiOps: 20, pkiOpsMax: 64, pkcsReqs: count(1)},
 		{name: "503-once-then-recover", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, FaultOperations: pki, FaultTimes: 1}, issued: true, pkiOps: 2},
 		// Retry-After (2s) longer than the backoff (1s ±10%) is honoured.
 		{name: "503-retry-after-longer-than-backoff", behavior: scepserver.Behavior{Status: http.StatusServiceUnavailable, RetryAfter: "2", FaultOperations: pki, FaultTimes: 1}, issued: true, pkiOps: 2, minGap: 1900 * time.Millisecond},
@@ -200,7 +203,17 @@ func TestFaultMatrix(t *testing.T) {
 	// matrix outlasts the default minute, and the check of the case whose
 	// server is closed then made its profile Unreachable, so its request
 	// waited for the issuer instead of counting attempts.
-	m := startManager(t, func(o *controllers.Options) { o.RequestTimeout = 2 * time.Second; o.CheckInterval = time.Hour })
+	//
+	// A profile check is bounded by CheckTimeout, RequestTimeout (2 s here)
+	// unless set, and it creates the profile's signer (an RSA key): with 23
+	// profiles made at once beside other tests, that took longer than 2 s,
+	// and the profile waited a minute for its next check before the matrix
+	// could start. Only the PKIOperations are faulted; the checks get time.
+	m := startManager(t, func(o *controllers.Options) {
+		o.RequestTimeout = 2 * time.Second
+		o.CheckTimeout = 30 * time.Second
+		o.CheckInterval = time.Hour
+	})
 	c := apiServer(t).Client
 	start := time.Now()
 
@@ -224,18 +237,29 @@ func TestFaultMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, fc := range cases {
+	makeRequest := func(i int, fc *faultCase) {
+		csr := csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: fc.name}}, rsaKey(2048, i%4))
+		fc.cr = request(t, ns, strings.ToLower(fc.name), refTo(fc.p), csr, nil)
+	}
+	for i, fc := range cases {
 		waitProfile(t, fc.p, metav1.ConditionTrue, 2*time.Minute) // a dozen profiles checked at once on a loaded machine
 		if fc.afterReady != nil {
 			fc.afterReady(t, fc)
 		}
+		if fc.pendingTimeout > 0 {
+			makeRequest(i, fc)
+			setApproval(t, fc.cr, true)
+		}
 	}
 	for i, fc := range cases {
-		csr := csrPEM(t, scep.CSRTemplate{Subject: pkix.Name{CommonName: fc.name}}, rsaKey(2048, i%4))
-		fc.cr = request(t, ns, strings.ToLower(fc.name), refTo(fc.p), csr, nil)
+		if fc.cr == nil {
+			makeRequest(i, fc)
+		}
 	}
 	for _, fc := range cases {
-		setApproval(t, fc.cr, true)
+		if fc.pendingTimeout == 0 {
+			setApproval(t, fc.cr, true)
+		}
 	}
 
 	// Wait for all of them concurrently; failures are reported per case.
@@ -340,6 +364,7 @@ func waitFinished(t *testing.T, c client.Client, cr *cmapi.CertificateRequest, t
 // shows the rolled-over CA now, not at the next periodic check (an hour
 // here).
 func TestCARolloverRechecksProfile(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t, func(o *controllers.Options) { o.CheckInterval = time.Hour })

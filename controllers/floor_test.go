@@ -21,6 +21,7 @@ import (
 // single DES) leaves the profile not Ready, saying what it lacks and which
 // field would allow it, until the floor is lowered.
 func TestCryptoFloor(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	startManager(t)
 	c := apiServer(t).Client

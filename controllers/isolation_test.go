@@ -75,6 +75,7 @@ func startHangingFront(t *testing.T, srv *scepserver.Server) (*hangingFront, str
 // took, alone and beside the hanging profile, is logged
 // (docs/performance.md), never asserted.
 func TestHangingServerIsolated(t *testing.T) {
+	parallel(t)
 	const (
 		healthyProfiles    = 6
 		requestsPerProfile = 4
@@ -91,6 +92,7 @@ func TestHangingServerIsolated(t *testing.T) {
 		{name: "beside-a-hanging-profile-of-256-slots", hangingLimit: 256, inFlight: int(controllers.ProfileShare(controllers.DefaultRequestWorkers)), hangingRequests: 40},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
+			parallel(t)
 			ns := namespace(t)
 			startManager(t, func(o *controllers.Options) { o.RequestTimeout = 5 * time.Minute })
 			c := apiServer(t).Client

@@ -24,6 +24,7 @@ import (
 // Passthrough mode is enrolled at MicroMDM (no challenge); the profile shows
 // what the server said; unapproved and denied requests are never sent.
 func TestPassthroughMicroMDM(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := micromdm.Start(t, micromdm.Options{})
 	startManager(t)

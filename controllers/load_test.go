@@ -41,6 +41,7 @@ func (m *concurrencyMeter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // more than maxConcurrentRequests in flight at the (slow) server; all are
 // issued, each enrolled once.
 func TestMaxConcurrentRequests(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{Delay: 150 * time.Millisecond, FaultOperations: []string{scepserver.OpPKIOperation}})
 	meter := &concurrencyMeter{next: srv}

@@ -171,6 +171,7 @@ func noSecretsLeaked(t *testing.T, m *manager, ns string, objs []client.Object, 
 // consumes it and issues; neither the account's password nor the challenge
 // reaches logs, Events, conditions or annotations.
 func TestNDESDynamicChallenge(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{})
 	m := startManager(t)
@@ -206,6 +207,7 @@ func TestNDESDynamicChallenge(t *testing.T) {
 // password enrolls once; the second request, whose password NDES has seen,
 // fails with NDES's failInfo and error code rather than being retried.
 func TestNDESReusedPasswordSurfaced(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{})
 	startManager(t)
@@ -263,6 +265,7 @@ func (c *testClock) advance(d time.Duration) {
 // request shows SCEPChallenge=False/PasswordCacheFull, waits (counting an
 // attempt) without failing, and is issued once the passwords expire.
 func TestNDESPasswordCacheFull(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	clk := &testClock{}
 	srv := startNDES(t, ndes.Options{CacheSize: 3, Now: clk.now})
@@ -335,6 +338,7 @@ func TestNDESPasswordCacheFull(t *testing.T) {
 // requests Pending until fixed and revalidated; Basic is checked over https
 // and refused over plain http without contacting NDES.
 func TestNDESWrongCredentials(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	m := startManager(t)
 	c := apiServer(t).Client
@@ -435,6 +439,7 @@ func TestNDESWrongCredentials(t *testing.T) {
 // makes NDES answer PENDING; the request polls, is issued once approved, and
 // fails with NDES's text once rejected. Polls spend no challenge password.
 func TestNDESPendingApproval(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{ManualApproval: true})
 	startManager(t)
@@ -492,6 +497,7 @@ func TestNDESPendingApproval(t *testing.T) {
 // sees the request (no PKCSReq, no password used), and the request fails
 // saying what to change on the server.
 func TestNDESGetOnlyLongRequest(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{GetOnly: true, MaxQueryBytes: ndes.DefaultMaxQueryBytes})
 	startManager(t)
@@ -519,6 +525,7 @@ func TestNDESGetOnlyLongRequest(t *testing.T) {
 // TestNDESSubjectRefused: a subject with a character AD CS cannot take
 // escaped fails the request before a password is fetched or anything sent.
 func TestNDESSubjectRefused(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{})
 	startManager(t)

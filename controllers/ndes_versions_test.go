@@ -46,7 +46,7 @@ func requestEventSays(t *testing.T, cr *cmapi.CertificateRequest, reason string,
 // a one-time password from the admin page, and a CA that refuses shows
 // NDES's error code in words in the request's condition and Event.
 func TestNDESVersionsOperator(t *testing.T) {
-	startManager(t)
+	parallel(t)
 	for _, tc := range []struct {
 		name string
 		opts ndes.Options
@@ -59,7 +59,9 @@ func TestNDESVersionsOperator(t *testing.T) {
 		{"2008 empty GetCACaps", ndes.Options{Version: ndes.Version2008, CapsFailure: ndes.CapsEmpty, MaxQueryBytes: 65534}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			parallel(t)
 			ns := namespace(t)
+			startManager(t)
 			srv := startNDES(t, tc.opts)
 			ndesCredentials(t, ns, "ndes-agent", ndesUser, ndes.DefaultPassword)
 			p := ndesProfile(t, ns, "ndes", ndesDynamicSpec(srv, "NTLM", "ndes-agent"), nil)

@@ -31,6 +31,7 @@ import (
 // that field, and nothing reaches the SCEP server; a request that fits is
 // issued by the same profile.
 func TestPolicyViolations(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := micromdm.Start(t, micromdm.Options{})
 	startManager(t)

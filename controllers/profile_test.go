@@ -46,6 +46,7 @@ func profileEvents(t *testing.T, ns, name string) ([]eventsv1.Event, error) {
 // Ready condition and in a Warning Event; the challenge password it read
 // appears in neither, nor in the logs.
 func TestProfileReadyReasons(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	const password = "pr0file-s3cret-value"
 	mdm := micromdm.Start(t, micromdm.Options{Challenge: password})
@@ -198,6 +199,7 @@ func TestProfileReadyReasons(t *testing.T) {
 // sent; once the pin is corrected the profile becomes Ready and the waiting
 // request is issued.
 func TestFingerprintMismatchThenFixed(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := micromdm.Start(t, micromdm.Options{})
 	startManager(t)
@@ -372,6 +374,7 @@ func poolOf(certs ...*x509.Certificate) *x509.CertPool {
 // an outage: the request fails at once with the failInfo and the server's
 // own text, after exactly one PKCSReq.
 func TestServerFailureIsPermanent(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	badRequest := scepserver.BadRequest
 	srv := scepserver.Start(t, scepserver.Behavior{FailInfo: &badRequest, FailInfoText: "denied by policy X"})

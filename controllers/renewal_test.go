@@ -36,10 +36,12 @@ import (
 // its Secret, as the servers count it: the emulator, MicroMDM and step-ca,
 // which all list Renewal.
 func TestRenewalReq(t *testing.T) {
-	startManager(t)
+	parallel(t)
 	t.Run("emulator", func(t *testing.T) {
-		srv := scepserver.Start(t, scepserver.Behavior{})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := scepserver.Start(t, scepserver.Behavior{})
 		p := renewalProfile(t, ns, srv.URL, nil)
 		first, _ := renewFlow(t, ns, p, srv.PKIMessages, srv.CA)
 		last, ok := srv.LastPKIRequest()
@@ -48,13 +50,17 @@ func TestRenewalReq(t *testing.T) {
 		}
 	})
 	t.Run("MicroMDM", func(t *testing.T) {
-		srv := micromdm.Start(t, micromdm.Options{})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := micromdm.Start(t, micromdm.Options{})
 		renewFlow(t, ns, renewalProfile(t, ns, srv.URL, nil), srv.PKIMessages, srv.CA)
 	})
 	t.Run("step-ca", func(t *testing.T) {
-		srv := stepca.Start(t, stepca.Options{IncludeRoot: true})
+		parallel(t)
 		ns := namespace(t)
+		startManager(t)
+		srv := stepca.Start(t, stepca.Options{IncludeRoot: true})
 		proxy, count := countingProxy(t, srv)
 		p := renewalProfile(t, ns, proxy, nil)
 		// step-ca counts nothing: a proxy in front of it does.
@@ -66,10 +72,11 @@ func TestRenewalReq(t *testing.T) {
 // a RenewalReq (another CA's) is a fresh enrollment whose Event says why;
 // without renewWithRenewalReq, renewals are PKCSReqs.
 func TestRenewalReqFallsBack(t *testing.T) {
+	parallel(t)
+	ns := namespace(t)
 	startManager(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	other := scepserver.Start(t, scepserver.Behavior{})
-	ns := namespace(t)
 	p := renewalProfile(t, ns, srv.URL, nil)
 	certificateFor(t, ns, "app", p)
 	foreign, key := mint(t, other, "app", 3)
@@ -239,6 +246,7 @@ func countingProxy(t *testing.T, srv *stepca.Server) (string, func(string) int) 
 // RenewalReq fetches no one-time password (NDES authenticates a RenewalReq
 // by the certificate that signs it), while the first enrollment spent one.
 func TestRenewalReqNDES(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := startNDES(t, ndes.Options{})
 	startManager(t)

@@ -28,6 +28,7 @@ import (
 // sent after the switch is issued by the new CA. Editing the pins forgets
 // what the old pins vouched for.
 func TestCARollover(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t)

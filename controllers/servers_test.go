@@ -39,6 +39,7 @@ func failoverProfile(t *testing.T, ns, name string, urls []string, change func(*
 // message); a request is issued by the second server, and the PKCSReq's
 // server is sealed into the request's state.
 func TestFailoverToSecondServer(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	second := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t)
@@ -78,6 +79,7 @@ func TestFailoverToSecondServer(t *testing.T) {
 // check passed): the request moves on to the next server in the same
 // attempt, with an Event saying so.
 func TestFailoverFirstAnswers5xx(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	first := scepserver.Start(t, scepserver.Behavior{})
 	second := scepserver.Start(t, scepserver.Behavior{})
@@ -107,6 +109,7 @@ func TestFailoverFirstAnswers5xx(t *testing.T) {
 // never sent anything for it; when the server is back and the CA manager
 // approves, the request is issued by it.
 func TestPendingStaysWithItsServer(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	first := scepserver.Start(t, scepserver.Behavior{PendingForever: true})
 	second := scepserver.Start(t, scepserver.Behavior{})
@@ -149,6 +152,7 @@ func TestPendingStaysWithItsServer(t *testing.T) {
 // TestAllServersDown: with every server down, each attempt tries them all
 // and counts once, and the request fails after maxAttempts, as with one.
 func TestAllServersDown(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	up := scepserver.Start(t, scepserver.Behavior{})
 	startManager(t)

@@ -161,6 +161,7 @@ func TestSignerSecretNotTakenOver(t *testing.T) {
 // SCEPProfile's controller ownerReference, no label) is labelled and kept,
 // key and all.
 func TestSignerSecretReusedAcrossRestarts(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{})
 	c := apiServer(t).Client

@@ -7,22 +7,27 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"go.uber.org/zap/zapcore"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -47,7 +52,22 @@ var (
 // clusterResourceNamespace holds the Secrets of ClusterSCEPProfiles in tests.
 const clusterResourceNamespace = "scep-system"
 
+// parallelTests is how many parallel tests run at once unless -parallel
+// says otherwise. They mostly wait (on retry intervals, the one-minute
+// pendingTimeout of TestFaultMatrix's PENDING case, profile checks), not
+// compute, so more of them than the machine has cores.
+const parallelTests = 8
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallelTests)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
 	code := m.Run()
 	if env != nil {
 		if code == 0 {
@@ -120,7 +140,92 @@ func apiServer(t *testing.T) *envtest.Env {
 	return env
 }
 
-var nsCounter int
+// Tests run one after another unless they call parallel. A parallel test
+// runs beside the others once the sequential ones are done (Go's
+// t.Parallel), so what a test's manager sees must be that test's alone:
+//   - its manager's cache holds only the namespaces the test made before
+//     starting it (and the cluster resource namespace), so it never works
+//     on another test's SCEPProfiles or CertificateRequests;
+//   - it makes no cluster-scoped object (ClusterSCEPProfile,
+//     CertificateSigningRequest, ClusterTrustBundle), which every manager
+//     would watch; the sequential tests that make them delete them when they
+//     end (startManager), before any parallel test resumes;
+//   - it uses no fixed port and no port it let go of and expects to find
+//     again (test/mitkdc's KDC restarts on its port: TestNDESKerberos stays
+//     sequential).
+//
+// The state below is kept per test (by t.Name()), for the helpers to find.
+var (
+	testsMu sync.Mutex
+	tests   = map[string]*testState{}
+)
+
+// testState is what the helpers know of one test or subtest.
+type testState struct {
+	parallel   bool
+	namespaces []string
+	// signer is that of the manager the test started last.
+	signer *signer.Signer
+}
+
+// stateOfTest returns t's state, made on first use. Callers hold testsMu.
+func stateOfTest(t *testing.T) *testState {
+	st := tests[t.Name()]
+	if st == nil {
+		st = &testState{}
+		tests[t.Name()] = st
+	}
+	return st
+}
+
+// lineage is t's name and those of the tests it is a subtest of, nearest
+// first.
+func lineage(t *testing.T) []string {
+	names := []string{t.Name()}
+	for n := t.Name(); strings.Contains(n, "/"); {
+		n = n[:strings.LastIndex(n, "/")]
+		names = append(names, n)
+	}
+	return names
+}
+
+// parallel runs the test beside the other parallel tests (t.Parallel) and
+// makes its managers watch only its own namespaces. Call it first, and
+// make the test's namespaces before its manager.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	stateOfTest(t).parallel = true
+}
+
+// isParallel reports whether t or a test it belongs to called parallel.
+func isParallel(t *testing.T) bool {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil && st.parallel {
+			return true
+		}
+	}
+	return false
+}
+
+// namespacesOf are the namespaces t and the tests it belongs to made so far.
+func namespacesOf(t *testing.T) []string {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	var out []string
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil {
+			out = append(out, st.namespaces...)
+		}
+	}
+	return out
+}
+
+var nsCounter atomic.Int64
 
 // namespace makes a fresh namespace for a test.
 //
@@ -132,9 +237,12 @@ var nsCounter int
 // caused.
 func namespace(t *testing.T) string {
 	t.Helper()
-	nsCounter++
 	e := apiServer(t)
-	ns := e.Namespace(t, fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000))
+	ns := e.Namespace(t, fmt.Sprintf("t%d-%d", nsCounter.Add(1), time.Now().UnixNano()%100000))
+	testsMu.Lock()
+	st := stateOfTest(t)
+	st.namespaces = append(st.namespaces, ns)
+	testsMu.Unlock()
 	t.Cleanup(func() {
 		if err := e.Client.DeleteAllOf(context.Background(), &scepv1alpha1.SCEPProfile{}, client.InNamespace(ns)); err != nil {
 			t.Logf("deleting the SCEPProfiles of %s: %v", ns, err)
@@ -173,19 +281,42 @@ func (m *manager) logs() string {
 }
 
 // startManager starts the controllers on a new manager; opts change the
-// controllers' options (the defaults suit most tests).
+// controllers' options (the defaults suit most tests). The manager of a
+// parallel test watches only the test's namespaces; that of a sequential
+// test watches the whole cluster, and the cluster-scoped objects its test
+// made are deleted when it ends.
 func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	t.Helper()
 	e := apiServer(t)
+	cacheOpts := controllers.CacheOptions()
+	if isParallel(t) {
+		nss := namespacesOf(t)
+		if len(nss) == 0 {
+			t.Fatal("a parallel test makes its namespaces before its manager, which watches only them")
+		}
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{clusterResourceNamespace: {}}
+		for _, ns := range nss {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	} else {
+		// Registered before the manager's stop, so it runs after it: a
+		// ClusterSCEPProfile left behind would be checked by every later
+		// manager, against a test server that is gone or, once the kernel
+		// hands its port to another test's server, against that one.
+		t.Cleanup(func() { deleteClusterScoped(t, e) })
+	}
 	logs := &logBuffer{}
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
-		Scheme:                 e.Scheme,
+		// A scheme of its own: issuer-lib's setup adds cert-manager's types
+		// to the manager's scheme, a map write that would race with the
+		// other parallel managers' reads of a shared one.
+		Scheme:                 envtest.NewScheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 		Logger:                 zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(-5)), zap.WriteTo(io.MultiWriter(testWriter{t}, logs, &allLogs))),
 		Client:                 controllers.ClientOptions(),
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cacheOpts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,16 +336,37 @@ func startManager(t *testing.T, opts ...func(*controllers.Options)) *manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	latestSigner = sg
+	testsMu.Lock()
+	stateOfTest(t).signer = sg
+	testsMu.Unlock()
 	m := &manager{cancel: cancel, done: make(chan error, 1), log: logs}
 	go func() { m.done <- mgr.Start(ctx) }()
 	t.Cleanup(m.stop)
 	return m
 }
 
-// latestSigner is the signer of the manager started last (tests do not run
-// in parallel).
-var latestSigner *signer.Signer
+// deleteClusterScoped deletes every ClusterSCEPProfile and
+// CertificateSigningRequest, once a sequential test is done with them.
+func deleteClusterScoped(t *testing.T, e *envtest.Env) {
+	for _, obj := range []client.Object{&scepv1alpha1.ClusterSCEPProfile{}, &certificatesv1.CertificateSigningRequest{}} {
+		if err := e.Client.DeleteAllOf(context.Background(), obj); err != nil {
+			t.Errorf("deleting every %T: %v", obj, err)
+		}
+	}
+}
+
+// latestSigner is the signer of the manager t (or the test it belongs to)
+// started last.
+func latestSigner(t *testing.T) *signer.Signer {
+	testsMu.Lock()
+	defer testsMu.Unlock()
+	for _, n := range lineage(t) {
+		if st := tests[n]; st != nil && st.signer != nil {
+			return st.signer
+		}
+	}
+	return nil
+}
 
 // pastLeadSecond waits until a request created now is newer, to the
 // signer, than the moment the latest manager started to lead.
@@ -225,7 +377,7 @@ var latestSigner *signer.Signer
 // is usually none, as a profile takes longer than that to become Ready.
 func pastLeadSecond(t *testing.T) {
 	t.Helper()
-	sg := latestSigner
+	sg := latestSigner(t)
 	if sg == nil {
 		return
 	}
@@ -515,26 +667,34 @@ func askCheck(t *testing.T, p scepv1alpha1.Profile) {
 }
 
 // recheck makes the profile controller check p now (it watches
-// annotations) and waits for that check to be done.
+// annotations) and waits for a check that began after the call.
+//
+// One new lastCheckTime is not enough: a check already under way when the
+// annotation changed (the one after the profile became Ready, say) can
+// finish after it, with what the server served before. The controller
+// checks a profile once at a time, so a second check, asked for once the
+// first is seen, began after the call.
 func recheck(t *testing.T, p scepv1alpha1.Profile) {
 	t.Helper()
 	c := apiServer(t).Client
-	if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
-		t.Fatal(err)
-	}
-	var last time.Time
-	if lc := p.GetStatus().LastCheckTime; lc != nil {
-		last = lc.Time
-		// lastCheckTime has a resolution of one second: check in the next
-		// one, so that the new check is told apart.
-		time.Sleep(time.Until(last.Add(time.Second)))
-	}
-	askCheck(t, p)
-	eventually(t, 30*time.Second, "another check of "+p.GetName(), func() (bool, string) {
+	for range 2 {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
-			return false, err.Error()
+			t.Fatal(err)
 		}
-		lc := p.GetStatus().LastCheckTime
-		return lc != nil && lc.After(last), "no new check yet"
-	})
+		var last time.Time
+		if lc := p.GetStatus().LastCheckTime; lc != nil {
+			last = lc.Time
+			// lastCheckTime has a resolution of one second: check in the
+			// next one, so that the new check is told apart.
+			time.Sleep(time.Until(last.Add(time.Second)))
+		}
+		askCheck(t, p)
+		eventually(t, 30*time.Second, "another check of "+p.GetName(), func() (bool, string) {
+			if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil {
+				return false, err.Error()
+			}
+			lc := p.GetStatus().LastCheckTime
+			return lc != nil && lc.After(last), "no new check yet"
+		})
+	}
 }

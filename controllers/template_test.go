@@ -20,6 +20,7 @@ import (
 // for that key usage, as NDES does, and the CSR carries the profile's
 // certificateTemplate in the Microsoft template extension.
 func TestNDESCertificateTemplate(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	startManager(t)
 	srv := startNDES(t, ndes.Options{Templates: ndes.RegistryTemplates{Signature: "K8s-Signing", Encryption: "K8s-Encryption", GeneralPurpose: "K8s-Both"}})

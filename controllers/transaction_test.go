@@ -63,6 +63,7 @@ func pendingKeyFor(t *testing.T, ns, certName string, ref scepv1alpha1.Profile, 
 // into a CSR rebuilt with the workload's pending key; MicroMDM, which checks
 // the challenge, issues it.
 func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := micromdm.Start(t, micromdm.Options{Challenge: "mdm-s3cret"})
 	m := startManager(t)
@@ -135,6 +136,7 @@ func TestRebuildStaticChallengeMicroMDM(t *testing.T) {
 // on the request; a new manager resumes it with CertPoll; the server saw
 // exactly one PKCSReq.
 func TestPendingSurvivesRestart(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{PendingForever: true})
 	m := startManager(t)
@@ -208,6 +210,7 @@ func (h *timedHandler) times() []time.Time {
 // least as the backoff says (1s, then 2s, ±10% jitter) and the request fails
 // after maxAttempts, with the count persisted on the request.
 func TestServerDownBacksOff(t *testing.T) {
+	parallel(t)
 	ns := namespace(t)
 	srv := scepserver.Start(t, scepserver.Behavior{Status: http.StatusServiceUnavailable, FaultOperations: []string{scepserver.OpPKIOperation}})
 	timed := &timedHandler{next: srv}

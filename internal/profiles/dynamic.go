@@ -62,9 +62,17 @@ func (r *Registry) Recheck(p scepv1alpha1.Profile) {
 		return
 	}
 	select {
-	case ch <- event.GenericEvent{Object: p}:
+	case ch <- checkEvent(p):
 	default: // a check is already queued
 	}
+}
+
+// checkEvent asks for a check of p with a copy of it: the caller goes on
+// using p (the profile controller patches it after fetching a password)
+// while the controller's event handler reads the event's object on another
+// goroutine, a data race on p's fields (seen with -race).
+func checkEvent(p scepv1alpha1.Profile) event.GenericEvent {
+	return event.GenericEvent{Object: p.DeepCopyObject().(scepv1alpha1.Profile)}
 }
 
 // adminCredentials is what the Dynamic challenge's Secret holds. Keytab is
@@ -255,7 +263,7 @@ func (r *Registry) DynamicPassword(ctx context.Context, p scepv1alpha1.Profile) 
 		r.dyn.mu.Unlock()
 		if ch != nil {
 			select {
-			case ch <- event.GenericEvent{Object: p}:
+			case ch <- checkEvent(p):
 			default: // a check is already queued
 			}
 		}

@@ -235,17 +235,14 @@ func Sweep(ctx context.Context, c client.Reader, logs string, extra ...Secret) (
 		return r, err
 	}
 
+	m := newMatcher(secrets)
 	for where, text := range texts {
 		if strings.Contains(text, "PRIVATE KEY-----") {
 			r.Findings = append(r.Findings, fmt.Sprintf("a PEM private key header in %s", where))
 		}
-		for _, s := range secrets {
-			for _, f := range forms(s.Value) {
-				if i := strings.Index(text, f); i >= 0 {
-					r.Findings = append(r.Findings, fmt.Sprintf("%s (from %s) in %s", redact(s.Value), s.Where, where))
-					break
-				}
-			}
+		for _, i := range m.find(text) {
+			s := secrets[i]
+			r.Findings = append(r.Findings, fmt.Sprintf("%s (from %s) in %s", redact(s.Value), s.Where, where))
 		}
 	}
 	return r, nil
