@@ -164,7 +164,7 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 				e.movedOn(err)
 				continue
 			default:
-				return signer.PEMBundle{}, e.failedAttempt(fmt.Sprintf("asking about transaction %s, whose PKCSReq the server may have (not sent again until it answers)", e.tx), err)
+				return signer.PEMBundle{}, e.noUsableAnswer(fmt.Sprintf("asking about transaction %s, whose PKCSReq the server may have (not sent again until it answers)", e.tx), err)
 			}
 		}
 		if sg == nil {

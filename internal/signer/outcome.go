@@ -20,14 +20,7 @@ func (e *enrollment) outcome(rep *scep.CertRep, err error) (signer.PEMBundle, er
 		e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeWarning, EventRejected, "Sign", "%s%v (transaction %s)", e.sentPrefix(), failure, e.tx)
 		return signer.PEMBundle{}, e.fail(metrics.ResultRejected, fmt.Errorf("%s: %w", e.serverURL(), err))
 	case err != nil:
-		var reply *scep.ReplyError
-		if errors.As(err, &reply) && reply.Reason == "BadSignature" {
-			// Perhaps the CA rolled over: ask GetCACert again next time,
-			// and have the profile's status show what the server serves.
-			e.Registry.Forget(e.key)
-			e.Registry.Recheck(e.p)
-		}
-		return signer.PEMBundle{}, e.failedAttempt("enrolling", err)
+		return signer.PEMBundle{}, e.noUsableAnswer("enrolling", err)
 	case rep.Status == scep.StatusPending:
 		e.recordOutcome(e.obj().GetUID(), e.tx, e.server, answeredPending)
 		return signer.PEMBundle{}, e.pending()
@@ -64,4 +57,17 @@ func (e *enrollment) pending() error {
 		e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventPending, "Sign", "%sthe SCEP server answered PENDING (transaction %s); polling every %s for up to %s", e.sentPrefix(), e.tx, e.cfg.retryInterval, e.cfg.pendingTimeout)
 	}
 	return e.pendingf(e.cfg.retryInterval, "the SCEP server answered PENDING (transaction %s, waiting for approval on the CA since %s)", e.tx, e.st.PendingSince.UTC().Format(time.RFC3339))
+}
+
+// noUsableAnswer is a failed attempt at an exchange whose answer did not
+// come or could not be used. A reply whose signature does not verify may
+// mean the CA rolled over: GetCACert is asked again next time, and the
+// profile's status shows what the server serves.
+func (e *enrollment) noUsableAnswer(what string, err error) error {
+	var reply *scep.ReplyError
+	if errors.As(err, &reply) && reply.Reason == "BadSignature" {
+		e.Registry.Forget(e.key)
+		e.Registry.Recheck(e.p)
+	}
+	return e.failedAttempt(what, err)
 }
