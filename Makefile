@@ -31,6 +31,7 @@ BENCHTIME ?= 2s
 BENCH_N ?= 500
 BENCH_FLAGS ?=
 BURST_N ?= 1000
+SCALE_N ?= 10000
 
 .PHONY: all
 all: build
@@ -136,6 +137,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s; FUZZPARALLEL=n caps the
 bench: envtest ## Run the Go benchmarks, then issuance throughput against cert-manager's CA issuer (BENCH_N=500; docs/performance.md).
 	$(GO) test ./internal/... ./test/... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./hack/bench/throughput -n $(BENCH_N) $(BENCH_FLAGS)
+
+.PHONY: bench-scale
+bench-scale: envtest ## BENCH_N (500) Certificates through one Passthrough profile, then SCALE_N (10,000) more: rate, operator RSS and CPU, and every certificate accounted at the server (docs/performance.md).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./hack/bench/throughput -n $(BENCH_N) -issuers passthrough -scale $(SCALE_N) $(BENCH_FLAGS)
 
 .PHONY: bench-burst
 bench-burst: envtest ## A burst of BURST_N (1,000) CertificateRequests to one profile with maxConcurrentRequests (docs/performance.md).
