@@ -47,6 +47,15 @@ type issuerSetup struct {
 	depot func() (depotStats, error)
 }
 
+// issuerProcess is the operator's or the ceiling's process; nil for
+// cert-manager's CA issuer, which runs inside cert-manager.
+func (s *issuerSetup) issuerProcess() *child {
+	if s.operator != nil {
+		return s.operator.child
+	}
+	return s.procs["ceiling"]
+}
+
 // result is one issuer's measured run.
 type result struct {
 	name, label    string
@@ -335,16 +344,18 @@ func (b *bench) measure(ctx context.Context, name string) (result, error) {
 		return result{}, err
 	}
 	r.warnings = warningEvents(ctx, b.c, ns)
-	if b.opts.scale > 0 && s.operator != nil {
-		// The same operator, profile and server go on with scale times more,
-		// the first batch left in place as a cluster would keep it.
+	if b.opts.scale > 0 {
+		// The same issuer (and profile and server) goes on with scale
+		// times more, the first batch left in place as a cluster keeps it.
 		big, err := b.measureBatch(ctx, s, w, crs, ns, name, "big", b.opts.scale, false)
 		if err != nil {
 			return result{}, fmt.Errorf("scale run: %w", err)
 		}
 		big.warnings = warningEvents(ctx, b.c, ns)
-		if big.depot, err = s.depot(); err != nil {
-			return result{}, err
+		if s.depot != nil {
+			if big.depot, err = s.depot(); err != nil {
+				return result{}, err
+			}
 		}
 		big.allRequests = crs.total()
 		r.scaled = &big
@@ -378,8 +389,8 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 		}
 	}
 	var rss *rssSampler
-	if s.operator != nil {
-		rss = sampleRSS(ctx, s.operator.pid())
+	if iss := s.issuerProcess(); iss != nil {
+		rss = sampleRSS(ctx, iss.pid())
 	}
 	busy0, total0 := machineCPU()
 	var profileDone chan struct{}
@@ -712,6 +723,7 @@ func (b *bench) report(out io.Writer, results []result, loadStart, loadEnd strin
 			p("Warning Events during the %s run: %s", r.label, r.warnings)
 		}
 	}
+	b.reportScale(p, results)
 	var ours []result
 	for _, r := range results {
 		if r.scep != nil {
@@ -733,37 +745,51 @@ func (b *bench) report(out io.Writer, results []result, loadStart, loadEnd strin
 	for _, r := range ours {
 		p("| %s | %d | %.2f ms | %.3f | %d | %d | %d | %s |", r.label, r.requests, float64(r.cpu["operator"].Microseconds())/1000/float64(r.requests), float64(r.scep.httpTotal())/float64(r.requests), r.scep.Messages["PKCSReq"], r.scep.Requests["GetCACaps"], r.scep.Requests["GetCACert"], r.api)
 	}
-	b.reportScale(p, ours)
 }
 
-// reportScale prints the -scale runs: the rate against the first N, the
-// operator's memory and CPU, and the server's depot against the cluster.
-func (b *bench) reportScale(p func(string, ...any), ours []result) {
+// reportScale prints the -scale runs: each issuer's rate against its
+// first N, its own CPU and cert-manager's per certificate (which says whose
+// cost grew), its memory, and for the operator the server's depot against
+// the cluster.
+func (b *bench) reportScale(p func(string, ...any), results []result) {
 	var scaled bool
-	for _, r := range ours {
+	for _, r := range results {
 		scaled = scaled || r.scaled != nil
 	}
 	if !scaled {
 		return
 	}
 	p("")
-	p("Scale: after the first %d, the same operator, profile and server issue %d more (the first left in place):", b.opts.n, b.opts.scale)
+	p("Scale: after the first %d, the same issuer (profile, server) issues %d more, the first left in place:", b.opts.n, b.opts.scale)
 	p("")
-	p("| operator run | Certificates | certificates/s | rate against the first %d | p50 create→Ready | p95 | operator CPU per enrollment | operator RSS | PKCSReq at the server | API requests per enrollment |", b.opts.n)
-	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-	for _, r := range ours {
+	p("| issuer | Certificates | certificates/s | rate against the first %d | p50 create→Ready | p95 | issuer CPU per certificate | cert-manager CPU per certificate | issuer RSS | PKCSReq at the server | API requests per enrollment |", b.opts.n)
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, r := range results {
 		if r.scaled == nil {
 			continue
 		}
 		for _, x := range []result{r, *r.scaled} {
-			p("| %s | %d | %.2f | %.3f | %s | %s | %.2f ms | %s | %d | %s |", x.label, x.n, x.rate(), x.rate()/r.rate(), x.percentile(0.5).Round(time.Millisecond), x.percentile(0.95).Round(time.Millisecond),
-				float64(x.cpu["operator"].Microseconds())/1000/float64(x.requests), x.rss, x.scep.Messages["PKCSReq"], x.api)
+			iss, ok := x.cpu["operator"]
+			if !ok {
+				iss = x.cpu["ceiling"]
+			}
+			perCert := func(d time.Duration) string {
+				return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000/float64(x.n))
+			}
+			pkcsReq, api := "–", "–"
+			if x.scep != nil {
+				pkcsReq, api = fmt.Sprint(x.scep.Messages["PKCSReq"]), x.api
+			}
+			p("| %s | %d | %.2f | %.3f | %s | %s | %s | %s | %s | %s | %s |", x.label, x.n, x.rate(), x.rate()/r.rate(), x.percentile(0.5).Round(time.Millisecond), x.percentile(0.95).Round(time.Millisecond),
+				perCert(iss), perCert(x.cpu["cert-manager"]), x.rss, pkcsReq, api)
 		}
-		d := r.scaled.depot
-		p("")
-		p("%s, whole namespace at the end: %d CertificateRequests; the server's depot holds %d certificates for %d keys, %d keys issued more than once.", r.label, r.scaled.allRequests, d.Certificates, d.Keys, d.KeysIssuedTwice)
+		if r.scep != nil {
+			d := r.scaled.depot
+			p("")
+			p("%s, whole namespace at the end: %d CertificateRequests; the server's depot holds %d certificates for %d keys, %d keys issued more than once.", r.label, r.scaled.allRequests, d.Certificates, d.Keys, d.KeysIssuedTwice)
+		}
 		if r.scaled.warnings != "" {
-			p("Warning Events in the namespace: %s", r.scaled.warnings)
+			p("Warning Events in the %s namespace: %s", r.label, r.scaled.warnings)
 		}
 	}
 }
