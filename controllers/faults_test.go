@@ -86,7 +86,7 @@ type faultCase struct {
 	// cutAfterSend: the first so many PKIOperations reach the server,
 	// their answers do not reach the operator.
 	cutAfterSend int64
-	issued   bool // the request ends issued; otherwise Failed
+	issued       bool // the request ends issued; otherwise Failed
 	// contains are substrings the Ready message must hold (case-insensitive).
 	contains []string
 	// omits are substrings it must not hold: the server's own words.
