@@ -65,6 +65,18 @@ func grant(t *testing.T, ns, name, user string, rules ...rbacv1.PolicyRule) {
 		}
 		t.Cleanup(func() { _ = c.Delete(context.Background(), o) })
 	}
+	// The API server's RBAC authorizer reads roles and bindings through
+	// its own informers: a request right after the create may still be
+	// judged without them (TestCSRClusterProfile failed so once under a
+	// CPU hog). Wait until the first rule is in force.
+	r := rules[0]
+	resourceName := ""
+	if len(r.ResourceNames) > 0 {
+		resourceName = r.ResourceNames[0]
+	}
+	eventually(t, 30*time.Second, "RBAC to grant "+user+" role "+name, func() (bool, string) {
+		return subjectMay(t, user, r.APIGroups[0], r.Resources[0], r.Verbs[0], ns, resourceName), "not allowed yet"
+	})
 }
 
 // csrCreator lets user create and read CertificateSigningRequests, as any
