@@ -462,11 +462,20 @@ func TestLeaderHandover(t *testing.T) {
 			t.Errorf("CertificateRequest %s: %d PKCSReqs in its transaction %s; want 1", cr.Name, n, tx)
 		}
 	}
-	if pkcsReqs != len(requests) || len(perTx) != len(requests) {
+	// A transaction is derived from a request's UID and key, so the
+	// operator cannot make one up: a transaction beyond the requests left
+	// at the end belongs to a request cert-manager replaced by a new
+	// revision and deleted (seen once as ha-06-1 and ha-06-2, both
+	// enrolled once). Exactly once is one PKCSReq and one certificate per
+	// transaction.
+	if pkcsReqs != len(perTx) || len(perTx) < len(requests) {
 		t.Errorf("the server saw %d PKCSReqs in %d transactions for %d requests; want one each", pkcsReqs, len(perTx), len(requests))
 	}
-	if got := len(srv.Issued()); got != len(requests) {
-		t.Errorf("the server issued %d certificates for %d requests", got, len(requests))
+	if extra := len(perTx) - len(requests); extra > 0 {
+		t.Logf("%d transaction(s) of requests cert-manager replaced and deleted", extra)
+	}
+	if got := len(srv.Issued()); got != len(perTx) {
+		t.Errorf("the server issued %d certificates in %d transactions", got, len(perTx))
 	}
 	issued := issuedSerials(srv)
 	for n, s := range serials {
