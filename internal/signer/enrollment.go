@@ -158,6 +158,7 @@ func (e *enrollment) run() (signer.PEMBundle, error) {
 				return e.outcome(rep, nil)
 			case serverDoesNotKnow(err):
 				// Sent below, with the same transactionID.
+				e.log.Info("the SCEP server does not know the transaction; sending the PKCSReq", "request", e.req.id(), "transaction", string(e.tx), "answer", err.Error())
 			case !last && e.st.Server == "" && mayFailOver(err):
 				// No server was sealed, so no PKCSReq left for any (one is
 				// sealed before it leaves when the profile lists several).

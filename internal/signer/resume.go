@@ -38,9 +38,6 @@ func (e *enrollment) mayHaveBeenSent() bool {
 func (e *enrollment) resume(c *scepclient.Client, info *scepclient.ServerInfo, sg *scep.Signer, csr *x509.CertificateRequest) (*scep.CertRep, error) {
 	rep, err := c.CertPoll(e.ctx, info, sg, e.tx, csr.RawSubject)
 	if err != nil {
-		if serverDoesNotKnow(err) {
-			e.log.Info("the SCEP server does not know the transaction; sending the PKCSReq", "request", e.req.id(), "transaction", string(e.tx), "answer", err.Error())
-		}
 		return nil, err
 	}
 	e.Recorder.Eventf(e.obj(), e.p, corev1.EventTypeNormal, EventResumed, "Sign", "the SCEP server knew transaction %s (%s): resumed without enrolling again", e.tx, rep.Status)
