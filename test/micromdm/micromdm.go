@@ -87,6 +87,8 @@ type Server struct {
 	mu       sync.Mutex
 	requests map[string]int
 	messages map[string]int
+	// pkcsReqs counts PKCSReqs per transactionID.
+	pkcsReqs map[string]int
 }
 
 // Start creates a CA in a fresh file depot under t.TempDir(), starts the
@@ -154,6 +156,7 @@ func New(dir string, opts Options, logger Logger) (*Server, error) {
 		handler:  scepserver.MakeHTTPHandler(scepserver.MakeServerEndpoints(svc), svc, logger),
 		requests: map[string]int{},
 		messages: map[string]int{},
+		pkcsReqs: map[string]int{},
 	}
 	if opts.ListenAddress == "" {
 		s.srv = httptest.NewServer(s)
@@ -249,18 +252,37 @@ func (s *Server) PKIMessages(msgType string) int {
 // ServeHTTP counts the request and hands it to MicroMDM's handler unchanged.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := r.URL.Query().Get("operation")
-	var msgType string
+	var msgType, transaction string
 	if op == "PKIOperation" {
 		body := pkiMessageBody(r)
 		msgType = messageTypeOf(body)
+		if msgType == "PKCSReq" {
+			transaction = transactionIDOf(body)
+		}
 	}
 	s.mu.Lock()
 	s.requests[op]++
 	if msgType != "" {
 		s.messages[msgType]++
 	}
+	if msgType == "PKCSReq" {
+		s.pkcsReqs[transaction]++
+	}
 	s.mu.Unlock()
 	s.handler.ServeHTTP(w, r)
+}
+
+// PKCSReqTransactions returns how many PKCSReqs arrived in each
+// transaction, by transactionID ("" for a PKCSReq without one): exactly
+// once means one each.
+func (s *Server) PKCSReqTransactions() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.pkcsReqs))
+	for tx, n := range s.pkcsReqs {
+		out[tx] = n
+	}
+	return out
 }
 
 // pkiMessageBody extracts the DER pkiMessage the way MicroMDM's transport
@@ -285,7 +307,10 @@ func pkiMessageBody(r *http.Request) []byte {
 	return nil
 }
 
-var oidSCEPMessageType = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 2}
+var (
+	oidSCEPMessageType   = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 2}
+	oidSCEPTransactionID = asn1.ObjectIdentifier{2, 16, 840, 1, 113733, 1, 9, 7}
+)
 
 // MessageTypeOf names the messageType of a DER pkiMessage (PKCSReq,
 // RenewalReq, CertPoll, ...; "malformed" when it has none), for tests that
@@ -310,6 +335,22 @@ func messageTypeOf(der []byte) (name string) {
 		return "malformed"
 	}
 	return messageTypeName(v)
+}
+
+// transactionIDOf reads the transactionID attribute of a DER pkiMessage
+// ("" when it has none).
+func transactionIDOf(der []byte) (id string) {
+	defer func() {
+		if recover() != nil {
+			id = ""
+		}
+	}()
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return ""
+	}
+	_ = p7.UnmarshalSignedAttribute(oidSCEPTransactionID, &id)
+	return id
 }
 
 // messageTypeName maps RFC 8894 messageType values to the names smallstep and
