@@ -4,6 +4,7 @@ import (
 	"context"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -28,7 +29,7 @@ func CacheOptions() cache.Options { return cacheOptions(true) }
 func UnselectedCacheOptions() cache.Options { return cacheOptions(false) }
 
 func cacheOptions(serverSelects bool) cache.Options {
-	requests := cache.ByObject{Transform: TrimForeignRequest}
+	requests := cache.ByObject{Transform: TrimRequest}
 	if serverSelects {
 		requests.Field = requestSelector
 	}
@@ -64,6 +65,50 @@ func ClientOptions() client.Options {
 	return client.Options{Cache: &client.CacheOptions{
 		DisableFor: []client.Object{&corev1.Secret{}, &cmapi.Certificate{}},
 	}}
+}
+
+// TrimRequest is the cache transform of CertificateRequests: another
+// issuer's request keeps only its identity and issuerRef
+// (TrimForeignRequest), and one of ours that is finished loses its CSR and
+// certificates (TrimFinishedRequest).
+func TrimRequest(obj any) (any, error) {
+	obj, err := TrimForeignRequest(obj)
+	if err != nil {
+		return nil, err
+	}
+	return TrimFinishedRequest(obj)
+}
+
+// TrimFinishedRequest is a cache transform: of a CertificateRequest that is
+// Ready, Failed or Denied it drops the CSR and the issued certificate and
+// CA, the bulk of the object. Nothing reads them from the cache once the
+// request is finished: issuer-lib ignores such a request on its conditions
+// alone, and the signer reads a request afresh from the API server when
+// the cached copy looks finished. Kept whole, every issued request of the
+// cluster's history stayed in the operator's memory (about 15 KB each in
+// the 10,000-Certificate run). Conditions, metadata and the rest of the
+// spec stay, so kubectl-like reads of the cache still say what happened.
+func TrimFinishedRequest(obj any) (any, error) {
+	cr, ok := obj.(*cmapi.CertificateRequest)
+	if !ok || !finished(cr) {
+		return obj, nil
+	}
+	cr.Spec.Request = nil
+	cr.Status.Certificate, cr.Status.CA = nil, nil
+	return cr, nil
+}
+
+// finished says whether issuer-lib would ignore cr for good: Ready, or not
+// Ready with reason Failed or Denied.
+func finished(cr *cmapi.CertificateRequest) bool {
+	for _, c := range cr.Status.Conditions {
+		if c.Type != cmapi.CertificateRequestConditionReady {
+			continue
+		}
+		return c.Status == cmmeta.ConditionTrue ||
+			(c.Status == cmmeta.ConditionFalse && (c.Reason == cmapi.CertificateRequestReasonFailed || c.Reason == cmapi.CertificateRequestReasonDenied))
+	}
+	return false
 }
 
 // TrimForeignRequest is a cache transform: of a CertificateRequest addressed
