@@ -19,6 +19,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 
+	"github.com/scep-operator/scep-operator/test/procstatus"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -47,7 +48,7 @@ func (h *harness) sample(ctx context.Context) {
 			if exited, _ := slot.proc.Exited(); exited {
 				continue
 			}
-			rss := rssKiB(slot.proc.PID())
+			rss := procstatus.RSS(slot.proc.PID())
 			g := goroutines(ctx, slot.metricsPort)
 			if rss == 0 || g == 0 {
 				continue
@@ -60,22 +61,6 @@ func (h *harness) sample(ctx context.Context) {
 			h.mu.Unlock()
 		}
 	}
-}
-
-func rssKiB(pid int) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	return 0
 }
 
 func goroutines(ctx context.Context, port int) int {

@@ -6,8 +6,11 @@
 // With -process (the default) it also runs cmd/manager as a process of its
 // own, before and after creating the requests, and reports that process's
 // resident memory: the figure a cluster admin sees for the operator's pod.
+// With -own M it also creates M requests of the operator's own, finished
+// (approved, Ready, with a certificate and CA as an issued request has):
+// what a cluster's issued history costs the operator's cache.
 //
-//	go run ./hack/bench/memory [-n 10000] [-transform=true] [-process=true]
+//	go run ./hack/bench/memory [-n 10000] [-own 0] [-transform=true] [-process=true]
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,7 +32,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,10 +49,12 @@ import (
 
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/procstatus"
 )
 
 func main() {
 	n := flag.Int("n", 10000, "CertificateRequests for another issuer")
+	flag.IntVar(&own, "own", 0, "finished CertificateRequests of the operator's own issuers")
 	transform := flag.Bool("transform", true, "use the operator's cache transform (false: cache full objects, for comparison)")
 	process := flag.Bool("process", true, "also measure cmd/manager as a process of its own")
 	flag.StringVar(&heapProfileDir, "heap-profile-dir", "", "write the manager process's heap profile (after a GC) at each measurement into this directory")
@@ -61,23 +66,12 @@ func main() {
 	}
 }
 
+// own is how many finished requests of the operator's own to create.
+var own int
+
 // heapProfileDir, when set, receives heap-<label>.pb.gz of the manager
 // process at each measurement (go tool pprof -sample_index=inuse_space).
 var heapProfileDir string
-
-func rssKiB() int { return statusKiB("self", "VmRSS:") }
-
-// statusKiB reads one kB field (VmRSS, VmHWM) of /proc/<pid>/status.
-func statusKiB(pid, field string) int {
-	b, _ := os.ReadFile("/proc/" + pid + "/status")
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, field) {
-			v, _ := strconv.Atoi(strings.Fields(l)[1])
-			return v
-		}
-	}
-	return 0
-}
 
 // managerProcess runs the built cmd/manager against the API server until
 // its CertificateRequest controller has synced its cache and started, lets
@@ -103,7 +97,7 @@ func managerProcess(ctx context.Context, bin, kubeconfig, label string, settle t
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
-	pid := strconv.Itoa(cmd.Process.Pid)
+	pid := cmd.Process.Pid
 	// controller-runtime logs "Starting workers" once the cache has synced.
 	deadline := time.Now().Add(5 * time.Minute)
 	for !strings.Contains(out.String(), `"Starting workers","controller":"certificaterequest"`) {
@@ -113,7 +107,7 @@ func managerProcess(ctx context.Context, bin, kubeconfig, label string, settle t
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(settle) // a measurement, not a test: give the first reconciles time to finish
-	rssKiB, peakKiB = statusKiB(pid, "VmRSS:"), statusKiB(pid, "VmHWM:")
+	rssKiB, peakKiB = procstatus.RSS(pid), procstatus.PeakRSS(pid)
 	if pprofAddr != "" {
 		if err := saveHeapProfile(ctx, pprofAddr, filepath.Join(heapProfileDir, "heap-"+label+".pb.gz")); err != nil {
 			return 0, 0, err
@@ -222,47 +216,46 @@ func run(n int, transform, process bool) error {
 	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 1)
-	work := make(chan int)
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				cr := &cmapi.CertificateRequest{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("other-%d", i), Annotations: map[string]string{cmapi.CertificateNameKey: fmt.Sprintf("other-%d", i)}},
-					Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "Issuer", Name: "ca"}, Request: csr},
-				}
-				if err := env.Client.Create(ctx, cr); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
+	if err := createRequests(ctx, env, n, func(i int) *cmapi.CertificateRequest {
+		return &cmapi.CertificateRequest{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("other-%d", i), Annotations: map[string]string{cmapi.CertificateNameKey: fmt.Sprintf("other-%d", i)}},
+			Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: "cert-manager.io", Kind: "Issuer", Name: "ca"}, Request: csr},
+		}
+	}, nil); err != nil {
 		return err
-	default:
 	}
 	fmt.Printf("created %d CertificateRequests for cert-manager.io/Issuer in %s\n", n, time.Since(start).Round(time.Millisecond))
+	if own > 0 {
+		crtPEM, caPEM, err := issuedPEM(key)
+		if err != nil {
+			return err
+		}
+		start = time.Now()
+		if err := createRequests(ctx, env, own, func(i int) *cmapi.CertificateRequest {
+			return &cmapi.CertificateRequest{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("ours-%d", i), Annotations: map[string]string{cmapi.CertificateNameKey: fmt.Sprintf("ours-%d", i)}},
+				Spec:       cmapi.CertificateRequestSpec{IssuerRef: cmmeta.IssuerReference{Group: "scep.certificates.dev", Kind: "SCEPProfile", Name: "corp"}, Request: csr},
+			}
+		}, func(cr *cmapi.CertificateRequest) {
+			now := metav1.Now()
+			cr.Status = cmapi.CertificateRequestStatus{Certificate: crtPEM, CA: caPEM, Conditions: []cmapi.CertificateRequestCondition{
+				{Type: cmapi.CertificateRequestConditionApproved, Status: cmmeta.ConditionTrue, Reason: "bench", LastTransitionTime: &now},
+				{Type: cmapi.CertificateRequestConditionReady, Status: cmmeta.ConditionTrue, Reason: cmapi.CertificateRequestReasonIssued, LastTransitionTime: &now},
+			}}
+		}); err != nil {
+			return err
+		}
+		fmt.Printf("created %d finished CertificateRequests for scep.certificates.dev/SCEPProfile in %s\n", own, time.Since(start).Round(time.Millisecond))
+	}
 	if process {
 		rss, peak, err := managerProcess(ctx, bin, kubeconfig, "foreign", 5*time.Second)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("cmd/manager process, %d foreign CertificateRequests: RSS %.1f MiB (peak %.1f MiB); %+.1f MiB over none\n", n, float64(rss)/1024, float64(peak)/1024, float64(rss-emptyRSS)/1024)
+		fmt.Printf("cmd/manager process, %d foreign and %d finished own CertificateRequests: RSS %.1f MiB (peak %.1f MiB); %+.1f MiB over none\n", n, own, float64(rss)/1024, float64(peak)/1024, float64(rss-emptyRSS)/1024)
 	}
 
-	baseHeap, baseRSS := heapMiB(), rssKiB()
+	baseHeap, baseRSS := heapMiB(), procstatus.RSS(procstatus.Self)
 	opts := ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -295,10 +288,71 @@ func run(n int, transform, process bool) error {
 		return err
 	}
 	time.Sleep(2 * time.Second) // let the controllers' first reconciles of every request settle
-	heap, rss := heapMiB(), rssKiB()
+	heap, rss := heapMiB(), procstatus.RSS(procstatus.Self)
 	fmt.Printf("transform=%v: %d requests cached; heap in use %.1f MiB -> %.1f MiB (+%.1f MiB, %.2f KiB per request); RSS %.1f MiB -> %.1f MiB\n",
-		transform, cached, baseHeap, heap, heap-baseHeap, (heap-baseHeap)*1024/float64(n), float64(baseRSS)/1024, float64(rss)/1024)
+		transform, cached, baseHeap, heap, heap-baseHeap, (heap-baseHeap)*1024/float64(max(n+own, 1)), float64(baseRSS)/1024, float64(rss)/1024)
 	return nil
+}
+
+// createRequests creates n requests made by mk with 16 writers; finish,
+// when set, then writes each one's status as its issuer would.
+func createRequests(ctx context.Context, env *envtest.Env, n int, mk func(int) *cmapi.CertificateRequest, finish func(*cmapi.CertificateRequest)) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	work := make(chan int)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				cr := mk(i)
+				err := env.Client.Create(ctx, cr)
+				if err == nil && finish != nil {
+					finish(cr)
+					err = env.Client.Status().Update(ctx, cr)
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// issuedPEM is a leaf certificate for key and the CA that signed it, as
+// an issued request's status holds them (RSA-2048 each).
+func issuedPEM(key *rsa.PrivateKey) (crt, ca []byte, err error) {
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, err
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Bench SCEP CA"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "load.example"}, DNSNames: []string{"load.example"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
 // cachedRequests counts the CertificateRequests in the manager's cache. The

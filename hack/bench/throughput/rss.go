@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/procstatus"
 )
 
 // rssStats is a process's resident memory over a run, in KiB.
@@ -54,7 +52,7 @@ func sampleRSS(ctx context.Context, pid int) *rssSampler {
 }
 
 func (s *rssSampler) read() {
-	kib := processRSS(s.pid)
+	kib := procstatus.RSS(s.pid)
 	if kib == 0 {
 		return
 	}
@@ -75,21 +73,4 @@ func (s *rssSampler) stop() rssStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats
-}
-
-// processRSS returns pid's VmRSS in KiB, 0 if it cannot be read.
-func processRSS(pid int) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return n
-		}
-	}
-	return 0
 }
