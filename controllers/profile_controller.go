@@ -146,7 +146,7 @@ func (r *ProfileReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
 			key := profiles.Key{Kind: kindOf(r.NewProfile()), Namespace: req.Namespace, Name: req.Name}
-			r.Registry.Forget(key)
+			r.Registry.ForgetProfile(key)
 			metrics.ForgetProfile(key.String())
 			return ctrl.Result{}, r.unpublishCA(ctx, key)
 		}

@@ -161,3 +161,30 @@ func TestBreakerFedByClient(t *testing.T) {
 	}
 	refused(t, r, KeyOf(p))
 }
+
+// TestForgetProfileDropsItsBreaker: a deleted profile leaves no breaker
+// behind (one per profile ever deleted would pile up), a request still in
+// flight releases safely, and the name starts again with a closed breaker.
+func TestForgetProfileDropsItsBreaker(t *testing.T) {
+	r, _ := breakerRegistry(t)
+	release := admit(t, r, hanging)
+	r.observeRoundTrip(hanging, false)
+	refused(t, r, hanging)
+	admit(t, r, healthy)()
+
+	r.ForgetProfile(hanging)
+	r.brk.mu.Lock()
+	_, kept := r.brk.byKey[hanging]
+	breakers := len(r.brk.byKey)
+	r.brk.mu.Unlock()
+	if kept || breakers != 1 {
+		t.Errorf("after ForgetProfile: hanging's breaker kept %v, %d breakers; want only healthy's", kept, breakers)
+	}
+	release()
+	admit(t, r, hanging)()
+
+	// Forget alone (a server's certificates changed) keeps the breaker.
+	r.observeRoundTrip(healthy, false)
+	r.Forget(healthy)
+	refused(t, r, healthy)
+}

@@ -345,6 +345,19 @@ func (r *Registry) Forget(key Key) {
 	r.mu.Unlock()
 }
 
+// ForgetProfile drops everything kept for a deleted profile: what Forget
+// drops and its circuit breaker, which Forget keeps because a server whose
+// certificates changed is still the same server, as healthy or not as
+// before. A request of the profile still in flight releases its admission
+// on the dropped breaker; a profile created again under the name starts
+// with a closed one.
+func (r *Registry) ForgetProfile(key Key) {
+	r.Forget(key)
+	r.brk.mu.Lock()
+	delete(r.brk.byKey, key)
+	r.brk.mu.Unlock()
+}
+
 func objectKey(namespace, name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: namespace, Name: name}
 }
