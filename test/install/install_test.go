@@ -43,8 +43,8 @@ const (
 // own probes), metrics scraped through the chart's Service with the
 // authentication the chart configures, helm test, a helm upgrade that rolls
 // the Pod, replicaCount=2 with a leader handover, and helm uninstall
-// keeping the CRDs. The SCEP server counts every PKCSReq per transaction: nothing is
-// issued twice.
+// keeping the CRDs. The SCEP server counts every PKCSReq per transaction:
+// nothing is issued twice.
 func TestHelmInstall(t *testing.T) {
 	root := envtest.RepoRoot(t)
 	if err := Unavailable(root); err != nil {
@@ -243,8 +243,9 @@ func TestHelmInstall(t *testing.T) {
 // of a CertificateRequest the tenant namespace held, and none for a
 // transaction no request derives. The namespace's requests must all have
 // been sent. A transaction of a request cert-manager replaced by a new
-// revision and deleted (seen once as 5 PKCSReqs for 4 Certificates after
-// the handover) is logged, not counted as a resend.
+// revision and deleted is logged, not counted as a resend: counting
+// PKCSReqs against Certificates once saw 5 for 4 after the handover and
+// could not say which.
 func exactlyOnce(t *testing.T, ctx context.Context, c client.Client, srv *micromdm.Server, requests *stack.RequestLog) {
 	t.Helper()
 	var list cmapi.CertificateRequestList
