@@ -27,7 +27,16 @@ func ParseNextCACert(body []byte, current *CACerts) (*CACerts, error) {
 	if current == nil || len(current.Certs) == 0 {
 		return nil, errors.New("GetNextCACert: no current CA certificate to verify the answer with")
 	}
-	outer, err := parsePKCS7(bytes.TrimSpace(body))
+	// The answer is DER, whose last byte may be any value, a white-space
+	// byte too (about 1 signature in 43): the body is parsed as it came,
+	// and only when that fails once more with surrounding white space
+	// trimmed, for a server that ends its answer with a newline.
+	outer, err := parsePKCS7(body)
+	if trimmed := bytes.TrimSpace(body); err != nil && len(trimmed) != len(body) {
+		if p7, terr := parsePKCS7(trimmed); terr == nil {
+			outer, err = p7, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("GetNextCACert answer is not a PKCS#7 SignedData: %w", err)
 	}
