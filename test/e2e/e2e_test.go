@@ -102,13 +102,20 @@ func TestEndToEnd(t *testing.T) {
 		if err := c.Delete(ctx, saved); err != nil {
 			t.Fatal(err)
 		}
-		if mayApprove(t, st, "scepprofiles.scep.certificates.dev/*") {
-			t.Errorf("still allowed without the approver binding")
-		}
+		// The API server's RBAC authorizer reads bindings through its own
+		// informers: a SubjectAccessReview right after the delete may still
+		// see the binding (a clean-clone run once did, 10 ms after it).
+		eventually(t, 30*time.Second, "the approver permission revoked with its binding", func() (bool, string) {
+			return !mayApprove(t, st, "scepprofiles.scep.certificates.dev/*"), "still allowed without the approver binding"
+		})
 		saved.ResourceVersion, saved.UID = "", ""
 		if err := c.Create(ctx, saved); err != nil {
 			t.Fatal(err)
 		}
+		// The Certificates below need cert-manager's approval again.
+		eventually(t, 30*time.Second, "the approver permission back with its binding", func() (bool, string) {
+			return mayApprove(t, st, "scepprofiles.scep.certificates.dev/*"), "not allowed yet"
+		})
 	})
 
 	open, err := st.StartSCEPServer("open", micromdm.Options{})
