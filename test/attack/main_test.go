@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -212,6 +213,27 @@ func setUpAttacker(ctx context.Context, st *stack.Stack) (client.Client, error) 
 		if err := c.Create(ctx, o); err != nil {
 			return nil, err
 		}
+	}
+	// The API server's RBAC authorizer reads roles through its own
+	// informers: wait until it has this one, or the attacker's first
+	// request could be refused for the lag, not by the operator.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               attackerName,
+			Groups:             []string{"system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: tenant, Group: cmapi.SchemeGroupVersion.Group, Resource: "certificates", Verb: "create"},
+		}}
+		if err := c.Create(ctx, sar); err != nil {
+			return nil, err
+		}
+		if sar.Status.Allowed {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the attacker's Role is not in force after 30s: %s", sar.Status.Reason)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	cfg := rest.CopyConfig(st.Env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: attackerName, Groups: []string{"system:authenticated"}}
