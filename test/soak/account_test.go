@@ -30,6 +30,9 @@ type sample struct {
 	leader     bool          // it had acquired the Lease
 	rssKiB     int
 	goroutines int
+	// heapKiB is the Go heap in use (go_memstats_heap_inuse_bytes): what
+	// the process holds, without what the runtime keeps mapped.
+	heapKiB int
 }
 
 // sample reads every live manager's RSS and goroutines every 5 s.
@@ -47,37 +50,52 @@ func (h *harness) sample(ctx context.Context) {
 				continue
 			}
 			rss := procstatus.RSS(slot.proc.PID())
-			g := goroutines(ctx, slot.metricsPort)
-			if rss == 0 || g == 0 {
+			m := readMetrics(ctx, slot.metricsPort)
+			if rss == 0 || m.goroutines == 0 {
 				continue
 			}
 			h.mu.Lock()
 			h.samples = append(h.samples, sample{
 				process: fmt.Sprintf("%s#%d", name, slot.starts), at: time.Since(h.start), age: time.Since(slot.startedAt),
-				leader: strings.Contains(slot.proc.Logs(), "Successfully acquired lease"), rssKiB: rss, goroutines: g,
+				leader: strings.Contains(slot.proc.Logs(), "Successfully acquired lease"), rssKiB: rss, goroutines: m.goroutines, heapKiB: m.heapKiB,
 			})
 			h.mu.Unlock()
 		}
 	}
 }
 
-func goroutines(ctx context.Context, port int) int {
+// processMetrics is what the sampler reads from a manager's /metrics.
+type processMetrics struct {
+	goroutines, heapKiB int
+}
+
+func readMetrics(ctx context.Context, port int) processMetrics {
+	var m processMetrics
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return m
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
+	value := func(line, name string) (int, bool) {
+		v, ok := strings.CutPrefix(line, name+" ")
+		if !ok {
+			return 0, false
+		}
+		f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return int(f), true
+	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f)
+		if v, ok := value(line, "go_goroutines"); ok {
+			m.goroutines = v
+		} else if v, ok := value(line, "go_memstats_heap_inuse_bytes"); ok {
+			m.heapKiB = v / 1024
 		}
 	}
-	return 0
+	return m
 }
 
 // waitAllReady waits until every Certificate is Ready and not issuing.
@@ -189,18 +207,23 @@ func (h *harness) reportMemory() {
 			short++
 			continue
 		}
-		settled := ""
-		var late []sample
-		for _, x := range ss {
-			if x.age >= warmUp {
-				late = append(late, x)
+		// Slopes over the process's life, after its warm-up, and once the
+		// records the signer keeps for an hour have begun to expire: what
+		// still grows then is not those records.
+		windows := fmt.Sprintf("RSS %d -> %d KiB, Go heap in use %d -> %d KiB, goroutines %d -> %d; over its life: %s",
+			ss[0].rssKiB, ss[len(ss)-1].rssKiB, ss[0].heapKiB, ss[len(ss)-1].heapKiB, ss[0].goroutines, ss[len(ss)-1].goroutines, slopes(ss))
+		for _, from := range []time.Duration{warmUp, recordsKept + warmUp} {
+			var late []sample
+			for _, x := range ss {
+				if x.age >= from {
+					late = append(late, x)
+				}
+			}
+			if len(late) >= 6 {
+				windows += fmt.Sprintf("; after its first %s: %s", from, slopes(late))
 			}
 		}
-		if len(late) >= 6 {
-			settled = fmt.Sprintf("; after its first %s: RSS %.0f KiB/min, goroutines %.2f/min", warmUp, slope(late, rss), slope(late, gor))
-		}
-		h.t.Logf("soak: manager %s over %s (leader at the end: %v): RSS %d -> %d KiB (%.0f KiB/min), goroutines %d -> %d (%.1f/min)%s",
-			n, span.Round(time.Second), ss[len(ss)-1].leader, ss[0].rssKiB, ss[len(ss)-1].rssKiB, slope(ss, rss), ss[0].goroutines, ss[len(ss)-1].goroutines, slope(ss, gor), settled)
+		h.t.Logf("soak: manager %s over %s (leader at the end: %v): %s", n, span.Round(time.Second), ss[len(ss)-1].leader, windows)
 	}
 	h.t.Logf("soak: %d of %d manager processes lived less than %s", short, len(names), longLived)
 	if len(atAge) >= 3 {
@@ -221,6 +244,18 @@ const ageMark = time.Minute
 // warmUp is the start of a manager's life (caches fill, workers start)
 // that its settled slopes leave out.
 const warmUp = 2 * time.Minute
+
+// recordsKept is how long internal/signer remembers what it sent and which
+// requests it wrote (touchedFor there).
+const recordsKept = time.Hour
+
+// slopes formats the RSS, heap and goroutine slopes of ss.
+func slopes(ss []sample) string {
+	return fmt.Sprintf("RSS %.0f KiB/min, heap %.0f KiB/min, goroutines %.2f/min",
+		slope(ss, func(s sample) float64 { return float64(s.rssKiB) }),
+		slope(ss, func(s sample) float64 { return float64(s.heapKiB) }),
+		slope(ss, func(s sample) float64 { return float64(s.goroutines) }))
+}
 
 // slope is the least-squares slope of v over time, per minute.
 func slope(ss []sample, v func(sample) float64) float64 {

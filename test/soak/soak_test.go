@@ -43,6 +43,10 @@ var (
 	// deletes a deleted Certificate's requests as the garbage collector of
 	// a cluster would (envtest runs none).
 	population = flag.Int("soak.population", 0, "at most this many Certificates at once (0: no bound; the cluster grows for the whole run)")
+	// heapDir keeps the leader's heap profiles, so that memory that grows
+	// can be told by what holds it.
+	heapDir   = flag.String("soak.heap-dir", "", "save the leading manager's heap profile (go tool pprof -sample_index=inuse_space) into this directory every soak.heap-every")
+	heapEvery = flag.Duration("soak.heap-every", 15*time.Minute, "how often the leader's heap profile is saved (with soak.heap-dir)")
 )
 
 var namespaces = []string{"soak-a", "soak-b", "soak-c"}
@@ -67,12 +71,13 @@ func TestSoak(t *testing.T) {
 
 	runCtx, stopRun := context.WithTimeout(ctx, *duration)
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); h.supervise(runCtx) }()
 	go func() { defer wg.Done(); h.approve(runCtx) }()
 	go func() { defer wg.Done(); h.generate(runCtx) }()
 	go func() { defer wg.Done(); h.inject(runCtx) }()
 	go func() { defer wg.Done(); h.sample(runCtx) }()
+	go func() { defer wg.Done(); h.profileHeap(runCtx) }()
 	<-runCtx.Done()
 	stopRun()
 	wg.Wait()
@@ -137,7 +142,9 @@ type managerSlot struct {
 	restartAt   time.Time
 	starts      int
 	metricsPort int
-	startedAt   time.Time
+	// pprofPort serves /debug/pprof (0: not served; see soak.heap-dir).
+	pprofPort int
+	startedAt time.Time
 	// backoff is the wait before restarting a process that exited by
 	// itself, doubled at each quick exit (kubelet's CrashLoopBackOff).
 	backoff time.Duration
@@ -262,6 +269,14 @@ func (h *harness) startManager(name string) {
 	}
 	// Plain-HTTP metrics on a loopback port of its own, for the samples.
 	args := append(append([]string{}, fastLease...), fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--metrics-secure=false")
+	pprofPort := 0
+	if *heapDir != "" {
+		if pprofPort, err = freePort(); err != nil {
+			h.t.Errorf("starting manager %s: %v", name, err)
+			return
+		}
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort))
+	}
 	p, err := h.st.StartManagerProcess(h.procCtx, h.managerBin, name, args...)
 	if err != nil {
 		h.t.Errorf("starting manager %s: %v", name, err)
@@ -269,7 +284,7 @@ func (h *harness) startManager(name string) {
 	}
 	h.mu.Lock()
 	slot := h.managers[name]
-	slot.proc, slot.restartAt, slot.metricsPort, slot.startedAt = p, time.Time{}, port, time.Now()
+	slot.proc, slot.restartAt, slot.metricsPort, slot.pprofPort, slot.startedAt = p, time.Time{}, port, pprofPort, time.Now()
 	slot.starts++
 	h.mu.Unlock()
 }
