@@ -129,7 +129,7 @@ func (b *bench) runBurst(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	profileDone := b.startProfile("burst", op.pprof, 60)
+	profileDone := b.startProfile("operator", "burst", op.pprof, 60)
 	start := time.Now()
 	work := make(chan int)
 	errs := make(chan error, 1)

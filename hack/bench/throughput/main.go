@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 10, "Certificates issued through each issuer before measuring (caches warm, SCEP caps cached)")
 	flag.StringVar(&o.issuers, "issuers", "ca,ceiling,passthrough,rebuild", "issuers to measure, in order: ca, ceiling, passthrough, rebuild")
 	flag.IntVar(&o.creators, "creators", 8, "concurrent Certificate creates")
-	flag.StringVar(&o.pprofDir, "pprof-dir", "", "write a CPU profile of the operator during each measured operator run into this directory")
+	flag.StringVar(&o.pprofDir, "pprof-dir", "", "write CPU profiles of cert-manager and the operator during each measured run (at most 10 minutes of a long one) into this directory")
 	flag.StringVar(&o.workDir, "work-dir", "", "kubeconfig, logs, binaries (default: a new temporary directory, removed unless -keep)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (process logs)")
 	flag.StringVar(&o.manager, "manager", "", "run this operator binary instead of building cmd/manager (to compare two builds)")
@@ -107,8 +107,10 @@ type bench struct {
 	c          client.WithWatch
 	kubeconfig string
 	cm         *child
-	apiserver  int
-	etcd       int
+	// cmPprof is cert-manager's /debug/pprof address.
+	cmPprof   string
+	apiserver int
+	etcd      int
 	// rsaCost is one RSA-2048 signature plus one decryption here.
 	rsaCost time.Duration
 }
@@ -197,6 +199,9 @@ func run(o options) (err error) {
 		return err
 	}
 	defer b.cm.stop()
+	if len(b.cm.ready) > 0 {
+		b.cmPprof = b.cm.ready[0]
+	}
 
 	if o.burst {
 		return b.runBurst(ctx)

@@ -50,7 +50,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 // runCertManager runs cert-manager's real controllers (test/certmanager)
-// against the kubeconfig's API server.
+// against the kubeconfig's API server, with Go's /debug/pprof on a loopback
+// port it prints after READY.
 func runCertManager(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("certmanager", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server")
@@ -70,7 +71,11 @@ func runCertManager(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("READY")
+	pprofAddr, err := servePprof(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY", pprofAddr)
 	<-ctx.Done()
 	stop()
 	return nil

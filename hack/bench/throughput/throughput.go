@@ -347,7 +347,7 @@ func (b *bench) measure(ctx context.Context, name string) (result, error) {
 	if b.opts.scale > 0 {
 		// The same issuer (and profile and server) goes on with scale
 		// times more, the first batch left in place as a cluster keeps it.
-		big, err := b.measureBatch(ctx, s, w, crs, ns, name, "big", b.opts.scale, false)
+		big, err := b.measureBatch(ctx, s, w, crs, ns, name, "big", b.opts.scale, true)
 		if err != nil {
 			return result{}, fmt.Errorf("scale run: %w", err)
 		}
@@ -366,7 +366,8 @@ func (b *bench) measure(ctx context.Context, name string) (result, error) {
 
 // measureBatch issues n Certificates named prefix-i and measures the run:
 // every process's CPU, the SCEP server's counters, the operator's API
-// requests and its memory; profile takes the operator's CPU profile too.
+// requests and its memory; with -pprof-dir, cert-manager's CPU profile, and
+// the operator's too if profile.
 func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWatch, ns, name, prefix string, n int, profile bool) (result, error) {
 	procs := map[string]int{"kube-apiserver": b.apiserver, "etcd": b.etcd, "cert-manager": b.cm.pid(), "bench": os.Getpid()}
 	for role, p := range s.procs {
@@ -393,11 +394,16 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 		rss = sampleRSS(ctx, iss.pid())
 	}
 	busy0, total0 := machineCPU()
-	var profileDone chan struct{}
+	// Long enough for the run at 8 certificates a second (a longer profile
+	// only adds idle time), and at most 10 minutes of a long one.
+	secs := min(max(10, n/8), 600)
+	label := name
+	if prefix != "crt" {
+		label += "-" + prefix
+	}
+	profilesDone := []chan struct{}{b.startProfile("cert-manager", label, b.cmPprof, secs)}
 	if profile {
-		// Long enough for the run at 8 certificates a second; a longer
-		// profile only adds idle time.
-		profileDone = b.startProfile(name, s.pprof, max(10, n/8))
+		profilesDone = append(profilesDone, b.startProfile("operator", label, s.pprof, secs))
 	}
 
 	progress("%s: %d Certificates", name, n)
@@ -442,8 +448,10 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 		}
 		r.scep = &d
 	}
-	if profileDone != nil {
-		<-profileDone
+	for _, done := range profilesDone {
+		if done != nil {
+			<-done
+		}
 	}
 	// cert-manager may make two CertificateRequests for one Certificate (a
 	// second revision, the first deleted); round trips are per request.
@@ -452,39 +460,6 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 		r.api = apiDelta(api0, api1, r.requests)
 	}
 	return r, nil
-}
-
-// startProfile records the operator's CPU profile for secs seconds into
-// -pprof-dir.
-func (b *bench) startProfile(name, addr string, secs int) chan struct{} {
-	if b.opts.pprofDir == "" || addr == "" {
-		return nil
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		path := filepath.Join(b.opts.pprofDir, "operator-"+name+".pprof")
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)) //nolint:gosec,noctx // the operator's loopback pprof
-		if err != nil {
-			progress("pprof: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		if err := os.MkdirAll(b.opts.pprofDir, 0o755); err != nil {
-			progress("pprof: %v", err)
-			return
-		}
-		f, err := os.Create(path)
-		if err != nil {
-			progress("pprof: %v", err)
-			return
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err == nil {
-			progress("pprof: %s (%d s)", path, secs)
-		}
-	}()
-	return done
 }
 
 func cpuOf(procs map[string]int) (map[string]time.Duration, error) {
@@ -790,6 +765,34 @@ func (b *bench) reportScale(p func(string, ...any), results []result) {
 		}
 		if r.scaled.warnings != "" {
 			p("Warning Events in the %s namespace: %s", r.label, r.scaled.warnings)
+		}
+	}
+	// Where the CPU went, every process, so that a rate lost at scale can be
+	// put on the process whose cost grew.
+	p("")
+	p("CPU per certificate by process, and how busy the machine was (1 = every core):")
+	p("")
+	p("| issuer | Certificates | issuer | SCEP server | cert-manager | kube-apiserver | etcd | bench | machine busy |")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, r := range results {
+		if r.scaled == nil {
+			continue
+		}
+		for _, x := range []result{r, *r.scaled} {
+			perCert := func(process ...string) string {
+				for _, proc := range process {
+					if d, ok := x.cpu[proc]; ok {
+						return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000/float64(x.n))
+					}
+				}
+				return "–"
+			}
+			busy := "–"
+			if x.machineElapsed > 0 {
+				busy = fmt.Sprintf("%.2f", x.machineBusy.Seconds()/x.machineElapsed.Seconds())
+			}
+			p("| %s | %d | %s | %s | %s | %s | %s | %s | %s |", x.label, x.n, perCert("operator", "ceiling"), perCert("scep-server"),
+				perCert("cert-manager"), perCert("kube-apiserver"), perCert("etcd"), perCert("bench"), busy)
 		}
 	}
 }
