@@ -76,7 +76,11 @@ func main() {
 	flag.IntVar(&o.burstN, "burst-n", 1000, "with -burst: CertificateRequests submitted at once")
 	flag.IntVar(&o.limit, "limit", 4, "with -burst: the profile's maxConcurrentRequests")
 	flag.DurationVar(&o.delay, "delay", 20*time.Millisecond, "with -burst: how long the SCEP server holds each PKIOperation")
+	flag.DurationVar(&o.ceilingDelay, "ceiling-delay", 0, "the ceiling holds each request this long before it signs, as an issuer with a network round trip does (a request stays in flight longer; cert-manager's work may depend on that)")
 	flag.Parse()
+	if o.ceilingDelay > 0 {
+		issuerLabels["ceiling"] = fmt.Sprintf("ceiling (issuer-lib, signs in memory after %s)", o.ceilingDelay)
+	}
 	// client-go's own errors (watch ends at shutdown) are noise here.
 	klog.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	if err := run(o); err != nil {
@@ -95,6 +99,7 @@ type options struct {
 	burst               bool
 	burstN, limit       int
 	delay               time.Duration
+	ceilingDelay        time.Duration
 }
 
 // bench is the running API server, cert-manager and what the phases share.

@@ -171,6 +171,7 @@ func runCeiling(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ceiling", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server")
 	workers := fs.Int("workers", 10, "CertificateRequests worked on at once (the operator's default)")
+	delay := fs.Duration("delay", 0, "how long each request is held before it is signed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -179,6 +180,7 @@ func runCeiling(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	ca.delay = *delay
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		return err
@@ -226,6 +228,9 @@ type localCA struct {
 	cert  *x509.Certificate
 	key   *rsa.PrivateKey
 	caPEM []byte
+	// delay holds each request before it is signed, in place of a SCEP
+	// round trip (the worker is busy meanwhile, as the operator's is).
+	delay time.Duration
 }
 
 func newLocalCA() (*localCA, error) {
@@ -259,7 +264,14 @@ func selfSignedCA(key *rsa.PrivateKey, cn string) (*x509.Certificate, error) {
 	return x509.ParseCertificate(der)
 }
 
-func (ca *localCA) sign(_ context.Context, cro signer.CertificateRequestObject, _ issuerapi.Issuer) (signer.PEMBundle, error) {
+func (ca *localCA) sign(ctx context.Context, cro signer.CertificateRequestObject, _ issuerapi.Issuer) (signer.PEMBundle, error) {
+	if ca.delay > 0 {
+		select {
+		case <-time.After(ca.delay):
+		case <-ctx.Done():
+			return signer.PEMBundle{}, ctx.Err()
+		}
+	}
 	details, err := cro.GetCertificateDetails()
 	if err != nil {
 		return signer.PEMBundle{}, signer.PermanentError{Err: err}

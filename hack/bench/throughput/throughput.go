@@ -70,11 +70,38 @@ type result struct {
 	requests       int        // CertificateRequests cert-manager made for the measured Certificates
 	warnings       string     // Warning Events in the namespace, by reason, with an example
 	rss            rssStats   // the operator's resident memory during the run
+	// requestLatencies are the issuer's own times, from each request's
+	// creation to its Ready condition (whole seconds, as the API keeps them).
+	requestLatencies []time.Duration
 	// scaled is the scale run that followed this one (-scale), with the
 	// server's depot and every CertificateRequest of the namespace.
 	scaled      *result
 	depot       depotStats
 	allRequests int
+}
+
+// requestLatencies lists the batch's CertificateRequests (named
+// prefix-...-revision) and gives each Ready one's time from creation to its
+// Ready condition: how long a request waits on the issuer, while
+// create→Ready of a Certificate also holds cert-manager's own queue.
+func requestLatencies(ctx context.Context, c client.Client, ns, prefix string) []time.Duration {
+	var list cmapi.CertificateRequestList
+	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		progress("listing CertificateRequests: %v", err)
+		return nil
+	}
+	var out []time.Duration
+	for _, cr := range list.Items {
+		if !strings.HasPrefix(cr.Name, prefix+"-") {
+			continue
+		}
+		for _, c := range cr.Status.Conditions {
+			if c.Type == cmapi.CertificateRequestConditionReady && c.Status == cmmeta.ConditionTrue && c.LastTransitionTime != nil {
+				out = append(out, c.LastTransitionTime.Sub(cr.CreationTimestamp.Time))
+			}
+		}
+	}
+	return out
 }
 
 // warningEvents sums the Warning Events of a namespace by reason, with the
@@ -120,10 +147,14 @@ func (r result) cpuPerCert() time.Duration {
 }
 
 func (r result) percentile(p float64) time.Duration {
-	if len(r.latencies) == 0 {
+	return percentile(r.latencies, p)
+}
+
+func percentile(latencies []time.Duration, p float64) time.Duration {
+	if len(latencies) == 0 {
 		return 0
 	}
-	l := slices.Clone(r.latencies)
+	l := slices.Clone(latencies)
 	slices.Sort(l)
 	i := int(p*float64(len(l))+0.5) - 1
 	return l[max(0, min(i, len(l)-1))]
@@ -199,7 +230,7 @@ func (b *bench) setup(ctx context.Context, name, ns string) (*issuerSetup, error
 			return false, nil
 		})
 	case "ceiling":
-		c, err := startChild(ctx, "ceiling", b.work, b.self, []string{"ceiling", "-kubeconfig", b.kubeconfig}, nil, true)
+		c, err := startChild(ctx, "ceiling", b.work, b.self, []string{"ceiling", "-kubeconfig", b.kubeconfig, "-delay", b.opts.ceilingDelay.String()}, nil, true)
 		if err != nil {
 			return nil, err
 		}
@@ -456,6 +487,7 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 	// cert-manager may make two CertificateRequests for one Certificate (a
 	// second revision, the first deleted); round trips are per request.
 	r.requests = crs.count(prefix)
+	r.requestLatencies = requestLatencies(ctx, b.c, ns, prefix)
 	if api1 != nil {
 		r.api = apiDelta(api0, api1, r.requests)
 	}
@@ -737,8 +769,8 @@ func (b *bench) reportScale(p func(string, ...any), results []result) {
 	p("")
 	p("Scale: after the first %d, the same issuer (profile, server) issues %d more, the first left in place:", b.opts.n, b.opts.scale)
 	p("")
-	p("| issuer | Certificates | certificates/s | rate against the first %d | p50 create→Ready | p95 | issuer CPU per certificate | cert-manager CPU per certificate | issuer RSS | PKCSReq at the server | API requests per enrollment |", b.opts.n)
-	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	p("| issuer | Certificates | certificates/s | rate against the first %d | p50 create→Ready | p95 | request's p50 create→Ready | p95 | issuer CPU per certificate | cert-manager CPU per certificate | issuer RSS | PKCSReq at the server | API requests per enrollment |", b.opts.n)
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		if r.scaled == nil {
 			continue
@@ -755,8 +787,8 @@ func (b *bench) reportScale(p func(string, ...any), results []result) {
 			if x.scep != nil {
 				pkcsReq, api = fmt.Sprint(x.scep.Messages["PKCSReq"]), x.api
 			}
-			p("| %s | %d | %.2f | %.3f | %s | %s | %s | %s | %s | %s | %s |", x.label, x.n, x.rate(), x.rate()/r.rate(), x.percentile(0.5).Round(time.Millisecond), x.percentile(0.95).Round(time.Millisecond),
-				perCert(iss), perCert(x.cpu["cert-manager"]), x.rss, pkcsReq, api)
+			p("| %s | %d | %.2f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s | %s |", x.label, x.n, x.rate(), x.rate()/r.rate(), x.percentile(0.5).Round(time.Millisecond), x.percentile(0.95).Round(time.Millisecond),
+				percentile(x.requestLatencies, 0.5), percentile(x.requestLatencies, 0.95), perCert(iss), perCert(x.cpu["cert-manager"]), x.rss, pkcsReq, api)
 		}
 		if r.scep != nil {
 			d := r.scaled.depot
