@@ -20,6 +20,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/internal/scep"
+	"github.com/scep-operator/scep-operator/test/refusing"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 )
 
@@ -153,7 +154,15 @@ func TestFaultMatrix(t *testing.T) {
 		// second PKCSReq: 1 PKCSReq and 2 CertPolls, all closed unanswered.
 		{name: "connection-closed", drop: true, contains: transient("EOF"), pkiOps: 3},
 		{name: "connection-refused", contains: transient("connection refused"), pkiOps: 0, afterReady: func(t *testing.T, fc *faultCase) {
-			fc.frontSrv.Close() // GetCACaps and GetCACert are cached: only PKIOperations meet the closed port
+			// GetCACaps and GetCACert are cached: only PKIOperations meet
+			// the closed port. Held, it stays closed: no other listener of
+			// a busy test run gets it in the meantime.
+			held, err := refusing.Hold(fc.frontSrv.Listener.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = held.Close() })
+			fc.frontSrv.Close()
 			fc.unreached = true
 		}},
 		{name: "timeout", behavior: scepserver.Behavior{Delay: 30 * time.Second, FaultOperations: pki}, contains: transient("Client.Timeout"), pkiOps: 3, pkcsReqs: count(1)},
@@ -221,7 +230,15 @@ func TestFaultMatrix(t *testing.T) {
 	for _, fc := range cases {
 		fc.srv = scepserver.Start(t, fc.behavior)
 		fc.front = &faultFront{next: fc.srv, drop: fc.drop, cutAfterSend: fc.cutAfterSend}
-		fc.frontSrv = httptest.NewServer(fc.front)
+		// On a port that Hold can keep taken once it refuses connections.
+		l, err := refusing.Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc.frontSrv = httptest.NewUnstartedServer(fc.front)
+		_ = fc.frontSrv.Listener.Close()
+		fc.frontSrv.Listener = l
+		fc.frontSrv.Start()
 		t.Cleanup(fc.frontSrv.Close)
 		fc.p = &scepv1alpha1.SCEPProfile{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ToLower(fc.name)},
