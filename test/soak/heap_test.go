@@ -5,11 +5,11 @@ package soak
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/pprofsave"
 )
 
 // profileHeap saves the leading manager's heap profile every soak.heap-every
@@ -49,33 +49,9 @@ func (h *harness) saveLeaderHeap(ctx context.Context) {
 	}
 	slot := h.snapshotManagers()[name]
 	path := filepath.Join(*heapDir, fmt.Sprintf("heap-%s#%d-%03.0fm.pb.gz", name, slot.starts, time.Since(h.start).Minutes()))
-	if err := saveURL(ctx, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", slot.pprofPort), path); err != nil {
+	if err := pprofsave.Heap(ctx, fmt.Sprintf("127.0.0.1:%d", slot.pprofPort), path); err != nil {
 		h.logf("heap profile of %s#%d: %v", name, slot.starts, err)
 		return
 	}
 	h.logf("heap profile of %s#%d: %s", name, slot.starts, path)
-}
-
-func saveURL(ctx context.Context, url, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
 }

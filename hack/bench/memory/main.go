@@ -23,10 +23,8 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +47,7 @@ import (
 
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/pprofsave"
 	"github.com/scep-operator/scep-operator/test/procstatus"
 )
 
@@ -109,7 +108,7 @@ func managerProcess(ctx context.Context, bin, kubeconfig, label string, settle t
 	time.Sleep(settle) // a measurement, not a test: give the first reconciles time to finish
 	rssKiB, peakKiB = procstatus.RSS(pid), procstatus.PeakRSS(pid)
 	if pprofAddr != "" {
-		if err := saveHeapProfile(ctx, pprofAddr, filepath.Join(heapProfileDir, "heap-"+label+".pb.gz")); err != nil {
+		if err := pprofsave.Heap(ctx, pprofAddr, filepath.Join(heapProfileDir, "heap-"+label+".pb.gz")); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -124,28 +123,6 @@ func freeAddress() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// saveHeapProfile fetches the heap profile (after a GC) from the manager's
-// pprof endpoint into path.
-func saveHeapProfile(ctx context.Context, addr, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("fetching the heap profile: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching the heap profile: %s", resp.Status)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader.

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/pprofsave"
 )
 
 // servePprof serves Go's /debug/pprof on a free loopback port until ctx
@@ -43,34 +42,11 @@ func (b *bench) startProfile(process, run, addr string, secs int) chan struct{} 
 	go func() {
 		defer close(done)
 		path := filepath.Join(b.opts.pprofDir, process+"-"+run+".pprof")
-		if err := saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path); err != nil {
+		if err := pprofsave.CPU(context.Background(), addr, secs, path); err != nil {
 			progress("pprof of %s: %v", process, err)
 			return
 		}
 		progress("pprof: %s (%d s)", path, secs)
 	}()
 	return done
-}
-
-func saveProfile(url, path string) error {
-	resp, err := http.Get(url) //nolint:gosec,noctx // a loopback pprof of the bench's own children
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
 }
