@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -23,7 +22,7 @@ import (
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/ndes"
-	"github.com/scep-operator/scep-operator/test/node"
+	"github.com/scep-operator/scep-operator/test/refusing"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stepca"
 )
@@ -172,11 +171,9 @@ func TestDoctorFaults(t *testing.T) {
 	}
 
 	t.Run("nothing listens", func(t *testing.T) {
-		port, err := node.FreeLoopbackPort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		doctorRun(t, 1, []string{"--url", fmt.Sprintf("http://127.0.0.1:%d/scep", port)},
+		// A port that refuses and stays taken: a port that was free a
+		// moment ago may have a listener of another test by now.
+		doctorRun(t, 1, []string{"--url", "http://" + refusing.Address(t) + "/scep"},
 			`^FAIL +TCP +no address accepts a connection on port`, `fix: check that the server listens`, `^SKIP +the remaining steps`)
 	})
 	t.Run("metadata address", func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,23 @@ func Hold(addr net.Addr) (*Port, error) {
 		return nil, fmt.Errorf("refusing: bind %v: %w", addr, err)
 	}
 	return &Port{fd: fd}, nil
+}
+
+// Address is a loopback address ("127.0.0.1:port") that refuses
+// connections and stays taken until the test ends.
+func Address(t testing.TB) string {
+	t.Helper()
+	l, err := Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	held, err := Hold(l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = held.Close() })
+	return l.Addr().String()
 }
 
 // Port is a bound socket that does not listen.

@@ -57,3 +57,14 @@ func TestHoldRefusesAnAddressThatIsNotTCPv4(t *testing.T) {
 		t.Fatal("Hold took an IPv6 address")
 	}
 }
+
+func TestAddressRefuses(t *testing.T) {
+	addr := Address(t)
+	if _, err := net.Dial("tcp4", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial %s: %v, want connection refused", addr, err)
+	}
+	if other, err := net.Listen("tcp4", addr); err == nil {
+		_ = other.Close()
+		t.Fatalf("another listener got %s", addr)
+	}
+}
