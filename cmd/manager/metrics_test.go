@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/freeport"
 )
 
 // The ServiceAccount and namespace of config/rbac before kustomize renames
@@ -346,15 +346,15 @@ func serviceAccountToken(t *testing.T, cs kubernetes.Interface, ns, name string)
 	return tr.Status.Token
 }
 
-// freeAddress is a loopback address with a port nothing listens on now.
+// freeAddress is a loopback address with a port nothing listens on now,
+// outside the ephemeral range (test/freeport).
 func freeAddress(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.LoopbackAddress()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // scrape GETs url with token as a bearer token (none when empty) and

@@ -35,7 +35,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/test/certmanager"
-	"github.com/scep-operator/scep-operator/test/node"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -172,7 +172,7 @@ func approverPolicyCRDs(t *testing.T) string {
 // server calls it.
 func startApproverPolicy(t *testing.T, kubeconfig string) {
 	t.Helper()
-	port, err := node.FreeLoopbackPort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ import (
 	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/node"
 )
 
@@ -247,7 +248,7 @@ func (c *Cluster) startAPIServer() error {
 	if err != nil {
 		return fmt.Errorf("writing the API server's certificates: %w", err)
 	}
-	port, err := freePort(c.Gateway)
+	port, err := freeport.On(c.Gateway)
 	if err != nil {
 		return err
 	}
@@ -315,11 +316,11 @@ func (c *Cluster) startControlPlane() error {
 	}
 	proxyConfig := filepath.Join(c.Dir, "kube-proxy.yaml")
 	loopback := netip.MustParseAddr("127.0.0.1")
-	healthzPort, err := freePort(loopback)
+	healthzPort, err := freeport.On(loopback)
 	if err != nil {
 		return err
 	}
-	metricsPort, err := freePort(loopback)
+	metricsPort, err := freeport.On(loopback)
 	if err != nil {
 		return err
 	}
@@ -445,14 +446,4 @@ func (c *Cluster) Stop() {
 		c.stops[i]()
 	}
 	c.stops = nil
-}
-
-// freePort finds a free TCP port on addr.
-func freePort(addr netip.Addr) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port on %s: %w", addr, err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -20,6 +20,7 @@ import (
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/node"
 	"github.com/scep-operator/scep-operator/test/stack"
@@ -106,7 +107,7 @@ func TestNode(t *testing.T) {
 	caSum := sha256.Sum256(srv.CA.Raw)
 	scepCA := hex.EncodeToString(caSum[:])
 
-	port, err := node.FreeLoopbackPort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}

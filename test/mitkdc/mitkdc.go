@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/freeport"
 )
 
 // DefaultRealm is the realm Start creates unless Options names another.
@@ -123,7 +125,7 @@ func Start(t testing.TB, opts Options) *KDC {
 		opts.Realm = DefaultRealm
 	}
 	k := &KDC{Realm: opts.Realm, Dir: t.TempDir(), opts: opts, bins: bins}
-	port, err := freePort()
+	port, err := freeport.LoopbackTCPAndUDP()
 	if err != nil {
 		t.Fatalf("mitkdc: %v", err)
 	}
@@ -324,23 +326,4 @@ func (k *KDC) Log() string { return k.log() }
 func (k *KDC) log() string {
 	b, _ := os.ReadFile(filepath.Join(k.Dir, "kdc.log"))
 	return string(b)
-}
-
-// freePort finds a loopback port free for both TCP and UDP.
-func freePort() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		_ = u.Close()
-		return port, nil
-	}
-	return 0, fmt.Errorf("no loopback port free for both TCP and UDP")
 }

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
-	"github.com/scep-operator/scep-operator/test/node"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/scepserver"
 	"github.com/scep-operator/scep-operator/test/stack"
 )
@@ -44,7 +44,7 @@ func TestEveryNamedMetricIsExported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, err := node.FreeLoopbackPort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}

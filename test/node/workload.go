@@ -109,14 +109,3 @@ func ParseReports(log string) ([]Report, error) {
 	}
 	return out, nil
 }
-
-// FreeLoopbackPort is a TCP port on 127.0.0.1 that was free a moment ago,
-// for a host-network pod to listen on.
-func FreeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}

@@ -5,7 +5,6 @@ package soak
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 )
@@ -188,14 +187,4 @@ func (h *harness) heal(ctx context.Context) {
 			h.startManager(name)
 		}
 	}
-}
-
-// freePort finds a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

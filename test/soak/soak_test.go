@@ -25,6 +25,7 @@ import (
 	ctrlenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/micromdm"
 	"github.com/scep-operator/scep-operator/test/ndes"
 	"github.com/scep-operator/scep-operator/test/scepserver"
@@ -262,7 +263,7 @@ var fastLease = []string{
 }
 
 func (h *harness) startManager(name string) {
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		h.t.Errorf("starting manager %s: %v", name, err)
 		return
@@ -271,7 +272,7 @@ func (h *harness) startManager(name string) {
 	args := append(append([]string{}, fastLease...), fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--metrics-secure=false")
 	pprofPort := 0
 	if *heapDir != "" {
-		if pprofPort, err = freePort(); err != nil {
+		if pprofPort, err = freeport.Loopback(); err != nil {
 			h.t.Errorf("starting manager %s: %v", name, err)
 			return
 		}

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +37,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scep-operator/scep-operator/test/freeport"
 )
 
 // RootModule is the module path of the repository whose bin/ directory holds
@@ -224,7 +225,7 @@ func Start(t testing.TB, opts Options) *Server {
 	s.t, s.bin, s.timeout = t, bin, opts.StartTimeout
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
+		port, err := freeport.Loopback()
 		if err != nil {
 			t.Fatalf("stepca: picking a port: %v", err)
 		}
@@ -352,15 +353,6 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // binaryPath returns $STEPCA_BIN, or bin/step-ca in the repository root.

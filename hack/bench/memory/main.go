@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +46,7 @@ import (
 
 	"github.com/scep-operator/scep-operator/controllers"
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/freeport"
 	"github.com/scep-operator/scep-operator/test/pprofsave"
 	"github.com/scep-operator/scep-operator/test/procstatus"
 )
@@ -81,7 +81,7 @@ func managerProcess(ctx context.Context, bin, kubeconfig, label string, settle t
 		"--cluster-resource-namespace=load", "--profile-check-interval=1h", "--zap-log-level=info"}
 	pprofAddr := ""
 	if heapProfileDir != "" {
-		if pprofAddr, err = freeAddress(); err != nil {
+		if pprofAddr, err = freeport.LoopbackAddress(); err != nil {
 			return 0, 0, err
 		}
 		args = append(args, "--pprof-bind-address="+pprofAddr)
@@ -113,16 +113,6 @@ func managerProcess(ctx context.Context, bin, kubeconfig, label string, settle t
 		}
 	}
 	return rssKiB, peakKiB, nil
-}
-
-// freeAddress is a loopback address with a port free now.
-func freeAddress() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader.

@@ -47,6 +47,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/scep-operator/scep-operator/test/envtest"
+	"github.com/scep-operator/scep-operator/test/freeport"
 )
 
 func main() {
@@ -233,7 +234,7 @@ type operatorProc struct {
 func (b *bench) startOperator(ctx context.Context, name string) (*operatorProc, error) {
 	var ports [2]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := freeport.Loopback()
 		if err != nil {
 			return nil, err
 		}
