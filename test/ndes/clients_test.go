@@ -99,6 +99,19 @@ func writePEM(t *testing.T, path, typ string, der []byte) string {
 	return path
 }
 
+// logServerOnFailure logs, when t fails, every pkiMessage the emulator
+// received with its answer and why one was refused: a flake once had
+// strongSwan's third CertPoll answered badMessageCheck.
+func logServerOnFailure(t *testing.T, s *ndes.Server) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, r := range s.SCEP.PKIRequests() {
+				t.Logf("emulator: %s", r)
+			}
+		}
+	})
+}
+
 func readCert(t *testing.T, path string) *x509.Certificate {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -122,6 +135,7 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 func TestStrongSwan(t *testing.T) {
 	pki := outsideClient(t, "strongSwan", strongSwanPKI)
 	s := ndes.Start(t, ndes.Options{})
+	logServerOnFailure(t, s)
 	url := strongSwanCaps(t, s)
 	dir := t.TempDir()
 
@@ -199,6 +213,7 @@ func TestStrongSwan(t *testing.T) {
 func TestCertmonger(t *testing.T) {
 	submit := outsideClient(t, "certmonger", scepSubmitPath)
 	s := ndes.Start(t, ndes.Options{MaxQueryBytes: 65534})
+	logServerOnFailure(t, s)
 	dir := t.TempDir()
 
 	code, out, errOut := run(t, time.Minute, submit, "-u", s.URL, "-c")

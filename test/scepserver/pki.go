@@ -117,6 +117,7 @@ func (s *Server) record(method string, der []byte) *pkiMessage {
 		ContentEncryption: msg.cipher,
 		Signer:            msg.signer,
 		FailInfo:          -1,
+		At:                time.Now(),
 	}
 	if msg.env != nil {
 		if len(msg.env.RecipientInfos) > 0 {
@@ -212,7 +213,12 @@ func (s *Server) pkiOperation(b Behavior, msg *pkiMessage) reply {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	if msg.signer == nil || msg.p7.Verify() != nil {
+	if msg.signer == nil {
+		s.pkiLog[msg.logIndex].Refused = "no single signer certificate"
+		return s.certRepLocked(b, msg, failure(BadMessageCheck))
+	}
+	if err := msg.p7.Verify(); err != nil {
+		s.pkiLog[msg.logIndex].Refused = "the signature: " + err.Error()
 		return s.certRepLocked(b, msg, failure(BadMessageCheck))
 	}
 	cert, key := s.CA, s.CAKey
@@ -228,6 +234,7 @@ func (s *Server) pkiOperation(b Behavior, msg *pkiMessage) reply {
 		if b.DecryptFailureStatus != 0 {
 			return textReply(b.DecryptFailureStatus, "cannot decrypt the client's PKCS7 message (0x80090005): "+err.Error())
 		}
+		s.pkiLog[msg.logIndex].Refused = "the envelope: " + err.Error()
 		return s.certRepLocked(b, msg, failure(BadMessageCheck))
 	}
 
@@ -270,6 +277,7 @@ func (s *Server) enrolLocked(b Behavior, msg *pkiMessage, plain []byte) outcome 
 	}
 	switch {
 	case csr.CheckSignature() != nil:
+		s.pkiLog[msg.logIndex].Refused = "the CSR's signature: " + csr.CheckSignature().Error()
 		return failure(BadMessageCheck)
 	case b.FailInfo != nil && !b.Reject:
 		return failure(*b.FailInfo)

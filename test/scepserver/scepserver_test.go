@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +49,10 @@ func TestEnrol(t *testing.T) {
 			if tc.want == scep.FAILURE {
 				if rep.FailInfo != tc.wantInfo {
 					t.Errorf("failInfo = %q, want %q", rep.FailInfo, tc.wantInfo)
+				}
+				// A badMessageCheck says why, for a test to print.
+				if refused := tc.wantInfo == scep.BadMessageCheck; refused != strings.Contains(last.String(), "refused: the envelope") {
+					t.Errorf("the record of a %s reads %q", tc.wantInfo, last)
 				}
 				if text := failInfoText(t, raw); text != tc.behavior.FailInfoText {
 					t.Errorf("failInfoText = %q, want %q", text, tc.behavior.FailInfoText)

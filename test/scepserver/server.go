@@ -257,6 +257,8 @@ type HTTPRequest struct {
 // PKIRequest records what the client put in one pkiMessage, so tests can
 // assert the client's choices (cipher, digest, GET vs POST, signer, nonce).
 type PKIRequest struct {
+	// At is when the server received it.
+	At time.Time
 	// Method is GET or POST.
 	Method string
 	// MessageType is the SCEP messageType name: PKCSReq, RenewalReq,
@@ -287,6 +289,23 @@ type PKIRequest struct {
 	Status string
 	// FailInfo is the failInfo answered with FAILURE, else -1.
 	FailInfo int
+	// Refused says why a badMessageCheck was answered (the signature or
+	// the envelope did not check out, and the error that said so), for a
+	// test to print when an outside client is refused.
+	Refused string
+}
+
+// String is one line for a test's log: time, type, transaction, answer,
+// and why a badMessageCheck was answered.
+func (r PKIRequest) String() string {
+	line := fmt.Sprintf("%s %s %s tx %s: %s", r.At.Format("15:04:05.000"), r.Method, r.MessageType, r.TransactionID, r.Status)
+	if r.Status == statusName(statusFailure) {
+		line += fmt.Sprintf(" (failInfo %d)", r.FailInfo)
+	}
+	if r.Refused != "" {
+		line += "; refused: " + r.Refused
+	}
+	return line
 }
 
 // Server is a running test SCEP server.

@@ -205,8 +205,18 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 	if err := first.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	killed := time.Now()
 	polls := srv.PKIMessages("CertPoll")
-	t.Logf("%s killed while PENDING (%d CertPolls so far); state annotation %s", first.Name, polls, cr.Annotations[signer.AnnotationState])
+	t.Logf("%s killed at %s while PENDING (%d CertPolls so far); state annotation %s", first.Name, killed.Format("15:04:05.000"), polls, cr.Annotations[signer.AnnotationState])
+	// What the server received, and when, against the kill: whose message
+	// each was (a flake once counted a second PKCSReq).
+	defer func() {
+		if t.Failed() {
+			for _, r := range srv.PKIRequests() {
+				t.Logf("server: %s", r)
+			}
+		}
+	}()
 
 	second := startManager(t, name+"-second", secondBin)
 	eventually(t, 90*time.Second, "the second build's CertPoll", func() (bool, string) {
