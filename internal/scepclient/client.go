@@ -117,11 +117,18 @@ type Config struct {
 
 // Client talks to one SCEP server. It is safe for concurrent use.
 type Client struct {
-	cfg     Config
-	base    *url.URL
-	http    *http.Client
-	maxBody int64
-	maxGET  int
+	cfg  Config
+	base *url.URL
+	http *http.Client
+	// httpOnce sends PKIOperation GETs, each on a connection of its own:
+	// Go's Transport sends an idempotent request (GET) again by itself when
+	// a reused connection fails before the answer, and the server may
+	// already have acted on a PKCSReq (NDES then refuses its spent one-time
+	// password, another server issues twice). It never resends on a fresh
+	// connection. POST is never resent, and keeps its connections.
+	httpOnce *http.Client
+	maxBody  int64
+	maxGET   int
 
 	mu   sync.Mutex
 	caps *scep.Capabilities
@@ -168,6 +175,12 @@ func New(cfg Config) (*Client, error) {
 		rt = tr
 	}
 	c.http = &http.Client{Transport: rt, Timeout: cfg.Timeout, CheckRedirect: egress.SameOriginRedirects("the SCEP server", egress.MaxRedirects)}
+	c.httpOnce = c.http
+	if tr, ok := rt.(*http.Transport); ok {
+		own := tr.Clone()
+		own.DisableKeepAlives = true
+		c.httpOnce = &http.Client{Transport: own, Timeout: cfg.Timeout, CheckRedirect: c.http.CheckRedirect}
+	}
 	return c, nil
 }
 
@@ -303,7 +316,11 @@ func (c *Client) endpoint(op, message string) string {
 // do performs one round trip and returns the body of a 2xx answer.
 func (c *Client) do(ctx context.Context, op string, req *http.Request) ([]byte, string, error) {
 	start := time.Now()
-	resp, err := c.http.Do(req.WithContext(ctx))
+	hc := c.http
+	if op == OpPKIOperation && req.Method == http.MethodGet {
+		hc = c.httpOnce
+	}
+	resp, err := hc.Do(req.WithContext(ctx))
 	status := 0
 	defer func() {
 		if c.cfg.Observe != nil {
