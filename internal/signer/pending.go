@@ -1,6 +1,10 @@
 package signer
 
 import (
+	"errors"
+
+	"github.com/cert-manager/issuer-lib/controllers/signer"
+
 	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/profiles"
 )
@@ -25,4 +29,14 @@ func (s *Signer) trackPending(req request, key profiles.Key, pending bool) {
 		delete(s.pending, id)
 		metrics.Pending.WithLabelValues(key.String()).Dec()
 	}
+}
+
+// stillPending says whether a call left its request PENDING at the server,
+// to be polled: the server answered PENDING (now or before), and the call
+// neither finished the request nor failed it for good. An error that is
+// neither (recording the state conflicted with another write, a CertPoll
+// got no answer) leaves it pending: the next call polls it.
+func stillPending(st State, err error) bool {
+	var permanent signer.PermanentError
+	return st.Pending && err != nil && !errors.As(err, &permanent)
 }

@@ -17,7 +17,6 @@ package signer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -227,7 +226,7 @@ func (s *Signer) sign(ctx context.Context, req request, cro signer.CertificateRe
 	e := &enrollment{Signer: s, ctx: ctx, p: p, key: profiles.KeyOf(p), req: req, cfg: settingsOf(p.GetSpec())}
 	e.log = log.FromContext(ctx).WithValues("profile", e.key.String())
 	bundle, err := e.run()
-	s.trackPending(req, e.key, e.st.Pending && err != nil && isPending(err))
+	s.trackPending(req, e.key, stillPending(e.st, err))
 	return bundle, err
 }
 
@@ -251,9 +250,4 @@ func readyCondition(cr *cmapi.CertificateRequest) *cmapi.CertificateRequestCondi
 		}
 	}
 	return nil
-}
-
-func isPending(err error) bool {
-	var pe signer.PendingError
-	return errors.As(err, &pe)
 }
