@@ -11,6 +11,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +19,7 @@ import (
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
 	"github.com/scep-operator/scep-operator/controllers"
+	"github.com/scep-operator/scep-operator/internal/metrics"
 	"github.com/scep-operator/scep-operator/internal/scep"
 	"github.com/scep-operator/scep-operator/internal/signer"
 	"github.com/scep-operator/scep-operator/test/ndes"
@@ -464,8 +466,18 @@ func TestNDESPendingApproval(t *testing.T) {
 		return tx
 	}
 
+	// scep_pending_requests counts the request while the server holds it
+	// (Sign updates it before issuer-lib writes the condition waited on).
+	pendingGauge := func(want float64) {
+		t.Helper()
+		if v := testutil.ToFloat64(metrics.Pending.WithLabelValues("SCEPProfile " + ns + "/ndes")); v != want {
+			t.Errorf("scep_pending_requests = %v, want %v", v, want)
+		}
+	}
+
 	cr := ndesRequest(t, ns, p, "approved", 0, "approved")
 	tx := waitPending(cr, 3)
+	pendingGauge(1)
 	if got := srv.PendingTransactions(); len(got) != 1 || got[0] != tx {
 		t.Fatalf("pending transactions %v, want [%s]", got, tx)
 	}
@@ -474,14 +486,17 @@ func TestNDESPendingApproval(t *testing.T) {
 	}
 	srv.ApproveAll()
 	issued(t, waitRequest(t, cr, 30*time.Second), srv.CA)
+	pendingGauge(0)
 
 	rej := ndesRequest(t, ns, p, "rejected", 1, "rejected")
 	polls := srv.Counters().CertPoll
 	tx = waitPending(rej, polls+1)
+	pendingGauge(1)
 	if err := srv.Reject(tx); err != nil {
 		t.Fatal(err)
 	}
 	got := waitRequest(t, rej, 30*time.Second)
+	pendingGauge(0)
 	ready, desc := readyOf(got)
 	if ready.Reason != cmapi.CertificateRequestReasonFailed || !strings.Contains(ready.Message, "0x80094014") || !strings.Contains(ready.Message, "CA manager denied") || !strings.Contains(ready.Message, "badRequest") {
 		t.Errorf("rejected request: %s; want Failed with badRequest and NDES's code 0x80094014 in words", desc)
