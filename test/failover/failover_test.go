@@ -290,6 +290,10 @@ func issuedSerials(srv *scepserver.Server) map[string]bool {
 // CertPoll for the one whose answer was lost; the server sees one PKCSReq
 // per request and issues one certificate each.
 func TestKillDuringEnrollment(t *testing.T) {
+	seen, err := stack.WatchRequests(t.Context(), st.Env.Config, apps)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pendingSrv := scepserver.Start(t, scepserver.Behavior{PendingForever: true})
 	lostSrv := scepserver.Start(t, scepserver.Behavior{})
 	front, frontURL := startHoldFront(t, lostSrv, 1)
@@ -332,8 +336,21 @@ func TestKillDuringEnrollment(t *testing.T) {
 	serials := waitReady(t, 90*time.Second, append(pending, "lost")...)
 	t.Logf("%s finished all four", second.Name)
 
-	if got := pendingSrv.PKIMessages("PKCSReq"); got != 3 {
-		t.Errorf("the PENDING server saw %d PKCSReqs, want 3", got)
+	// One PKCSReq per transaction, and per request the namespace held: on a
+	// loaded machine cert-manager once made a second revision of one of
+	// these Certificates (seen as pending-c-2), which was enrolled once too.
+	sent := map[string]int{}
+	for _, r := range pendingSrv.PKIRequests() {
+		if r.MessageType == "PKCSReq" {
+			sent[r.TransactionID]++
+		}
+	}
+	problems, replaced := seen.ExactlyOnce(sent, requestsOf(t, pending...))
+	for _, p := range problems {
+		t.Errorf("at the PENDING server: %s", p)
+	}
+	for _, r := range replaced {
+		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
 	}
 	if got := lostSrv.PKIMessages("PKCSReq"); got != 1 {
 		t.Errorf("the server whose answer was lost saw %d PKCSReqs, want 1 (the restart must ask with CertPoll, not enroll again)", got)
@@ -353,8 +370,8 @@ func TestKillDuringEnrollment(t *testing.T) {
 			t.Errorf("%s holds serial %s, which its server did not issue", n, serial)
 		}
 	}
-	if len(requestsOf(t, append(pending, "lost")...)) != 4 {
-		t.Errorf("cert-manager made more than one request per Certificate")
+	if n := len(requestsOf(t, append(pending, "lost")...)); n != 4 {
+		t.Logf("cert-manager made %d CertificateRequests for 4 Certificates", n)
 	}
 }
 
