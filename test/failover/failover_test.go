@@ -339,19 +339,7 @@ func TestKillDuringEnrollment(t *testing.T) {
 	// One PKCSReq per transaction, and per request the namespace held: on a
 	// loaded machine cert-manager once made a second revision of one of
 	// these Certificates (seen as pending-c-2), which was enrolled once too.
-	sent := map[string]int{}
-	for _, r := range pendingSrv.PKIRequests() {
-		if r.MessageType == "PKCSReq" {
-			sent[r.TransactionID]++
-		}
-	}
-	problems, replaced := seen.ExactlyOnce(sent, requestsOf(t, pending...))
-	for _, p := range problems {
-		t.Errorf("at the PENDING server: %s", p)
-	}
-	for _, r := range replaced {
-		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
-	}
+	seen.ReportExactlyOnce(t, "the PENDING server", pendingSrv.PKCSReqTransactions(), requestsOf(t, pending...))
 	if got := lostSrv.PKIMessages("PKCSReq"); got != 1 {
 		t.Errorf("the server whose answer was lost saw %d PKCSReqs, want 1 (the restart must ask with CertPoll, not enroll again)", got)
 	}
@@ -462,12 +450,7 @@ func TestLeaderHandover(t *testing.T) {
 	if len(requests) != len(all) {
 		t.Logf("cert-manager made %d CertificateRequests for %d Certificates", len(requests), len(all))
 	}
-	sent := map[string]int{}
-	for _, r := range srv.PKIRequests() {
-		if r.MessageType == "PKCSReq" {
-			sent[r.TransactionID]++
-		}
-	}
+	sent := srv.PKCSReqTransactions()
 	for i := range requests {
 		if cr := &requests[i]; !issuedRequest(cr) {
 			t.Errorf("CertificateRequest %s is not issued: %+v", cr.Name, cr.Status.Conditions)
@@ -477,13 +460,7 @@ func TestLeaderHandover(t *testing.T) {
 	// every request the namespace held tells a revision cert-manager
 	// replaced and deleted (seen once as ha-06-1 and ha-06-2, both
 	// enrolled once) from a transaction the operator made up or resent.
-	problems, replaced := seen.ExactlyOnce(sent, requests)
-	for _, p := range problems {
-		t.Errorf("at the SCEP server: %s", p)
-	}
-	for _, r := range replaced {
-		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
-	}
+	seen.ReportExactlyOnce(t, "the SCEP server", sent, requests)
 	if got := len(srv.Issued()); got != len(sent) {
 		t.Errorf("the server issued %d certificates in %d transactions", got, len(sent))
 	}

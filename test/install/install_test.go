@@ -252,14 +252,7 @@ func exactlyOnce(t *testing.T, ctx context.Context, c client.Client, srv *microm
 	if err := c.List(ctx, &list, client.InNamespace(tenant)); err != nil {
 		t.Fatal(err)
 	}
-	sent := srv.PKCSReqTransactions()
-	problems, replaced := requests.ExactlyOnce(sent, list.Items)
-	for _, p := range problems {
-		t.Errorf("at the SCEP server: %s", p)
-	}
-	for _, r := range replaced {
-		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
-	}
+	requests.ReportExactlyOnce(t, "the SCEP server", srv.PKCSReqTransactions(), list.Items)
 }
 
 func init() {

@@ -93,6 +93,10 @@ func TestPendingThenCertPoll(t *testing.T) {
 	if got := s.PKIMessages("CertPoll"); got != 2 {
 		t.Errorf("PKIMessages(CertPoll) = %d, want 2", got)
 	}
+	// The polls are not PKCSReqs of the transaction.
+	if got := s.PKCSReqTransactions(); len(got) != 1 || got[string(req.TransactionID)] != 1 {
+		t.Errorf("PKCSReqTransactions() = %v, want one PKCSReq in transaction %s", got, req.TransactionID)
+	}
 }
 
 // testClient enrols with MicroMDM's HTTP client and smallstep's messages,

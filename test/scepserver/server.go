@@ -482,6 +482,21 @@ func (s *Server) PKIRequests() []PKIRequest {
 	return slices.Clone(s.pkiLog)
 }
 
+// PKCSReqTransactions returns how many PKCSReqs arrived in each
+// transaction, by transactionID, as test/micromdm's does: exactly once
+// means one each.
+func (s *Server) PKCSReqTransactions() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range s.pkiLog {
+		if r.MessageType == "PKCSReq" {
+			out[r.TransactionID]++
+		}
+	}
+	return out
+}
+
 // LastPKIRequest returns the most recent parsed pkiMessage, and false if
 // none arrived yet.
 func (s *Server) LastPKIRequest() (PKIRequest, bool) {

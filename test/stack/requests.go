@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -114,6 +115,19 @@ func (l *RequestLog) Request(tx string) (string, bool) {
 	defer l.mu.Unlock()
 	r, ok := l.byTx[tx]
 	return r, ok
+}
+
+// ReportExactlyOnce runs ExactlyOnce and reports on t: each problem as an
+// error (where names the server), each replaced revision in the log.
+func (l *RequestLog) ReportExactlyOnce(t testing.TB, where string, sent map[string]int, current []cmapi.CertificateRequest) {
+	t.Helper()
+	problems, replaced := l.ExactlyOnce(sent, current)
+	for _, p := range problems {
+		t.Errorf("at %s: %s", where, p)
+	}
+	for _, r := range replaced {
+		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
+	}
 }
 
 // ExactlyOnce checks a server's PKCSReqs per transaction against the

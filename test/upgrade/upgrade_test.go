@@ -245,19 +245,7 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 	// the second build must poll the first one's transaction, not enroll
 	// it again (a revision cert-manager made would be a transaction of its
 	// own, and is told apart).
-	sent := map[string]int{}
-	for _, r := range srv.PKIRequests() {
-		if r.MessageType == "PKCSReq" {
-			sent[r.TransactionID]++
-		}
-	}
-	problems, replaced := seen.ExactlyOnce(sent, requestsIn(t, name))
-	for _, p := range problems {
-		t.Errorf("at the SCEP server: %s", p)
-	}
-	for _, r := range replaced {
-		t.Logf("enrolled once, then replaced by cert-manager: %s", r)
-	}
+	seen.ReportExactlyOnce(t, "the SCEP server", srv.PKCSReqTransactions(), requestsIn(t, name))
 	if n := len(srv.Issued()); n != 1 {
 		t.Errorf("the server issued %d certificates, want 1", n)
 	}
