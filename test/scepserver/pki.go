@@ -275,10 +275,11 @@ func (s *Server) enrolLocked(b Behavior, msg *pkiMessage, plain []byte) outcome 
 	if b.ResendIsPoll && msg.typ == typePKCSReq && s.txns[msg.transactionID] != nil {
 		return s.pollLocked(b, msg)
 	}
-	switch {
-	case csr.CheckSignature() != nil:
-		s.pkiLog[msg.logIndex].Refused = "the CSR's signature: " + csr.CheckSignature().Error()
+	if err := csr.CheckSignature(); err != nil {
+		s.pkiLog[msg.logIndex].Refused = "the CSR's signature: " + err.Error()
 		return failure(BadMessageCheck)
+	}
+	switch {
 	case b.FailInfo != nil && !b.Reject:
 		return failure(*b.FailInfo)
 	case b.VerifyChallenge != nil && msg.typ == typePKCSReq:
