@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -161,7 +162,7 @@ func TestStrongSwan(t *testing.T) {
 		t.Fatalf("pki --scepca did not store the CA, RA signing and RA encryption certificates: %v\n%s", files, errOut)
 	}
 
-	key := writePEM(t, filepath.Join(dir, "key.pem"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(nextKey(t)))
+	key := writePEM(t, filepath.Join(dir, "key.pem"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(primesDescending(nextKey(t))))
 	enroll := func(cn, password string) []string {
 		return []string{"--scep", "--url", url, "--in", key, "--dn", "CN=" + cn + ", O=strongSwan", "--password", password,
 			"--cacert-enc", enc, "--cacert-sig", sign, "--cacert", ca, "--cipher", "des3", "--digest", "sha256",
@@ -269,6 +270,27 @@ func TestCertmonger(t *testing.T) {
 		t.Errorf("reused password: exit %d (want 2, rejected), %d refused by the emulator\n%s%s", code, s.Counters().PasswordsRefused, out, errOut)
 	}
 	t.Logf("scep-submit on the reused password: %s", lastLines(out+errOut, 3))
+}
+
+// primesDescending returns key with prime1 > prime2, as OpenSSL and
+// strongSwan's own pki --gen write RSA keys; Go's rsa.GenerateKey leaves
+// them in random order. Debian's pki does RSA with its gcrypt plugin
+// (loaded before gmp), which swaps prime1 and prime2 on load because
+// libgcrypt's CRT expects p < q, without checking their order. With
+// p > q, libgcrypt's CRT step h = u*(m2-m1) mod q adds q only once, so
+// when m1-m2 > q the result comes out negative; its own check (s^e = m)
+// passes, but the signature or plaintext is serialized without its sign,
+// i.e. as n-s. About (p-q)^2/2pq of private-key operations (0.3% on
+// average for a Go key, 2% for a skewed one) then send a signature no
+// verifier accepts (the emulator answers badMessageCheck, as NDES would)
+// or fail to decrypt the reply ("RSA decryption failed: Encoding problem").
+func primesDescending(key *rsa.PrivateKey) *rsa.PrivateKey {
+	if len(key.Primes) != 2 || key.Primes[0].Cmp(key.Primes[1]) > 0 {
+		return key
+	}
+	k := &rsa.PrivateKey{PublicKey: key.PublicKey, D: key.D, Primes: []*big.Int{key.Primes[1], key.Primes[0]}}
+	k.Precompute()
+	return k
 }
 
 // strongSwanCaps is the emulator behind a proxy that appends "AES" to its
