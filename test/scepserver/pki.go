@@ -98,7 +98,7 @@ type pkiMessage struct {
 
 // record parses and logs an incoming pkiMessage before any fault or policy
 // applies, so tests see what the client sent even when the reply fails.
-func (s *Server) record(method string, der []byte) *pkiMessage {
+func (s *Server) record(method, remoteAddr string, der []byte) *pkiMessage {
 	msg := parsePKIMessage(der)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,12 +118,14 @@ func (s *Server) record(method string, der []byte) *pkiMessage {
 		Signer:            msg.signer,
 		FailInfo:          -1,
 		At:                time.Now(),
+		RemoteAddr:        remoteAddr,
 	}
 	if msg.env != nil {
 		if len(msg.env.RecipientInfos) > 0 {
 			req.KeyEncryption = msg.env.RecipientInfos[0].KeyEncryptionAlgorithm.Algorithm
 		}
 		req.Recipients = s.matchRecipientsLocked(msg.env.RecipientInfos)
+		req.Stray = len(req.Recipients) == 0 && !s.servedLocked(msg.env.RecipientInfos)
 	}
 	msg.logIndex = len(s.pkiLog)
 	s.pkiLog = append(s.pkiLog, req)
@@ -161,6 +163,19 @@ func parsePKIMessage(der []byte) (msg *pkiMessage) {
 		msg.cipher = env.EncryptedContentInfo.ContentEncryptionAlgorithm.Algorithm
 	}
 	return msg
+}
+
+// servedLocked says whether the envelope is addressed to a certificate this
+// server served before a CA rollover; s.mu must be held.
+func (s *Server) servedLocked(ris []recipientInfo) bool {
+	for _, c := range s.retired {
+		for _, ri := range ris {
+			if ri.IssuerAndSerial.matches(c) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // matchRecipientsLocked returns the server certificates among the envelope's

@@ -99,6 +99,44 @@ func TestPendingThenCertPoll(t *testing.T) {
 	}
 }
 
+// TestStrayIsNoTransaction: a PKCSReq enveloped for another server's CA
+// (a client of a closed server reaching the port this one took over) is
+// counted as having arrived, but is no transaction of this server, while
+// one enveloped for this server's CA before a rollover still is.
+func TestStrayIsNoTransaction(t *testing.T) {
+	other, s := Start(t, Behavior{}), Start(t, Behavior{})
+	stray := newTestClient(t, other, nil).pkcsReq(t)
+	c := newTestClient(t, s, nil)
+	if rep, _ := c.send(t, stray.Raw); rep.PKIStatus != scep.FAILURE || rep.FailInfo != scep.BadMessageCheck {
+		t.Fatalf("a stray PKCSReq got %s %s, want FAILURE badMessageCheck", rep.PKIStatus, rep.FailInfo)
+	}
+	last, _ := s.LastPKIRequest()
+	if !last.Stray || last.RemoteAddr == "" || !strings.Contains(last.String(), "stray") {
+		t.Errorf("the stray's record reads %q (stray %v)", last, last.Stray)
+	}
+	if got := s.PKIMessages("PKCSReq"); got != 1 {
+		t.Errorf("PKIMessages(PKCSReq) = %d, want 1: what reached the server is counted", got)
+	}
+	if got := s.PKCSReqTransactions(); len(got) != 0 || s.PKCSReqs() != 0 {
+		t.Errorf("PKCSReqTransactions() = %v after a stray, want none", got)
+	}
+
+	old := c.pkcsReq(t)
+	if _, err := s.RolloverCA(); err != nil {
+		t.Fatal(err)
+	}
+	c = newTestClient(t, s, nil) // parses the CertRep the new CA signs
+	if rep, _ := c.send(t, old.Raw); rep.PKIStatus != scep.FAILURE {
+		t.Fatalf("a PKCSReq to the CA before the rollover got %s, want FAILURE", rep.PKIStatus)
+	}
+	if last, _ := s.LastPKIRequest(); last.Stray {
+		t.Errorf("a PKCSReq to this server's CA before its rollover is recorded as a stray: %s", last)
+	}
+	if got := s.PKCSReqTransactions(); len(got) != 1 || got[string(old.TransactionID)] != 1 {
+		t.Errorf("PKCSReqTransactions() = %v, want one PKCSReq in transaction %s", got, old.TransactionID)
+	}
+}
+
 // testClient enrols with MicroMDM's HTTP client and smallstep's messages,
 // the way MicroMDM's scepclient does, with a self-signed RSA signer.
 type testClient struct {

@@ -293,17 +293,27 @@ type PKIRequest struct {
 	// the envelope did not check out, and the error that said so), for a
 	// test to print when an outside client is refused.
 	Refused string
+	// RemoteAddr is the client's address (host:port), to tell whose
+	// message it was.
+	RemoteAddr string
+	// Stray says the message was enveloped for none of this server's
+	// certificates: it was meant for another server, and a client reached
+	// this one only because this server took over a port that server held.
+	Stray bool
 }
 
 // String is one line for a test's log: time, type, transaction, answer,
 // and why a badMessageCheck was answered.
 func (r PKIRequest) String() string {
-	line := fmt.Sprintf("%s %s %s tx %s: %s", r.At.Format("15:04:05.000"), r.Method, r.MessageType, r.TransactionID, r.Status)
+	line := fmt.Sprintf("%s %s %s from %s tx %s: %s", r.At.Format("15:04:05.000"), r.Method, r.MessageType, r.RemoteAddr, r.TransactionID, r.Status)
 	if r.Status == statusName(statusFailure) {
 		line += fmt.Sprintf(" (failInfo %d)", r.FailInfo)
 	}
 	if r.Refused != "" {
 		line += "; refused: " + r.Refused
+	}
+	if r.Stray {
+		line += " (stray: enveloped for another server)"
 	}
 	return line
 }
@@ -328,6 +338,7 @@ type Server struct {
 	messages     map[string]int
 	httpLog      []HTTPRequest
 	pkiLog       []PKIRequest
+	retired      []*x509.Certificate // CA and RA certificates served before a rollover
 	txns         map[string]*transaction
 	issued       []*x509.Certificate
 	revoked      []x509.RevocationListEntry
@@ -358,7 +369,14 @@ func Start(t testing.TB, b Behavior) *Server {
 // it creates a fresh CA and starts the server on a loopback listener with the
 // given initial behaviour. Close stops it.
 func New(b Behavior) (*Server, error) {
-	ca, key, err := newCA(1, "scepserver test CA")
+	// A serial of its own: an envelope names its recipient by issuer and
+	// serial, and two servers' CAs of the same name and serial could not be
+	// told apart (a stray sealed for another server would look like ours).
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	ca, key, err := newCA(new(big.Int).Rsh(serial, 66).Int64()+1, "scepserver test CA")
 	if err != nil {
 		return nil, fmt.Errorf("scepserver: %w", err)
 	}
@@ -423,6 +441,10 @@ func (s *Server) RolloverCA() (*x509.Certificate, error) {
 	if s.next != nil {
 		ca, key, s.next = s.next.cert, s.next.key, nil
 	}
+	s.retired = append(s.retired, s.CA)
+	if s.ra != nil {
+		s.retired = append(s.retired, s.ra.sign, s.ra.encrypt)
+	}
 	s.CA, s.CAKey, s.ra = ca, key, nil
 	return ca, nil
 }
@@ -484,17 +506,31 @@ func (s *Server) PKIRequests() []PKIRequest {
 
 // PKCSReqTransactions returns how many PKCSReqs arrived in each
 // transaction, by transactionID, as test/micromdm's does: exactly once
-// means one each.
+// means one each. Strays are left out: a PKCSReq enveloped for another
+// server's certificates is no transaction of this one (it came from a
+// client of a server whose port this one took over), and a resend by the
+// client under test is always enveloped for this server, so it is counted.
 func (s *Server) PKCSReqTransactions() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]int{}
 	for _, r := range s.pkiLog {
-		if r.MessageType == "PKCSReq" {
+		if r.MessageType == "PKCSReq" && !r.Stray {
 			out[r.TransactionID]++
 		}
 	}
 	return out
+}
+
+// PKCSReqs returns how many PKCSReqs arrived in this server's transactions
+// (PKCSReqTransactions summed, strays left out); PKIMessages counts every
+// PKCSReq that arrived.
+func (s *Server) PKCSReqs() int {
+	n := 0
+	for _, c := range s.PKCSReqTransactions() {
+		n += c
+	}
+	return n
 }
 
 // LastPKIRequest returns the most recent parsed pkiMessage, and false if
@@ -623,7 +659,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "scepserver: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		msg = s.record(r.Method, der)
+		msg = s.record(r.Method, r.RemoteAddr, der)
 	}
 
 	fault := s.takeFault(b, op)

@@ -204,7 +204,7 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 		}
 		cr = crs[0]
 		state, ok := signer.StateOf(&cr)
-		return ok && state.Pending && srv.PKIMessages("PKCSReq") == 1, fmt.Sprintf("state %+v (readable %v), %d PKCSReq", state, ok, srv.PKIMessages("PKCSReq"))
+		return ok && state.Pending && srv.PKCSReqs() == 1, fmt.Sprintf("state %+v (readable %v), %d PKCSReq", state, ok, srv.PKCSReqs())
 	})
 	if err := first.Kill(); err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 	second := startManager(t, name+"-second", secondBin)
 	eventually(t, 90*time.Second, "the second build's CertPoll", func() (bool, string) {
 		n := srv.PKIMessages("CertPoll")
-		return n > polls, fmt.Sprintf("%d CertPolls, %d PKCSReq; %s", n, srv.PKIMessages("PKCSReq"), tail(second.Logs()))
+		return n > polls, fmt.Sprintf("%d CertPolls, %d PKCSReq; %s", n, srv.PKCSReqs(), tail(second.Logs()))
 	})
 	txs := srv.PendingTransactions()
 	if len(txs) != 1 {
