@@ -88,7 +88,7 @@ func TestHelmInstall(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("%v\n%s", err, in.Diagnose(ctx))
 		}
-		exactlyOnce(t, ctx, c, srv, requests)
+		exactlyOnce(t, ctx, in, c, srv, requests)
 	}
 
 	t.Run("the operator runs as the chart's Deployment", func(t *testing.T) {
@@ -236,7 +236,7 @@ func TestHelmInstall(t *testing.T) {
 			t.Errorf("the SCEPProfile after uninstall: %v", err)
 		}
 	})
-	exactlyOnce(t, ctx, c, srv, requests)
+	exactlyOnce(t, ctx, in, c, srv, requests)
 }
 
 // exactlyOnce checks, at the SCEP server, one PKCSReq for each transaction
@@ -246,11 +246,19 @@ func TestHelmInstall(t *testing.T) {
 // revision and deleted is logged, not counted as a resend: counting
 // PKCSReqs against Certificates once saw 5 for 4 after the handover and
 // could not say which.
-func exactlyOnce(t *testing.T, ctx context.Context, c client.Client, srv *micromdm.Server, requests *stack.RequestLog) {
+func exactlyOnce(t *testing.T, ctx context.Context, in *Install, c client.Client, srv *micromdm.Server, requests *stack.RequestLog) {
 	t.Helper()
 	var list cmapi.CertificateRequestList
-	if err := c.List(ctx, &list, client.InNamespace(tenant)); err != nil {
-		t.Fatal(err)
+	// A revision cert-manager makes just after the last one was issued
+	// is counted once it is finished, not while it waits to be sent.
+	if err := in.Cluster.Wait(ctx, 2*time.Minute, "every request of "+tenant+" to be finished", func() (bool, string) {
+		if err := c.List(ctx, &list, client.InNamespace(tenant)); err != nil {
+			return false, err.Error()
+		}
+		unfinished := stack.Unfinished(list.Items)
+		return len(unfinished) == 0, fmt.Sprintf("in flight: %v", unfinished)
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, in.Diagnose(ctx))
 	}
 	requests.ReportExactlyOnce(t, "the SCEP server", srv.PKCSReqTransactions(), list.Items)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -166,4 +167,30 @@ func (l *RequestLog) ExactlyOnce(sent map[string]int, current []cmapi.Certificat
 	sort.Strings(problems)
 	sort.Strings(replaced)
 	return problems, replaced
+}
+
+// Unfinished names the requests still in flight: neither issued (Ready
+// True) nor failed or denied for good. An exactly-once count waits until
+// there are none, since cert-manager may make a new revision of a
+// Certificate just after its last one was issued (seen once in
+// TestHelmInstall: the Certificate Ready from revision 1, revision 2
+// created and not yet sent).
+func Unfinished(requests []cmapi.CertificateRequest) []string {
+	var out []string
+	for i := range requests {
+		cr := &requests[i]
+		finished := false
+		for _, c := range cr.Status.Conditions {
+			switch {
+			case c.Type == cmapi.CertificateRequestConditionReady && (c.Status == cmmeta.ConditionTrue || c.Reason == cmapi.CertificateRequestReasonFailed || c.Reason == cmapi.CertificateRequestReasonDenied):
+				finished = true
+			case c.Type == cmapi.CertificateRequestConditionDenied && c.Status == cmmeta.ConditionTrue:
+				finished = true
+			}
+		}
+		if !finished {
+			out = append(out, cr.Namespace+"/"+cr.Name)
+		}
+	}
+	return out
 }
