@@ -263,11 +263,11 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 	// it again (a revision cert-manager made would be a transaction of its
 	// own, and is told apart).
 	sent := srv.PKCSReqTransactions()
-	for tx, n := range sent {
-		if n > sentByFirst[tx] {
-			t.Errorf("the second build sent %d PKCSReq(s) in transaction %s after the replacement, want none: it must poll", n-sentByFirst[tx], tx)
+	for tx, before := range sentByFirst {
+		if sent[tx] > before {
+			t.Errorf("the second build sent %d PKCSReq(s) in transaction %s after the replacement, want none: it must poll", sent[tx]-before, tx)
 		}
-		sent[tx] = min(n, 1) // the previous release's own resend is counted above
+		sent[tx] = min(sent[tx], 1) // the previous release's own resend is reported above
 	}
 	seen.ReportExactlyOnce(t, "the SCEP server", sent, requestsIn(t, name))
 	if n := len(srv.Issued()); n != 1 {
