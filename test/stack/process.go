@@ -31,6 +31,12 @@ func (s *Stack) BuildManager(ctx context.Context, dir string) (string, error) {
 // OperatorKubeconfig writes a kubeconfig that acts as the chart's
 // ServiceAccount (by impersonation: envtest has no token issuer), so a
 // manager process started with it has exactly the chart's RBAC.
+//
+// The file is replaced atomically (written beside it, then renamed): each
+// manager process started rewrites it, and a process starting a moment
+// earlier may still be reading it. Written in place, the truncation once
+// left a starting replica an empty file ("no configuration has been
+// provided", TestLeaderHandover).
 func (s *Stack) OperatorKubeconfig() (string, error) {
 	cfg := s.Env.Config
 	kc := clientcmdapi.NewConfig()
@@ -42,9 +48,25 @@ func (s *Stack) OperatorKubeconfig() (string, error) {
 	}
 	kc.Contexts["operator"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "operator"}
 	kc.CurrentContext = "operator"
-	path := filepath.Join(s.WorkDir, "operator.kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	data, err := clientcmd.Write(*kc)
+	if err != nil {
 		return "", err
+	}
+	tmp, err := os.CreateTemp(s.WorkDir, "operator.kubeconfig-*")
+	if err != nil {
+		return "", err
+	}
+	_, werr := tmp.Write(data)
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	path := filepath.Join(s.WorkDir, "operator.kubeconfig")
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		return "", werr
 	}
 	return path, nil
 }
