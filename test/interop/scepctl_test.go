@@ -23,8 +23,19 @@ import (
 var (
 	scepctlOnce sync.Once
 	scepctlPath string
+	scepctlDir  string // what TestMain removes
 	scepctlErr  error
 )
+
+// TestMain removes the scepctl binary built for the package's tests: each
+// `make test` left a directory of its own in the system's temporary one.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if scepctlDir != "" {
+		_ = os.RemoveAll(scepctlDir)
+	}
+	os.Exit(code)
+}
 
 // scepctl builds cmd/scepctl once per test binary (or uses SCEPCTL_BIN) and
 // runs it as an admin would, returning exit code, stdout and stderr.
@@ -40,7 +51,7 @@ func scepctl(t *testing.T, args ...string) (int, string, string) {
 			scepctlErr = err
 			return
 		}
-		scepctlPath = filepath.Join(dir, "scepctl")
+		scepctlDir, scepctlPath = dir, filepath.Join(dir, "scepctl")
 		out, err := exec.Command("go", "build", "-o", scepctlPath, "github.com/scep-operator/scep-operator/cmd/scepctl").CombinedOutput()
 		if err != nil {
 			scepctlErr = errors.New(string(out))
