@@ -125,7 +125,8 @@ func (s *Server) record(method, remoteAddr string, der []byte) *pkiMessage {
 			req.KeyEncryption = msg.env.RecipientInfos[0].KeyEncryptionAlgorithm.Algorithm
 		}
 		req.Recipients = s.matchRecipientsLocked(msg.env.RecipientInfos)
-		req.Stray = len(req.Recipients) == 0 && !s.servedLocked(msg.env.RecipientInfos)
+		// Certificates served before a rollover are still this server's.
+		req.Stray = len(req.Recipients) == 0 && len(addressedTo(msg.env.RecipientInfos, s.retired)) == 0
 	}
 	msg.logIndex = len(s.pkiLog)
 	s.pkiLog = append(s.pkiLog, req)
@@ -165,19 +166,6 @@ func parsePKIMessage(der []byte) (msg *pkiMessage) {
 	return msg
 }
 
-// servedLocked says whether the envelope is addressed to a certificate this
-// server served before a CA rollover; s.mu must be held.
-func (s *Server) servedLocked(ris []recipientInfo) bool {
-	for _, c := range s.retired {
-		for _, ri := range ris {
-			if ri.IssuerAndSerial.matches(c) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // matchRecipientsLocked returns the server certificates among the envelope's
 // recipients; s.mu must be held.
 func (s *Server) matchRecipientsLocked(ris []recipientInfo) []*x509.Certificate {
@@ -185,8 +173,14 @@ func (s *Server) matchRecipientsLocked(ris []recipientInfo) []*x509.Certificate 
 	if s.ra != nil {
 		candidates = append(candidates, s.ra.sign, s.ra.encrypt)
 	}
+	return addressedTo(ris, candidates)
+}
+
+// addressedTo returns the certificates among certs that the envelope's
+// recipients name.
+func addressedTo(ris []recipientInfo, certs []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
-	for _, c := range candidates {
+	for _, c := range certs {
 		for _, ri := range ris {
 			if ri.IssuerAndSerial.matches(c) {
 				out = append(out, c)

@@ -56,17 +56,14 @@ func (s *Stack) OperatorKubeconfig() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, werr := tmp.Write(data)
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
+	_, err = tmp.Write(data)
 	path := filepath.Join(s.WorkDir, "operator.kubeconfig")
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), path)
+	if err = errors.Join(err, tmp.Close()); err == nil {
+		err = os.Rename(tmp.Name(), path)
 	}
-	if werr != nil {
+	if err != nil {
 		_ = os.Remove(tmp.Name())
-		return "", werr
+		return "", err
 	}
 	return path, nil
 }

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -179,16 +179,11 @@ func Unfinished(requests []cmapi.CertificateRequest) []string {
 	var out []string
 	for i := range requests {
 		cr := &requests[i]
-		finished := false
-		for _, c := range cr.Status.Conditions {
-			switch {
-			case c.Type == cmapi.CertificateRequestConditionReady && (c.Status == cmmeta.ConditionTrue || c.Reason == cmapi.CertificateRequestReasonFailed || c.Reason == cmapi.CertificateRequestReasonDenied):
-				finished = true
-			case c.Type == cmapi.CertificateRequestConditionDenied && c.Status == cmmeta.ConditionTrue:
-				finished = true
-			}
+		switch apiutil.CertificateRequestReadyReason(cr) {
+		case cmapi.CertificateRequestReasonIssued, cmapi.CertificateRequestReasonFailed, cmapi.CertificateRequestReasonDenied:
+			continue
 		}
-		if !finished {
+		if !apiutil.CertificateRequestIsDenied(cr) {
 			out = append(out, cr.Namespace+"/"+cr.Name)
 		}
 	}

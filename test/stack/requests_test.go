@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"slices"
 	"testing"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -68,5 +70,31 @@ func TestExactlyOnce(t *testing.T) {
 				t.Errorf("problems %q, replaced %q: want %d and %d", problems, replaced, tc.problems, tc.replacements)
 			}
 		})
+	}
+}
+
+func TestUnfinished(t *testing.T) {
+	ready := func(status cmmeta.ConditionStatus, reason string) cmapi.CertificateRequestCondition {
+		return cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionReady, Status: status, Reason: reason}
+	}
+	denied := cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionDenied, Status: cmmeta.ConditionTrue}
+	var requests []cmapi.CertificateRequest
+	for name, conditions := range map[string][]cmapi.CertificateRequestCondition{
+		"new":            nil,
+		"pending":        {ready(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonPending)},
+		"issued":         {ready(cmmeta.ConditionTrue, cmapi.CertificateRequestReasonIssued)},
+		"failed":         {ready(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonFailed)},
+		"denied":         {denied, ready(cmmeta.ConditionFalse, cmapi.CertificateRequestReasonDenied)},
+		"denied-not-yet": {denied},
+	} {
+		requests = append(requests, cmapi.CertificateRequest{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Status:     cmapi.CertificateRequestStatus{Conditions: conditions},
+		})
+	}
+	got := Unfinished(requests)
+	slices.Sort(got)
+	if want := []string{"ns/new", "ns/pending"}; !slices.Equal(got, want) {
+		t.Errorf("Unfinished = %v, want %v", got, want)
 	}
 }

@@ -229,14 +229,14 @@ func replace(t *testing.T, name, firstBin, secondBin string) {
 	// transaction): its own bug, fixed since, and not the upgrade's. What
 	// the upgrade must keep is the transaction: the second build sends no
 	// PKCSReq, only CertPolls.
-	sentByFirst := srv.PKCSReqTransactions()
+	sentByFirst, pkcsReqs := srv.PKCSReqTransactions(), srv.PKCSReqs()
 	switch {
 	case len(sentByFirst) != 1:
 		t.Fatalf("the first build sent PKCSReqs in %d transactions, want 1: %v", len(sentByFirst), sentByFirst)
-	case firstBin == newBin && srv.PKCSReqs() != 1:
-		t.Fatalf("the build under test sent %d PKCSReqs before it was replaced, want 1", srv.PKCSReqs())
-	case srv.PKCSReqs() != 1:
-		t.Logf("the previous release sent %d PKCSReqs in its transaction before it was replaced (its conflict resend, fixed by a9572bc)", srv.PKCSReqs())
+	case firstBin == newBin && pkcsReqs != 1:
+		t.Fatalf("the build under test sent %d PKCSReqs before it was replaced, want 1", pkcsReqs)
+	case pkcsReqs != 1:
+		t.Logf("the previous release sent %d PKCSReqs in its transaction before it was replaced (its conflict resend, fixed by a9572bc)", pkcsReqs)
 	}
 
 	second := startManager(t, name+"-second", secondBin)
