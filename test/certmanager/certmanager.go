@@ -20,6 +20,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -176,6 +178,13 @@ type Options struct {
 	// EnableCertificateOwnerRef makes each Certificate the owner of its
 	// Secret, as cert-manager's --enable-certificate-owner-ref does.
 	EnableCertificateOwnerRef bool
+
+	// MetricsListener, when set, serves cert-manager's own Prometheus
+	// metrics on /metrics (what its controller serves on :9402, such as
+	// certmanager_controller_sync_call_count by controller) until the
+	// controllers stop (or Start fails); Start closes it then. Benchmarks
+	// count reconciles with it.
+	MetricsListener net.Listener
 }
 
 // Start runs cert-manager's real controllers against the API server at cfg
@@ -192,6 +201,13 @@ type Options struct {
 // down, so a few goroutines per controller outlive stop; they are idle once
 // their pending events are written or dropped.
 func Start(ctx context.Context, cfg *rest.Config, opts Options) (stop func(), err error) {
+	if opts.MetricsListener != nil {
+		defer func() {
+			if err != nil {
+				_ = opts.MetricsListener.Close()
+			}
+		}()
+	}
 	if cfg == nil {
 		return nil, errors.New("certmanager: nil rest.Config")
 	}
@@ -270,6 +286,16 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (stop func(), er
 		ctrls = append(ctrls, named{n, c})
 	}
 
+	var metricsServer *http.Server
+	if opts.MetricsListener != nil {
+		metricsServer = base.Metrics.NewServer(opts.MetricsListener)
+		go func() {
+			if err := metricsServer.Serve(opts.MetricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "serving cert-manager's metrics")
+			}
+		}()
+	}
+
 	var wg sync.WaitGroup
 	for _, c := range ctrls {
 		wg.Go(func() {
@@ -291,6 +317,9 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (stop func(), er
 		defer close(done)
 		<-runCtx.Done()
 		wg.Wait()
+		if metricsServer != nil {
+			_ = metricsServer.Close()
+		}
 		// Shutdown waits for the informers' goroutines to return.
 		base.HTTP01ResourceMetadataInformersFactory.Shutdown()
 		base.KubeSharedInformerFactory.Shutdown()

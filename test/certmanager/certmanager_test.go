@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -129,9 +130,15 @@ func TestStart(t *testing.T) {
 	defer cancel()
 	c := env.Client
 
+	metricsListener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsURL := "http://" + metricsListener.Addr().String() + "/metrics"
+
 	goroutines := runtime.NumGoroutine()
 	began := time.Now()
-	stop, err := certmanager.Start(ctx, env.Config, certmanager.Options{Logger: logger(t)})
+	stop, err := certmanager.Start(ctx, env.Config, certmanager.Options{Logger: logger(t), MetricsListener: metricsListener})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +196,19 @@ func TestStart(t *testing.T) {
 	})
 	t.Logf("leaf issued by the Ready CA Issuer in %v", time.Since(began).Round(time.Millisecond))
 	verifyLeaf(t, ctx, c, ns, "leaf2-tls", "leaf2.example.com")
+
+	// cert-manager's own metrics count reconciles by controller: three
+	// Certificates were issued, two of them by the CA Issuer.
+	syncs, err := certmanager.SyncCalls(ctx, metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cert-manager's reconciles by controller: %v", syncs)
+	for ctrl, least := range map[string]int{"certificates-issuing": 3, "certificaterequests-issuer-ca": 2} {
+		if syncs[ctrl] < least {
+			t.Errorf("%s reconciled %d times by cert-manager's metrics, want at least %d (all: %v)", ctrl, syncs[ctrl], least, syncs)
+		}
+	}
 
 	// An external issuer: nobody signs, but cert-manager must create the
 	// private key and an approved CertificateRequest carrying the

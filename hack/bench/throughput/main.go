@@ -114,7 +114,10 @@ type bench struct {
 	kubeconfig string
 	cm         *child
 	// cmPprof is cert-manager's /debug/pprof address.
-	cmPprof   string
+	cmPprof string
+	// cmMetrics is the URL of cert-manager's metrics (reconciles by
+	// controller).
+	cmMetrics string
 	apiserver int
 	etcd      int
 	// rsaCost is one RSA-2048 signature plus one decryption here.
@@ -205,9 +208,10 @@ func run(o options) (err error) {
 		return err
 	}
 	defer b.cm.stop()
-	if len(b.cm.ready) > 0 {
-		b.cmPprof = b.cm.ready[0]
+	if len(b.cm.ready) != 2 {
+		return fmt.Errorf("cert-manager printed READY %v, want its pprof address and metrics URL", b.cm.ready)
 	}
+	b.cmPprof, b.cmMetrics = b.cm.ready[0], b.cm.ready[1]
 
 	if o.burst {
 		return b.runBurst(ctx)

@@ -50,8 +50,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 // runCertManager runs cert-manager's real controllers (test/certmanager)
-// against the kubeconfig's API server, with Go's /debug/pprof on a loopback
-// port it prints after READY.
+// against the kubeconfig's API server, with Go's /debug/pprof and
+// cert-manager's metrics on loopback ports: it prints the pprof address and
+// the metrics URL after READY.
 func runCertManager(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("certmanager", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server")
@@ -63,7 +64,11 @@ func runCertManager(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := certmanager.Options{CertificateRequestMinimumBackoff: time.Minute}
+	metrics, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	opts := certmanager.Options{CertificateRequestMinimumBackoff: time.Minute, MetricsListener: metrics}
 	if *controllers != "" {
 		opts.Controllers = strings.Split(*controllers, ",")
 	}
@@ -75,7 +80,7 @@ func runCertManager(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("READY", pprofAddr)
+	fmt.Println("READY", pprofAddr, "http://"+metrics.Addr().String()+"/metrics")
 	<-ctx.Done()
 	stop()
 	return nil

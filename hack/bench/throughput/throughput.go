@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scepv1alpha1 "github.com/scep-operator/scep-operator/api/v1alpha1"
+	"github.com/scep-operator/scep-operator/test/certmanager"
 )
 
 // issuerSetup is one issuer under test, ready to issue.
@@ -70,6 +71,8 @@ type result struct {
 	requests       int        // CertificateRequests cert-manager made for the measured Certificates
 	warnings       string     // Warning Events in the namespace, by reason, with an example
 	rss            rssStats   // the operator's resident memory during the run
+	// syncs are cert-manager's reconciles during the run, by controller.
+	syncs map[string]int
 	// requestLatencies are the issuer's own times, from each request's
 	// creation to its Ready condition (whole seconds, as the API keeps them).
 	requestLatencies []time.Duration
@@ -420,6 +423,10 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 			return result{}, err
 		}
 	}
+	syncs0, err := certmanager.SyncCalls(ctx, b.cmMetrics)
+	if err != nil {
+		return result{}, err
+	}
 	var rss *rssSampler
 	if iss := s.issuerProcess(); iss != nil {
 		rss = sampleRSS(ctx, iss.pid())
@@ -465,6 +472,11 @@ func (b *bench) measureBatch(ctx context.Context, s *issuerSetup, w, crs *certWa
 			return result{}, err
 		}
 	}
+	syncs1, err := certmanager.SyncCalls(ctx, b.cmMetrics)
+	if err != nil {
+		return result{}, err
+	}
+	r.syncs = syncDelta(syncs0, syncs1)
 	if s.stats != nil {
 		scep1, err := s.stats()
 		if err != nil {
@@ -730,6 +742,7 @@ func (b *bench) report(out io.Writer, results []result, loadStart, loadEnd strin
 			p("Warning Events during the %s run: %s", r.label, r.warnings)
 		}
 	}
+	reportReconciles(p, results)
 	b.reportScale(p, results)
 	var ours []result
 	for _, r := range results {
